@@ -1,0 +1,84 @@
+"""balance-service: how much credit is left on a one-api / new-api ``sk-`` key."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import simplejson
+from flask import Flask
+from flask.json.provider import JSONProvider
+
+from . import config as config_module
+from .errors import register_error_handlers
+from .extensions import cors, db
+from .logging_setup import configure as configure_logging
+
+__version__ = "1.0.0"
+
+
+class ExactJSONProvider(JSONProvider):
+    """Writes ``Decimal`` amounts as exact JSON numbers (the stdlib would need floats)."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("use_decimal", True)
+        kwargs.setdefault("separators", (",", ":"))
+        return simplejson.dumps(obj, **kwargs)
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return simplejson.loads(s, use_decimal=True, **kwargs)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Application factory; ``config`` (tests) overrides what the environment says."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.json_provider_class = ExactJSONProvider
+    app.json = ExactJSONProvider(app)
+    settings = config_module.from_env()
+    settings.update(config or {})
+    app.config.update(config_module.finalize(settings, app.instance_path))
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
+        os.makedirs(app.instance_path, exist_ok=True)
+
+    configure_logging(app.config["LOG_LEVEL"])
+    db.init_app(app)
+    cors.init_app(
+        app,
+        resources={r"/v1/*": {}, r"/dashboard/*": {}},
+        origins=app.config["CORS_ORIGINS"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        methods=["GET", "HEAD", "OPTIONS"],
+        max_age=app.config["CORS_MAX_AGE"],
+        supports_credentials=False,
+    )
+    register_error_handlers(app)
+
+    from .blueprints import api, health
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api)
+
+    from .cli import register_commands
+
+    register_commands(app)
+    _dispose_engines_after_fork(app)
+    return app
+
+
+_engines: weakref.WeakSet = weakref.WeakSet()
+
+
+def _reset_engines_in_child() -> None:
+    for engine in list(_engines):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_reset_engines_in_child)
+
+
+def _dispose_engines_after_fork(app: Flask) -> None:
+    """A forked worker must not reuse the parent's pooled connections (gunicorn ``preload_app``)."""
+    with app.app_context():
+        _engines.update(db.engines.values())

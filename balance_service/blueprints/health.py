@@ -1,0 +1,26 @@
+"""Liveness and readiness probes, without authentication."""
+
+from flask import Blueprint, jsonify
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..extensions import db
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    """The process is up and serving; says nothing about the database."""
+    return jsonify(success=True, status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    """The database answers; a load balancer should stop sending traffic otherwise."""
+    try:
+        db.session.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        db.session.rollback()
+        return jsonify(success=False, status="unavailable", message="Database is not reachable"), 503
+    return jsonify(success=True, status="ready")

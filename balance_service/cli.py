@@ -1,0 +1,129 @@
+"""Operator commands: ``flask --app wsgi <command>``."""
+
+from __future__ import annotations
+
+import functools
+from decimal import Decimal, InvalidOperation
+
+import click
+from flask import Flask, current_app
+
+from . import operations as ops
+from .extensions import db
+from .units import unit_to_quota
+
+
+def _fail_on_operation_error(func):
+    """Show an OperationError as a one-line click error (exit 1) instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except ops.OperationError as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def _to_quota(amount: str, unit: str) -> int:
+    """AMOUNT in quota units, or in USD/CNY when --unit says so."""
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:
+        raise click.BadParameter(f"{amount!r} is not a number", param_hint="AMOUNT") from None
+    if not value.is_finite():
+        raise click.BadParameter(f"{amount!r} is not a number", param_hint="AMOUNT")
+    if unit == "quota":
+        if value != value.to_integral_value():
+            raise click.BadParameter("quota units are whole numbers", param_hint="AMOUNT")
+        return int(value)
+    cfg = current_app.config
+    return unit_to_quota(value, unit, cfg["QUOTA_PER_UNIT"], cfg["USD_EXCHANGE_RATE"])
+
+
+@click.command("init-db")
+def init_db() -> None:
+    """Create the users and tokens tables if they are absent (standalone installs)."""
+    db.create_all()
+    click.echo(f"tables ready in {db.engine.url.render_as_string(hide_password=True)}")
+
+
+@click.command("create-user")
+@click.argument("name")
+@click.option("--quota", type=click.IntRange(min=0), default=0, show_default=True, help="Starting quota units.")
+@click.option("--role", type=click.IntRange(min=1), default=1, show_default=True, help="1 common, 10 admin, 100 root.")
+@_fail_on_operation_error
+def create_user(name: str, quota: int, role: int) -> None:
+    """Create a user account NAME."""
+    user = ops.create_user(name, quota=quota, role=role)
+    click.echo(f"created user {user.username} (id {user.id}) with quota {user.quota}")
+
+
+@click.command("create-token")
+@click.argument("user")
+@click.option("--quota", type=click.IntRange(min=0), default=0, show_default=True, help="Quota units on the key.")
+@click.option("--unlimited", is_flag=True, help="The key has no quota limit.")
+@click.option("--expires", default=None, help="never (default), 30d, 12h, 2027-01-31 or Unix seconds.")
+@click.option("--name", default="", help="A label for the key.")
+@_fail_on_operation_error
+def create_token(user: str, quota: int, unlimited: bool, expires: str | None, name: str) -> None:
+    """Create an API key for USER (username or id) and print it once."""
+    if unlimited and quota:
+        raise click.UsageError("--quota and --unlimited exclude each other")
+    owner = ops.find_user(user)
+    token, key = ops.create_token(owner, name=name, quota=quota, unlimited=unlimited, expires=ops.parse_expiry(expires))
+    click.echo(f"created token {token.id} for {owner.username}; the key is shown only this once:")
+    click.echo(key)
+
+
+@click.command("top-up")
+@click.argument("target", required=False)
+@click.argument("amount")
+@click.option("--token", "key", default=None, help="Top up this key instead of a user.")
+@click.option(
+    "--unit",
+    type=click.Choice(["quota", "USD", "CNY"]),
+    default="quota",
+    show_default=True,
+    help="Unit of AMOUNT.",
+)
+@_fail_on_operation_error
+def top_up(target: str | None, amount: str, key: str | None, unit: str) -> None:
+    """Add AMOUNT to user TARGET's quota, or to a key's with --token KEY (atomic)."""
+    if (target is None) == (key is None):
+        raise click.UsageError("give either a USER or --token KEY")
+    quota = _to_quota(amount, unit)
+    if key is not None:
+        click.echo(f"key now has {ops.top_up_token(key, quota)} quota")
+    else:
+        click.echo(f"user {target} now has {ops.top_up_user(target, quota)} quota")
+
+
+@click.command("disable-token")
+@click.argument("key")
+@_fail_on_operation_error
+def disable_token(key: str) -> None:
+    """Disable an API key; balance requests with it are refused from now on."""
+    ops.disable_token(key)
+    click.echo("key disabled")
+
+
+@click.command("demo")
+@click.option("--host", default="127.0.0.1:8000", show_default=True, help="Where the service will listen.")
+@_fail_on_operation_error
+def demo(host: str) -> None:
+    """Create the tables and, on an empty database, a demo user with a key; print a curl line."""
+    db.create_all()
+    if ops.count_users():
+        click.echo("The database already has users; create a key with: flask --app wsgi create-token USER")
+        return
+    user = ops.create_user("demo", quota=5_000_000)
+    _, key = ops.create_token(user, name="demo", quota=1_000_000)
+    click.echo(f"Demo user 'demo' with a key (shown once): {key}")
+    click.echo(f'curl -s -H "Authorization: Bearer {key}" http://{host}/v1/user/balance')
+
+
+def register_commands(app: Flask) -> None:
+    for command in (init_db, create_user, create_token, top_up, disable_token, demo):
+        app.cli.add_command(command)

@@ -1,0 +1,80 @@
+"""The gateway's own ``users`` and ``tokens`` tables (one-api / new-api), read as the gateway writes them.
+
+Only the columns the service uses are mapped; a gateway database has more and
+that is fine. There is no foreign key: the gateway does not create one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+
+from sqlalchemy import CHAR, BigInteger, Boolean, DateTime, Engine, Integer, String, inspect
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .extensions import db
+
+# Gateway status codes, see ../shared/gateway-schema.md.
+USER_ENABLED, USER_DISABLED = 1, 2
+TOKEN_ENABLED, TOKEN_DISABLED, TOKEN_EXPIRED, TOKEN_EXHAUSTED = 1, 2, 3, 4
+NEVER_EXPIRES = -1
+ROLE_COMMON, ROLE_ADMIN, ROLE_ROOT = 1, 10, 100
+
+
+class User(db.Model):
+    """A gateway account; ``quota`` is what is left, ``used_quota`` what was spent."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(64), default="")
+    role: Mapped[int] = mapped_column(Integer, default=ROLE_COMMON)
+    status: Mapped[int] = mapped_column(Integer, default=USER_ENABLED)
+    quota: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_quota: Mapped[int] = mapped_column(BigInteger, default=0)
+    request_count: Mapped[int] = mapped_column(Integer, default=0)
+    # "group" is a reserved word; SQLAlchemy quotes it for every dialect.
+    group: Mapped[str] = mapped_column("group", String(32), default="default")
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.username!r}>"
+
+
+class Token(db.Model):
+    """One API key; ``key`` is stored without the ``sk-`` prefix."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    key: Mapped[str] = mapped_column(CHAR(48), unique=True)
+    status: Mapped[int] = mapped_column(Integer, default=TOKEN_ENABLED)
+    name: Mapped[str] = mapped_column(String(64), default="")
+    created_time: Mapped[int] = mapped_column(BigInteger, default=0)
+    accessed_time: Mapped[int] = mapped_column(BigInteger, default=0)
+    expired_time: Mapped[int] = mapped_column(BigInteger, default=NEVER_EXPIRES)
+    remain_quota: Mapped[int] = mapped_column(BigInteger, default=0)
+    unlimited_quota: Mapped[bool] = mapped_column(Boolean, default=False)
+    used_quota: Mapped[int] = mapped_column(BigInteger, default=0)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+
+    def __repr__(self) -> str:
+        # Never the key: reprs end up in logs and tracebacks.
+        return f"<Token {self.id} of user {self.user_id}>"
+
+
+@lru_cache(maxsize=32)
+def soft_delete_columns(engine: Engine) -> tuple[bool, bool]:
+    """Whether ``tokens`` and ``users`` have ``deleted_at`` (new-api has it, one-api does not).
+
+    Read once per engine and cached, so a balance lookup stays one statement.
+    A failed inspection raises and is not cached, so it is retried next time.
+    """
+    inspector = inspect(engine)
+    tokens, users = (
+        any(column["name"] == "deleted_at" for column in inspector.get_columns(table))
+        for table in (Token.__tablename__, User.__tablename__)
+    )
+    return tokens, users

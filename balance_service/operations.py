@@ -1,0 +1,155 @@
+"""Operator actions behind the CLI: create accounts and keys, top up, disable.
+
+Top-ups are a single ``UPDATE … SET quota = quota + n`` so concurrent top-ups
+(and the gateway's own concurrent debits) can never lose an update.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+import time
+from datetime import datetime, timezone
+
+from sqlalchemy import case, func, true, update
+
+from .auth import normalize_key
+from .errors import ApiError
+from .extensions import db
+from .models import NEVER_EXPIRES, TOKEN_DISABLED, TOKEN_ENABLED, TOKEN_EXHAUSTED, Token, User, soft_delete_columns
+
+_KEY_ALPHABET = string.ascii_letters + string.digits
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class OperationError(Exception):
+    """An operator command cannot be carried out; the message says why."""
+
+
+def generate_key() -> str:
+    """48 random alphanumerics, the shape the gateways issue (stored without ``sk-``)."""
+    return "".join(secrets.choice(_KEY_ALPHABET) for _ in range(48))
+
+
+def parse_expiry(value: str | None, now: int | None = None) -> int:
+    """``never`` / unset → -1; ``30d``, ``12h`` → from now; an ISO date or Unix seconds → as given."""
+    now = int(time.time()) if now is None else now
+    if value is None or value.strip().lower() in ("", "never", "-1"):
+        return NEVER_EXPIRES
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    duration = _DURATION.fullmatch(value)
+    if duration:
+        return now + int(duration.group(1)) * _SECONDS[duration.group(2)]
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise OperationError(f"cannot read expiry {value!r}: use 'never', 30d, 2027-01-31 or Unix seconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
+
+
+def _live(model, column_present: bool):
+    return model.deleted_at.is_(None) if column_present else true()
+
+
+def find_user(name_or_id: str) -> User:
+    """A live user by username, or by numeric id."""
+    _, users_soft = soft_delete_columns(db.engine)
+    condition = User.username == name_or_id
+    if name_or_id.isdigit():
+        condition = condition | (User.id == int(name_or_id))
+    stmt = db.select(User.id).where(condition, _live(User, users_soft)).order_by(User.id).limit(1)
+    user_id = db.session.execute(stmt).scalar()
+    if user_id is None:
+        raise OperationError(f"no user {name_or_id!r}")
+    return db.session.get(User, user_id)
+
+
+def create_user(username: str, quota: int = 0, role: int = 1) -> User:
+    if quota < 0:
+        raise OperationError("quota cannot be negative")
+    exists = db.session.execute(db.select(User.id).where(User.username == username)).first()
+    if exists:
+        raise OperationError(f"user {username!r} already exists")
+    user = User(username=username, display_name=username, quota=quota, role=role)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def create_token(
+    user: User, name: str = "", quota: int = 0, unlimited: bool = False, expires: int = NEVER_EXPIRES
+) -> tuple[Token, str]:
+    """Create a key for ``user``; returns the token and the full ``sk-`` key (shown once)."""
+    if quota < 0:
+        raise OperationError("quota cannot be negative")
+    key = generate_key()
+    now = int(time.time())
+    token = Token(
+        user_id=user.id,
+        key=key,
+        name=name or f"{user.username}-key",
+        created_time=now,
+        accessed_time=now,
+        expired_time=expires,
+        remain_quota=quota,
+        unlimited_quota=unlimited,
+    )
+    db.session.add(token)
+    db.session.commit()
+    return token, "sk-" + key
+
+
+def top_up_user(name_or_id: str, amount: int) -> int:
+    """Add ``amount`` quota to a user atomically; returns the quota after the top-up."""
+    if amount <= 0:
+        raise OperationError("amount must be positive")
+    user_id = find_user(name_or_id).id
+    db.session.execute(update(User).where(User.id == user_id).values(quota=User.quota + amount))
+    db.session.commit()
+    return db.session.execute(db.select(User.quota).where(User.id == user_id)).scalar_one()
+
+
+def _token_id(key: str) -> int:
+    try:
+        stored = normalize_key(key)
+    except ApiError as e:
+        raise OperationError(e.message) from None
+    tokens_soft, _ = soft_delete_columns(db.engine)
+    stmt = db.select(Token.id).where(Token.key == stored, _live(Token, tokens_soft))
+    token_id = db.session.execute(stmt).scalar()
+    if token_id is None:
+        raise OperationError("no such key")
+    return token_id
+
+
+def top_up_token(key: str, amount: int) -> int:
+    """Add ``amount`` to a key's remaining quota atomically; an exhausted key becomes enabled again."""
+    if amount <= 0:
+        raise OperationError("amount must be positive")
+    token_id = _token_id(key)
+    db.session.execute(
+        update(Token)
+        .where(Token.id == token_id)
+        .values(
+            remain_quota=Token.remain_quota + amount,
+            status=case((Token.status == TOKEN_EXHAUSTED, TOKEN_ENABLED), else_=Token.status),
+        )
+    )
+    db.session.commit()
+    return db.session.execute(db.select(Token.remain_quota).where(Token.id == token_id)).scalar_one()
+
+
+def disable_token(key: str) -> None:
+    token_id = _token_id(key)
+    db.session.execute(update(Token).where(Token.id == token_id).values(status=TOKEN_DISABLED))
+    db.session.commit()
+
+
+def count_users() -> int:
+    return db.session.execute(db.select(func.count()).select_from(User)).scalar_one()

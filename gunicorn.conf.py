@@ -1,0 +1,27 @@
+"""gunicorn settings for balance-service; each can be overridden by an environment variable.
+
+Start with: ``gunicorn -c gunicorn.conf.py wsgi:app``.
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("BIND", "127.0.0.1:8000")
+# Requests are short and wait on one SQL round trip: sync workers, (2 × cores) + 1 of them.
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+worker_class = "sync"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 30
+keepalive = 5
+# Recycle workers now and then so a slow leak can never grow without bound.
+max_requests = 10000
+max_requests_jitter = 1000
+# Each worker builds its own app, engine and pool: nothing shared across fork.
+preload_app = False
+# The access log shows the path without the query string, and never a header:
+# an API key cannot reach it even if a client puts one in the URL.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -1,0 +1,194 @@
+"""Fixtures: the real app on a real SQLite file and on the real PostgreSQL.
+
+Every test that takes ``app`` (or ``client``) runs once per backend. PostgreSQL
+tests get a throw-away database created for the session; they skip when the
+server is unreachable, except under ``CI=true`` where that is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from contextlib import contextmanager
+
+import psycopg2
+import pytest
+from sqlalchemy import delete, event
+from sqlalchemy.engine import make_url
+
+from balance_service import create_app
+from balance_service.extensions import db as _db
+from balance_service.models import Token, User
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BACKENDS = ["sqlite", "postgresql"]
+_ENV_SETTINGS = (
+    "DATABASE_URL",
+    "BALANCE_UNIT",
+    "QUOTA_PER_UNIT",
+    "USD_EXCHANGE_RATE",
+    "UNLIMITED_USER_ROLES",
+    "CORS_ORIGINS",
+    "CORS_MAX_AGE",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    """A developer's own settings must not change what the tests see."""
+    for name in _ENV_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def _admin_connection():
+    url = make_url(POSTGRES_URL)
+    conn = psycopg2.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        dbname="postgres",
+        connect_timeout=3,
+    )
+    conn.autocommit = True
+    return conn
+
+
+@contextmanager
+def temporary_postgres_database():
+    """Create a database of our own on the server and drop it afterwards."""
+    try:
+        admin = _admin_connection()
+    except psycopg2.OperationalError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL must be reachable in CI: {e}")
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}")
+    name = f"balance_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    with temporary_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def database_url(backend, tmp_path, request):
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'balance.sqlite3'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def make_app(database_url):
+    """Build apps on the test database with config overrides; tables created, rows wiped after."""
+    apps = []
+
+    def factory(**overrides):
+        config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url}
+        config.update(overrides)
+        app = create_app(config)
+        with app.app_context():
+            _db.create_all()
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        with app.app_context():
+            _db.session.remove()
+            _db.session.execute(delete(Token))
+            _db.session.execute(delete(User))
+            _db.session.commit()
+            _db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def db(app):
+    with app.app_context():
+        yield _db
+
+
+@pytest.fixture
+def create_user(app):
+    """Insert a user row directly, the way the gateway would; returns its id."""
+
+    def factory(username=None, **fields):
+        with app.app_context():
+            user = User(username=username or f"user-{uuid.uuid4().hex[:8]}", **fields)
+            _db.session.add(user)
+            _db.session.commit()
+            return user.id
+
+    return factory
+
+
+@pytest.fixture
+def create_token(app, create_user):
+    """Insert a token row (creating an owner unless ``user_id`` is given); returns ``sk-<key>``."""
+
+    def factory(user_id=None, **fields):
+        if user_id is None:
+            user_id = create_user()
+        key = uuid.uuid4().hex + uuid.uuid4().hex[:16]
+        fields.setdefault("created_time", int(time.time()))
+        with app.app_context():
+            _db.session.add(Token(user_id=user_id, key=key, **fields))
+            _db.session.commit()
+        return "sk-" + key
+
+    return factory
+
+
+@pytest.fixture
+def auth():
+    def headers(key, **extra):
+        return {"Authorization": f"Bearer {key}", **extra}
+
+    return headers
+
+
+@pytest.fixture
+def count_statements(app):
+    """Count SQL statements the app's engine runs inside a ``with`` block."""
+
+    @contextmanager
+    def counter():
+        seen = []
+
+        def listener(conn, cursor, statement, *args):
+            seen.append(statement)
+
+        with app.app_context():
+            engine = _db.engine
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            yield seen
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+
+    return counter

@@ -1,0 +1,130 @@
+"""The before_request hook: every way a key can be refused, and the ways it is accepted."""
+
+import time
+from datetime import datetime
+
+import pytest
+
+from balance_service.auth import parse_key
+from balance_service.errors import ApiError
+from balance_service.models import TOKEN_DISABLED, TOKEN_EXHAUSTED, TOKEN_EXPIRED, USER_DISABLED
+
+ENDPOINTS = ["/v1/balance", "/v1/user/balance"]
+
+
+def refusal(response, status):
+    assert response.status_code == status
+    assert response.is_json
+    body = response.get_json()
+    assert body["success"] is False
+    return body["message"]
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_missing_header_is_rejected_with_401(client, path):
+    assert refusal(client.get(path), 401) == "No Authorization header"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("Basic dXNlcjpwYXNz", "Authorization header must be 'Bearer sk-<key>'"),
+        ("sk-abc", "Authorization header must be 'Bearer sk-<key>'"),
+        ("Bearer", "Empty API key"),
+        ("Bearer ", "Empty API key"),
+        ("Bearer sk-", "Empty API key"),
+        ("Bearer sk-abc$def", "Malformed API key"),
+        ("Bearer sk-" + "a" * 49, "Malformed API key"),
+        ("Bearer sk-ab cd", "Malformed API key"),
+        ("Bearer ' OR 1=1 --", "Malformed API key"),
+    ],
+)
+def test_malformed_header_is_rejected_with_401_and_a_reason(client, value, message):
+    assert refusal(client.get("/v1/balance", headers={"Authorization": value}), 401) == message
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_unknown_key_is_rejected_with_401(client, auth, path):
+    assert refusal(client.get(path, headers=auth("sk-" + "x" * 48)), 401) == "Invalid token"
+
+
+def test_soft_deleted_key_is_rejected_as_invalid(client, auth, create_token):
+    key = create_token(remain_quota=10, deleted_at=datetime(2026, 1, 1))
+    assert refusal(client.get("/v1/balance", headers=auth(key)), 401) == "Invalid token"
+
+
+def test_disabled_key_is_rejected_with_401(client, auth, create_token):
+    key = create_token(status=TOKEN_DISABLED)
+    assert refusal(client.get("/v1/user/balance", headers=auth(key)), 401) == "Token is disabled"
+
+
+def test_key_with_expired_status_is_rejected_with_401(client, auth, create_token):
+    key = create_token(status=TOKEN_EXPIRED)
+    assert refusal(client.get("/v1/balance", headers=auth(key)), 401) == "Token has expired"
+
+
+def test_key_past_its_expiry_time_is_rejected_with_401(client, auth, create_token):
+    key = create_token(expired_time=int(time.time()) - 5)
+    assert refusal(client.get("/v1/balance", headers=auth(key)), 401) == "Token has expired"
+
+
+def test_key_expiring_in_the_future_is_accepted(client, auth, create_token):
+    key = create_token(expired_time=int(time.time()) + 3600, remain_quota=500000)
+    assert client.get("/v1/balance", headers=auth(key)).get_json()["balance"] == 1
+
+
+def test_exhausted_key_can_still_read_its_zero_balance(client, auth, create_token):
+    key = create_token(status=TOKEN_EXHAUSTED, remain_quota=0, used_quota=500000)
+    body = client.get("/v1/balance", headers=auth(key)).get_json()
+    assert body["success"] is True
+    assert body["balance"] == 0
+    assert body["used"] == 1
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_key_whose_owner_is_missing_gets_404(client, auth, create_token, path):
+    key = create_token(user_id=987654)
+    assert refusal(client.get(path, headers=auth(key)), 404).startswith("Failed to get user quota")
+
+
+def test_key_whose_owner_is_soft_deleted_gets_404(client, auth, create_user, create_token):
+    owner = create_user(deleted_at=datetime(2026, 1, 1))
+    key = create_token(user_id=owner)
+    assert refusal(client.get("/v1/user/balance", headers=auth(key)), 404).startswith("Failed to get user quota")
+
+
+def test_key_of_a_disabled_user_gets_403(client, auth, create_user, create_token):
+    owner = create_user(status=USER_DISABLED, quota=100)
+    key = create_token(user_id=owner)
+    assert refusal(client.get("/v1/user/balance", headers=auth(key)), 403) == "User is disabled"
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["Bearer sk-{k}", "Bearer {k}", "bearer sk-{k}", "Bearer   sk-{k}  ", "Bearer sk-{k}-channel7", "Bearer {k}-x"],
+)
+def test_accepted_key_spellings_all_reach_the_same_token(client, create_token, template):
+    key = create_token(remain_quota=1000000)
+    bare = key.removeprefix("sk-")
+    response = client.get("/v1/balance", headers={"Authorization": template.format(k=bare)})
+    assert response.status_code == 200
+    assert response.get_json()["balance"] == 2
+
+
+def test_a_prefix_of_a_real_key_is_not_accepted(client, auth, create_token):
+    key = create_token()
+    assert refusal(client.get("/v1/balance", headers=auth(key[:-1])), 401) == "Invalid token"
+
+
+def test_balance_lookup_is_one_sql_statement(client, auth, create_token, count_statements):
+    key = create_token(remain_quota=5)
+    client.get("/v1/balance", headers=auth(key))  # warm-up: reads the table layout once
+    with count_statements() as statements:
+        assert client.get("/v1/user/balance", headers=auth(key)).status_code == 200
+    assert len(statements) == 1, statements
+
+
+def test_parse_key_strips_prefix_and_suffix():
+    assert parse_key("Bearer sk-" + "A1" * 24 + "-x-y") == "A1" * 24
+    with pytest.raises(ApiError):
+        parse_key(None)

@@ -1,0 +1,69 @@
+"""Settings come from the environment and bad values stop the service at start-up."""
+
+from decimal import Decimal
+
+import pytest
+
+from balance_service import create_app
+from balance_service.config import ConfigError, from_env, normalize_database_url
+
+
+def test_defaults_are_usd_at_500000_quota_per_dollar():
+    config = from_env({})
+    assert config["BALANCE_UNIT"] == "USD"
+    assert config["QUOTA_PER_UNIT"] == Decimal(500000)
+    assert config["USD_EXCHANGE_RATE"] == Decimal("7.3")
+    assert config["UNLIMITED_USER_ROLES"] == frozenset()
+    assert config["CORS_ORIGINS"] == "*"
+    assert "SQLALCHEMY_DATABASE_URI" not in config
+
+
+def test_unit_names_are_case_insensitive():
+    assert from_env({"BALANCE_UNIT": "cny"})["BALANCE_UNIT"] == "CNY"
+    assert from_env({"BALANCE_UNIT": "TOKENS"})["BALANCE_UNIT"] == "tokens"
+
+
+def test_lists_are_split_on_commas():
+    config = from_env({"UNLIMITED_USER_ROLES": "100, 10", "CORS_ORIGINS": "https://a.example, https://b.example"})
+    assert config["UNLIMITED_USER_ROLES"] == {10, 100}
+    assert config["CORS_ORIGINS"] == ["https://a.example", "https://b.example"]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"BALANCE_UNIT": "EUR"},
+        {"QUOTA_PER_UNIT": "0"},
+        {"QUOTA_PER_UNIT": "abc"},
+        {"USD_EXCHANGE_RATE": "-7"},
+        {"USD_EXCHANGE_RATE": "NaN"},
+        {"UNLIMITED_USER_ROLES": "root"},
+        {"DB_CONNECT_TIMEOUT": "0"},
+    ],
+)
+def test_invalid_settings_are_refused_at_start_up(env, monkeypatch):
+    with pytest.raises(ConfigError):
+        from_env(env)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError):
+        create_app()
+
+
+@pytest.mark.parametrize("url", ["postgres://u@h/db", "postgresql://u@h/db", "postgresql+psycopg2://u@h/db"])
+def test_postgresql_urls_use_the_psycopg2_driver(url):
+    assert normalize_database_url(url) == "postgresql+psycopg2://u@h/db"
+
+
+def test_other_database_urls_are_left_alone():
+    assert normalize_database_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_without_database_url_the_embedded_sqlite_file_lives_in_the_instance_folder(tmp_path, monkeypatch):
+    app = create_app({"TESTING": True})
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{app.instance_path}/balance.sqlite3"
+
+
+def test_database_url_comes_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/x.db")
+    assert create_app().config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path}/x.db"

@@ -1,0 +1,43 @@
+"""Browser pages on other origins can call the API; preflights need no key."""
+
+import pytest
+
+ORIGIN = "https://dashboard.example"
+PREFLIGHT = {
+    "Origin": ORIGIN,
+    "Access-Control-Request-Method": "GET",
+    "Access-Control-Request-Headers": "authorization",
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/balance", "/v1/user/balance"])
+def test_preflight_is_answered_without_auth(client, path):
+    response = client.options(path, headers=PREFLIGHT)
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] in ("*", ORIGIN)
+    assert "authorization" in response.headers["Access-Control-Allow-Headers"].lower()
+    assert "GET" in response.headers["Access-Control-Allow-Methods"]
+    assert response.headers["Access-Control-Max-Age"] == "86400"
+    assert "Access-Control-Allow-Credentials" not in response.headers
+
+
+def test_successful_response_carries_cors_headers(client, auth, create_token):
+    key = create_token(remain_quota=1)
+    response = client.get("/v1/balance", headers=auth(key, Origin=ORIGIN))
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] in ("*", ORIGIN)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer sk-" + "n" * 48}])
+def test_error_responses_carry_cors_headers_so_the_page_can_read_the_message(client, headers):
+    response = client.get("/v1/balance", headers={"Origin": ORIGIN, **headers})
+    assert response.status_code == 401
+    assert response.headers["Access-Control-Allow-Origin"] in ("*", ORIGIN)
+
+
+def test_cors_origins_restricts_which_pages_may_read(make_app):
+    client = make_app(CORS_ORIGINS=["https://allowed.example"]).test_client()
+    allowed = client.options("/v1/balance", headers={**PREFLIGHT, "Origin": "https://allowed.example"})
+    other = client.options("/v1/balance", headers={**PREFLIGHT, "Origin": "https://evil.example"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://allowed.example"
+    assert "Access-Control-Allow-Origin" not in other.headers

@@ -1,0 +1,56 @@
+"""GET /v1/balance reports the one key that made the request."""
+
+from decimal import Decimal
+
+
+def test_token_balance_reports_remain_and_used_quota(client, auth, create_user, create_token):
+    key = create_token(user_id=create_user(quota=99999999), remain_quota=750000, used_quota=1)
+    response = client.get("/v1/balance", headers=auth(key))
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "success": True,
+        "balance": Decimal("1.5"),
+        "used": Decimal("0.000002"),
+        "unlimited_quota": False,
+        "unit": "USD",
+    }
+
+
+def test_unlimited_token_reports_minus_one_and_keeps_its_used_amount(client, auth, create_token):
+    key = create_token(unlimited_quota=True, remain_quota=0, used_quota=1500000)
+    body = client.get("/v1/balance", headers=auth(key)).get_json()
+    assert body["balance"] == -1
+    assert body["unlimited_quota"] is True
+    assert body["used"] == 3
+
+
+def test_two_keys_of_one_user_report_their_own_quota(client, auth, create_user, create_token):
+    owner = create_user(quota=1)
+    first = create_token(user_id=owner, remain_quota=500000)
+    second = create_token(user_id=owner, remain_quota=2500000)
+    assert client.get("/v1/balance", headers=auth(first)).get_json()["balance"] == 1
+    assert client.get("/v1/balance", headers=auth(second)).get_json()["balance"] == 5
+
+
+def test_token_balance_in_tokens_unit_is_the_raw_integer(make_app):
+    app = make_app(BALANCE_UNIT="tokens")
+    from balance_service.extensions import db
+    from balance_service.models import Token, User
+
+    with app.app_context():
+        user = User(username="t", quota=0)
+        db.session.add(user)
+        db.session.flush()
+        db.session.add(Token(user_id=user.id, key="t" * 48, remain_quota=9007199254740993, used_quota=7))
+        db.session.commit()
+    text = app.test_client().get("/v1/balance", headers={"Authorization": "Bearer sk-" + "t" * 48}).get_data(True)
+    assert '"balance":9007199254740993' in text
+    assert '"used":7' in text
+    assert '"unit":"tokens"' in text
+
+
+def test_head_request_answers_without_a_body(client, auth, create_token):
+    key = create_token(remain_quota=1)
+    response = client.head("/v1/balance", headers=auth(key))
+    assert response.status_code == 200
+    assert response.get_data() == b""

@@ -1,0 +1,121 @@
+"""GET /v1/user/balance reports the account behind the key, in the configured unit."""
+
+from decimal import Decimal
+
+import pytest
+
+from balance_service.models import ROLE_ADMIN, ROLE_ROOT
+
+
+def test_user_balance_reports_quota_and_used_in_usd(client, auth, create_user, create_token):
+    owner = create_user(quota=1234567, used_quota=250000)
+    key = create_token(user_id=owner, remain_quota=1)
+    response = client.get("/v1/user/balance", headers=auth(key))
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "success": True,
+        "balance": Decimal("2.469134"),
+        "used": Decimal("0.5"),
+        "unlimited_quota": False,
+        "unit": "USD",
+    }
+
+
+def test_amounts_are_written_as_exact_json_numbers(client, auth, create_user, create_token):
+    key = create_token(user_id=create_user(quota=1, used_quota=3))
+    text = client.get("/v1/user/balance", headers=auth(key)).get_data(as_text=True)
+    assert '"balance":0.000002' in text
+    assert '"used":0.000006' in text
+
+
+@pytest.mark.parametrize(
+    ("unit", "balance", "used"),
+    [
+        ("USD", Decimal("3"), Decimal("0.1")),
+        ("CNY", Decimal("21.9"), Decimal("0.73")),
+        ("tokens", 1500000, 50000),
+    ],
+)
+def test_user_balance_follows_the_configured_unit(make_app, unit, balance, used):
+    app = make_app(BALANCE_UNIT=unit)
+    from balance_service.extensions import db
+    from balance_service.models import Token, User
+
+    with app.app_context():
+        user = User(username="u", quota=1500000, used_quota=50000)
+        db.session.add(user)
+        db.session.flush()
+        db.session.add(Token(user_id=user.id, key="k" * 48))
+        db.session.commit()
+    body = app.test_client().get("/v1/user/balance", headers={"Authorization": "Bearer sk-" + "k" * 48}).get_json()
+    assert body["balance"] == balance
+    assert body["used"] == used
+    assert body["unit"] == unit
+    if unit == "tokens":
+        assert isinstance(body["balance"], int)
+
+
+def test_custom_quota_per_unit_and_exchange_rate(make_app):
+    app = make_app(BALANCE_UNIT="CNY", QUOTA_PER_UNIT=Decimal(1000), USD_EXCHANGE_RATE=Decimal("7.1"))
+    from balance_service.extensions import db
+    from balance_service.models import Token, User
+
+    with app.app_context():
+        user = User(username="u", quota=2500)
+        db.session.add(user)
+        db.session.flush()
+        db.session.add(Token(user_id=user.id, key="c" * 48))
+        db.session.commit()
+    body = app.test_client().get("/v1/user/balance", headers={"Authorization": "Bearer " + "c" * 48}).get_json()
+    assert body["balance"] == Decimal("17.75")
+
+
+def test_the_key_own_quota_does_not_change_the_account_balance(client, auth, create_user, create_token):
+    owner = create_user(quota=500000)
+    key = create_token(user_id=owner, remain_quota=999999999, unlimited_quota=True)
+    body = client.get("/v1/user/balance", headers=auth(key)).get_json()
+    assert body["balance"] == 1
+    assert body["unlimited_quota"] is False
+
+
+def test_each_key_sees_its_own_owner_only(client, auth, create_user, create_token):
+    alice = create_token(user_id=create_user(quota=500000))
+    bob = create_token(user_id=create_user(quota=1000000))
+    assert client.get("/v1/user/balance", headers=auth(alice)).get_json()["balance"] == 1
+    assert client.get("/v1/user/balance", headers=auth(bob)).get_json()["balance"] == 2
+
+
+def test_overdrawn_account_shows_zero(client, auth, create_user, create_token):
+    key = create_token(user_id=create_user(quota=-300, used_quota=500300))
+    body = client.get("/v1/user/balance", headers=auth(key)).get_json()
+    assert body["balance"] == 0
+    assert body["used"] == Decimal("1.0006")
+
+
+def test_accounts_are_limited_unless_their_role_is_configured_unlimited(client, auth, create_user, create_token):
+    key = create_token(user_id=create_user(quota=500000, role=ROLE_ROOT))
+    body = client.get("/v1/user/balance", headers=auth(key)).get_json()
+    assert body["balance"] == 1
+    assert body["unlimited_quota"] is False
+
+
+def test_roles_in_unlimited_user_roles_report_minus_one(make_app):
+    app = make_app(UNLIMITED_USER_ROLES=frozenset({ROLE_ROOT}))
+    from balance_service.extensions import db
+    from balance_service.models import Token, User
+
+    with app.app_context():
+        root = User(username="root", quota=500000, used_quota=1000000, role=ROLE_ROOT)
+        admin = User(username="admin", quota=500000, role=ROLE_ADMIN)
+        db.session.add_all([root, admin])
+        db.session.flush()
+        db.session.add_all([Token(user_id=root.id, key="r" * 48), Token(user_id=admin.id, key="a" * 48)])
+        db.session.commit()
+    client = app.test_client()
+    root_body = client.get("/v1/user/balance", headers={"Authorization": "Bearer sk-" + "r" * 48}).get_json()
+    admin_body = client.get("/v1/user/balance", headers={"Authorization": "Bearer sk-" + "a" * 48}).get_json()
+    assert root_body["balance"] == -1
+    assert root_body["unlimited_quota"] is True
+    assert root_body["used"] == 2
+    assert admin_body["balance"] == 1
+    assert admin_body["unlimited_quota"] is False
