@@ -48,22 +48,28 @@ def normalize_key(value: str) -> str:
 
 
 def lookup(key: str) -> tuple[Token, User | None]:
-    """Return the live token with this key and its owner (``None`` if the owner row is gone)."""
+    """Return the live token with this key and its live owner (``None`` if the owner is gone).
+
+    Soft-deleted rows are filtered in SQL, so ``deleted_at`` is never loaded:
+    the gateways write it in formats that vary by driver and version.
+    """
     tokens_soft, users_soft = soft_delete_columns(db.engine)
-    stmt = db.select(Token, User).outerjoin(User, User.id == Token.user_id).where(Token.key == key)
+    owner = User.id == Token.user_id
+    if users_soft:
+        owner = owner & User.deleted_at.is_(None)
+    stmt = (
+        db.select(Token, User)
+        .outerjoin(User, owner)
+        .where(Token.key == key)
+        .options(defer(Token.deleted_at, raiseload=True), defer(User.deleted_at, raiseload=True))
+        .limit(1)
+    )
     if tokens_soft:
         stmt = stmt.where(Token.deleted_at.is_(None))
-    else:
-        stmt = stmt.options(defer(Token.deleted_at, raiseload=True))
-    if not users_soft:
-        stmt = stmt.options(defer(User.deleted_at, raiseload=True))
-    row = db.session.execute(stmt.limit(1)).first()
+    row = db.session.execute(stmt).first()
     if row is None:
         raise ApiError(401, "Invalid token")
-    token, user = row
-    if user is not None and users_soft and user.deleted_at is not None:
-        user = None
-    return token, user
+    return row.Token, row.User
 
 
 def check_token(token: Token, now: int | None = None) -> None:

@@ -7,14 +7,15 @@ from decimal import Decimal, InvalidOperation
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from . import operations as ops
 from .extensions import db
 from .units import unit_to_quota
 
 
-def _fail_on_operation_error(func):
-    """Show an OperationError as a one-line click error (exit 1) instead of a traceback."""
+def _operator_command(func):
+    """Run inside the app context; show an OperationError as a one-line error (exit 1), not a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -23,7 +24,7 @@ def _fail_on_operation_error(func):
         except ops.OperationError as e:
             raise click.ClickException(str(e)) from None
 
-    return wrapper
+    return with_appcontext(wrapper)
 
 
 def _to_quota(amount: str, unit: str) -> int:
@@ -43,6 +44,7 @@ def _to_quota(amount: str, unit: str) -> int:
 
 
 @click.command("init-db")
+@_operator_command
 def init_db() -> None:
     """Create the users and tokens tables if they are absent (standalone installs)."""
     db.create_all()
@@ -53,7 +55,7 @@ def init_db() -> None:
 @click.argument("name")
 @click.option("--quota", type=click.IntRange(min=0), default=0, show_default=True, help="Starting quota units.")
 @click.option("--role", type=click.IntRange(min=1), default=1, show_default=True, help="1 common, 10 admin, 100 root.")
-@_fail_on_operation_error
+@_operator_command
 def create_user(name: str, quota: int, role: int) -> None:
     """Create a user account NAME."""
     user = ops.create_user(name, quota=quota, role=role)
@@ -66,7 +68,7 @@ def create_user(name: str, quota: int, role: int) -> None:
 @click.option("--unlimited", is_flag=True, help="The key has no quota limit.")
 @click.option("--expires", default=None, help="never (default), 30d, 12h, 2027-01-31 or Unix seconds.")
 @click.option("--name", default="", help="A label for the key.")
-@_fail_on_operation_error
+@_operator_command
 def create_token(user: str, quota: int, unlimited: bool, expires: str | None, name: str) -> None:
     """Create an API key for USER (username or id) and print it once."""
     if unlimited and quota:
@@ -78,8 +80,7 @@ def create_token(user: str, quota: int, unlimited: bool, expires: str | None, na
 
 
 @click.command("top-up")
-@click.argument("target", required=False)
-@click.argument("amount")
+@click.argument("arguments", nargs=-1, required=True, metavar="[USER] AMOUNT")
 @click.option("--token", "key", default=None, help="Top up this key instead of a user.")
 @click.option(
     "--unit",
@@ -88,21 +89,22 @@ def create_token(user: str, quota: int, unlimited: bool, expires: str | None, na
     show_default=True,
     help="Unit of AMOUNT.",
 )
-@_fail_on_operation_error
-def top_up(target: str | None, amount: str, key: str | None, unit: str) -> None:
-    """Add AMOUNT to user TARGET's quota, or to a key's with --token KEY (atomic)."""
-    if (target is None) == (key is None):
-        raise click.UsageError("give either a USER or --token KEY")
-    quota = _to_quota(amount, unit)
+@_operator_command
+def top_up(arguments: tuple[str, ...], key: str | None, unit: str) -> None:
+    """Add AMOUNT to USER's quota (name or id), or to a key's with --token KEY; one atomic UPDATE."""
+    expected = 1 if key is not None else 2
+    if len(arguments) != expected:
+        raise click.UsageError("give USER AMOUNT, or --token KEY AMOUNT")
+    quota = _to_quota(arguments[-1], unit)
     if key is not None:
         click.echo(f"key now has {ops.top_up_token(key, quota)} quota")
     else:
-        click.echo(f"user {target} now has {ops.top_up_user(target, quota)} quota")
+        click.echo(f"user {arguments[0]} now has {ops.top_up_user(arguments[0], quota)} quota")
 
 
 @click.command("disable-token")
 @click.argument("key")
-@_fail_on_operation_error
+@_operator_command
 def disable_token(key: str) -> None:
     """Disable an API key; balance requests with it are refused from now on."""
     ops.disable_token(key)
@@ -111,7 +113,7 @@ def disable_token(key: str) -> None:
 
 @click.command("demo")
 @click.option("--host", default="127.0.0.1:8000", show_default=True, help="Where the service will listen.")
-@_fail_on_operation_error
+@_operator_command
 def demo(host: str) -> None:
     """Create the tables and, on an empty database, a demo user with a key; print a curl line."""
     db.create_all()
@@ -120,7 +122,8 @@ def demo(host: str) -> None:
         return
     user = ops.create_user("demo", quota=5_000_000)
     _, key = ops.create_token(user, name="demo", quota=1_000_000)
-    click.echo(f"Demo user 'demo' with a key (shown once): {key}")
+    click.echo("Created demo user 'demo' and a key for it (shown only this once):")
+    click.echo(key)
     click.echo(f'curl -s -H "Authorization: Bearer {key}" http://{host}/v1/user/balance')
 
 

@@ -1,0 +1,144 @@
+"""Operator commands through Flask's CLI runner, against the real database."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from balance_service.extensions import db
+from balance_service.models import TOKEN_DISABLED, TOKEN_ENABLED, TOKEN_EXHAUSTED, Token, User
+
+KEY_LINE = re.compile(r"^sk-[A-Za-z0-9]{48}$", re.M)
+
+
+@pytest.fixture
+def cli(app):
+    runner = app.test_cli_runner()
+
+    def invoke(*args):
+        return runner.invoke(args=list(args))
+
+    return invoke
+
+
+def _user(app, username):
+    with app.app_context():
+        return db.session.execute(db.select(User).where(User.username == username)).scalar_one()
+
+
+def _token(app, token_id):
+    with app.app_context():
+        return db.session.get(Token, token_id)
+
+
+def test_init_db_creates_missing_tables_and_keeps_existing_rows(app, cli, create_user):
+    create_user(username="kept", quota=5)
+    result = cli("init-db")
+    assert result.exit_code == 0, result.output
+    assert "tables ready" in result.output
+    assert _user(app, "kept").quota == 5
+
+
+def test_create_user_then_token_prints_a_working_key_once(client, cli):
+    assert cli("create-user", "carol", "--quota", "1500000").exit_code == 0
+    result = cli("create-token", "carol", "--quota", "250000", "--name", "laptop")
+    assert result.exit_code == 0, result.output
+    keys = KEY_LINE.findall(result.output)
+    assert len(keys) == 1
+    auth = {"Authorization": f"Bearer {keys[0]}"}
+    assert client.get("/v1/user/balance", headers=auth).get_json()["balance"] == 3
+    assert client.get("/v1/balance", headers=auth).get_json()["balance"] == 0.5
+
+
+def test_create_token_can_be_unlimited_and_expire(client, cli, app):
+    cli("create-user", "dave")
+    unlimited = KEY_LINE.findall(cli("create-token", "dave", "--unlimited").output)[0]
+    assert client.get("/v1/balance", headers={"Authorization": f"Bearer {unlimited}"}).get_json()["balance"] == -1
+    before = int(time.time())
+    expiring = cli("create-token", "dave", "--expires", "2d")
+    assert expiring.exit_code == 0
+    with app.app_context():
+        newest = db.session.execute(db.select(Token).order_by(Token.id.desc())).scalars().first()
+        assert before + 2 * 86400 <= newest.expired_time <= int(time.time()) + 2 * 86400
+
+
+def test_create_token_refuses_unknown_user_and_conflicting_options(cli):
+    assert cli("create-token", "nobody").exit_code != 0
+    cli("create-user", "erin")
+    conflicting = cli("create-token", "erin", "--quota", "5", "--unlimited")
+    assert conflicting.exit_code != 0
+    assert "exclude" in conflicting.output
+    assert cli("create-token", "erin", "--expires", "someday").exit_code != 0
+
+
+def test_create_user_refuses_a_duplicate_name(cli, app):
+    cli("create-user", "frank", "--quota", "7")
+    result = cli("create-user", "frank", "--quota", "9")
+    assert result.exit_code != 0
+    assert "already exists" in result.output
+    assert _user(app, "frank").quota == 7
+
+
+def test_top_up_adds_to_a_user_in_quota_units_or_dollars(cli, app, create_user):
+    create_user(username="gina", quota=100)
+    assert cli("top-up", "gina", "400").exit_code == 0
+    result = cli("top-up", "gina", "0.01", "--unit", "USD")
+    assert result.exit_code == 0, result.output
+    assert "5500" in result.output
+    assert _user(app, "gina").quota == 5500
+
+
+@pytest.mark.parametrize("amount", ["0", "-5", "abc", "1.5", "NaN"])
+def test_top_up_refuses_bad_amounts_and_changes_nothing(cli, app, create_user, amount):
+    create_user(username="hank", quota=100)
+    assert cli("top-up", "hank", "--", amount).exit_code != 0
+    assert _user(app, "hank").quota == 100
+
+
+def test_top_up_of_an_exhausted_token_re_enables_it(cli, client, app, create_token):
+    key = create_token(remain_quota=0, status=TOKEN_EXHAUSTED)
+    result = cli("top-up", "--token", key, "500000")
+    assert result.exit_code == 0, result.output
+    body = client.get("/v1/balance", headers={"Authorization": f"Bearer {key}"}).get_json()
+    assert body["balance"] == 1
+    with app.app_context():
+        token = db.session.execute(db.select(Token).where(Token.key == key[3:])).scalar_one()
+        assert token.status == TOKEN_ENABLED
+
+
+def test_top_up_needs_exactly_one_target(cli):
+    assert cli("top-up", "5").exit_code != 0
+    assert cli("top-up", "someone", "5", "--token", "sk-abc").exit_code != 0
+    assert "no such key" in cli("top-up", "--token", "sk-" + "q" * 48, "5").output
+
+
+def test_disable_token_makes_the_key_refused(cli, client, create_token):
+    key = create_token(remain_quota=5)
+    assert cli("disable-token", key).exit_code == 0
+    response = client.get("/v1/balance", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 401
+    assert response.get_json()["message"] == "Token is disabled"
+
+
+def test_disable_token_with_unknown_key_fails(cli):
+    result = cli("disable-token", "sk-" + "u" * 48)
+    assert result.exit_code != 0
+    assert "no such key" in result.output
+
+
+def test_demo_seeds_an_empty_database_once(cli, client):
+    first = cli("demo", "--host", "127.0.0.1:9999")
+    assert first.exit_code == 0, first.output
+    key = KEY_LINE.findall(first.output)[0]
+    assert f'curl -s -H "Authorization: Bearer {key}" http://127.0.0.1:9999/v1/user/balance' in first.output
+    assert client.get("/v1/user/balance", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    second = cli("demo")
+    assert second.exit_code == 0
+    assert not KEY_LINE.findall(second.output)
+    assert "already has users" in second.output
+
+
+def test_disabled_token_status_constant_matches_gateway():
+    assert TOKEN_DISABLED == 2

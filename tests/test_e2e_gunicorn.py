@@ -1,0 +1,122 @@
+"""End to end: the operator CLI seeds a database, real gunicorn serves it on loopback, HTTP calls it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import temporary_postgres_database
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server_database(backend, tmp_path):
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'e2e.sqlite3'}"
+    else:
+        with temporary_postgres_database() as url:
+            yield url
+
+
+def flask_cli(env, *args) -> str:
+    result = subprocess.run(
+        [str(BIN / "flask"), "--app", "wsgi", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def call(url, method="GET", headers=None):
+    request = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+@pytest.fixture
+def served(server_database, tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": server_database,
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "2",
+        "BALANCE_UNIT": "CNY",
+    }
+    flask_cli(env, "init-db")
+    flask_cli(env, "create-user", "erin", "--quota", "1000000")
+    key = re.search(r"^sk-\w{48}$", flask_cli(env, "create-token", "erin", "--quota", "250000"), re.M).group(0)
+    log = tmp_path / "gunicorn.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if call(base + "/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail("gunicorn did not come up:\n" + log.read_text())
+        yield base, key, log
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_gunicorn_serves_both_balances_over_http(served):
+    base, key, _ = served
+    status, headers, body = call(base + "/v1/user/balance", headers={"Authorization": f"Bearer {key}"})
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"success": True, "balance": 14.6, "used": 0, "unlimited_quota": False, "unit": "CNY"}
+    status, _, body = call(base + "/v1/balance", headers={"Authorization": f"Bearer {key}-suffix"})
+    assert (status, json.loads(body)["balance"]) == (200, 3.65)
+    assert b'"balance":3.650000' in body
+
+
+def test_gunicorn_answers_refusals_preflight_and_readiness(served):
+    base, key, log = served
+    status, _, body = call(base + "/v1/balance", headers={"Authorization": "Bearer sk-" + "x" * 48})
+    assert (status, json.loads(body)["message"]) == (401, "Invalid token")
+    status, headers, _ = call(
+        base + "/v1/balance",
+        method="OPTIONS",
+        headers={"Origin": "http://page.test", "Access-Control-Request-Method": "GET"},
+    )
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] in ("*", "http://page.test")
+    status, headers, body = call(base + "/v1/user/balance", method="DELETE")
+    assert status == 405 and "GET" in headers["Allow"] and json.loads(body)["success"] is False
+    assert call(base + "/readyz")[0] == 200
+    call(base + "/v1/balance?key=" + key[3:], headers={"Authorization": f"Bearer {key}"})
+    time.sleep(0.2)
+    text = log.read_text()
+    assert '"GET /v1/balance" 200' in text
+    assert key[3:11] not in text

@@ -1,0 +1,166 @@
+"""A database created by the gateway itself (GORM DDL, extra columns, no foreign key) works as is.
+
+The tables below are what one-api (no soft delete) and new-api (``deleted_at``)
+create on SQLite and PostgreSQL. The service must read them correctly and
+write nothing to them.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from balance_service import create_app
+from tests.conftest import temporary_postgres_database
+
+SQLITE_DDL = """
+CREATE TABLE `users` (`id` integer,`username` text UNIQUE,`password` text NOT NULL,`display_name` text,
+  `role` integer DEFAULT 1,`status` integer DEFAULT 1,`email` text,`github_id` text,`wechat_id` text,
+  `access_token` char(32) UNIQUE,`quota` integer DEFAULT 0,`used_quota` integer DEFAULT 0,
+  `request_count` integer DEFAULT 0,`group` varchar(32) DEFAULT 'default',`aff_code` varchar(32) UNIQUE,
+  `inviter_id` integer,`setting` text{users_deleted},PRIMARY KEY (`id`));
+CREATE TABLE `tokens` (`id` integer,`user_id` integer,`key` char(48),`status` integer DEFAULT 1,`name` text,
+  `created_time` integer,`accessed_time` integer,`expired_time` integer DEFAULT -1,`remain_quota` integer DEFAULT 0,
+  `unlimited_quota` numeric DEFAULT false,`used_quota` integer DEFAULT 0,`models` text,`subnet` text DEFAULT ''
+  {tokens_deleted},PRIMARY KEY (`id`));
+CREATE UNIQUE INDEX `idx_tokens_key` ON `tokens`(`key`);
+"""
+
+POSTGRES_DDL = """
+CREATE TABLE "users" ("id" bigserial,"username" text UNIQUE,"password" text NOT NULL,"display_name" text,
+  "role" bigint DEFAULT 1,"status" bigint DEFAULT 1,"email" text,"github_id" text,"wechat_id" text,
+  "access_token" char(32) UNIQUE,"quota" bigint DEFAULT 0,"used_quota" bigint DEFAULT 0,
+  "request_count" bigint DEFAULT 0,"group" varchar(32) DEFAULT 'default',"aff_code" varchar(32) UNIQUE,
+  "inviter_id" bigint,"setting" text{users_deleted},PRIMARY KEY ("id"));
+CREATE TABLE "tokens" ("id" bigserial,"user_id" bigint,"key" char(48),"status" bigint DEFAULT 1,"name" text,
+  "created_time" bigint,"accessed_time" bigint,"expired_time" bigint DEFAULT -1,"remain_quota" bigint DEFAULT 0,
+  "unlimited_quota" boolean DEFAULT false,"used_quota" bigint DEFAULT 0,"models" text,"subnet" text DEFAULT ''
+  {tokens_deleted},PRIMARY KEY ("id"));
+CREATE UNIQUE INDEX "idx_tokens_key" ON "tokens"("key");
+"""
+
+DELETED_COLUMN = {"sqlite": ",`deleted_at` datetime", "postgresql": ',"deleted_at" timestamptz'}
+# GORM writes soft-delete times with a zone and nanoseconds; the service must not choke on them.
+DELETED_VALUE = {"sqlite": "2026-03-01 10:11:12.123456789+08:00", "postgresql": "2026-03-01 10:11:12+08"}
+
+ALICE, BOB, GONE = "a" * 48, "b" * 48, "g" * 48
+DELETED_KEY, ORPHAN = "d" * 48, "o" * 48
+
+
+@pytest.fixture(params=["new-api", "one-api"])
+def flavour(request):
+    return request.param
+
+
+@pytest.fixture
+def gateway_url(backend, flavour, tmp_path):
+    """A database with the gateway's own tables and rows, created with raw SQL only."""
+    soft = flavour == "new-api"
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'gateway.db'}"
+        yield from _populate(url, backend, soft)
+    else:
+        with temporary_postgres_database() as url:
+            yield from _populate(url, backend, soft)
+
+
+def _populate(url, backend, soft):
+    ddl = SQLITE_DDL if backend == "sqlite" else POSTGRES_DDL
+    deleted = DELETED_COLUMN[backend] if soft else ""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    now = int(time.time())
+    with engine.begin() as conn:
+        for statement in ddl.format(users_deleted=deleted, tokens_deleted=deleted).split(";"):
+            if statement.strip():
+                conn.execute(text(statement))
+        users = [
+            (1, "alice", 1234567, 765433, 1),
+            (2, "bob", 500000, 0, 1),
+            (3, "gone", 999, 0, 1),
+        ]
+        for uid, name, quota, used, status in users:
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, username, password, display_name, role, status, quota, used_quota, "
+                    "request_count, aff_code, access_token, setting) VALUES "
+                    "(:id, :name, 'x', :name, 1, :status, :quota, :used, 7, :name, :name, '{}')"
+                ),
+                {"id": uid, "name": name, "quota": quota, "used": used, "status": status},
+            )
+        tokens = [
+            (1, 1, ALICE, 2500000, 5, False),
+            (2, 2, BOB, 0, 0, True),
+            (3, 3, GONE, 10, 0, False),
+            (4, 1, DELETED_KEY, 10, 0, False),
+            (5, 42, ORPHAN, 10, 0, False),
+        ]
+        for tid, uid, key, remain, used, unlimited in tokens:
+            conn.execute(
+                text(
+                    'INSERT INTO tokens (id, user_id, "key", status, name, created_time, accessed_time, '
+                    "expired_time, remain_quota, unlimited_quota, used_quota, models) VALUES "
+                    "(:id, :uid, :key, 1, 'k', :now, :now, -1, :remain, :unlimited, :used, '')"
+                ),
+                {"id": tid, "uid": uid, "key": key, "remain": remain, "unlimited": unlimited, "used": used, "now": now},
+            )
+        if soft:
+            stamp = DELETED_VALUE[backend]
+            conn.execute(text("UPDATE users SET deleted_at = :t WHERE id = 3"), {"t": stamp})
+            conn.execute(text("UPDATE tokens SET deleted_at = :t WHERE id = 4"), {"t": stamp})
+        else:  # one-api deletes rows for real
+            conn.execute(text("DELETE FROM users WHERE id = 3"))
+            conn.execute(text("DELETE FROM tokens WHERE id = 4"))
+    engine.dispose()
+    yield url
+
+
+def _dump(url):
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    with engine.connect() as conn:
+        rows = {t: conn.execute(text(f"SELECT * FROM {t} ORDER BY id")).all() for t in ("users", "tokens")}
+    engine.dispose()
+    return rows
+
+
+@pytest.fixture
+def gateway_client(gateway_url):
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": gateway_url})
+    yield app.test_client()
+    with app.app_context():
+        from balance_service.extensions import db
+
+        db.engine.dispose()
+
+
+def get(client, path, key):
+    return client.get(path, headers={"Authorization": f"Bearer sk-{key}"})
+
+
+def test_gateway_tables_give_exact_balances(gateway_client):
+    user = get(gateway_client, "/v1/user/balance", ALICE).get_json()
+    token = get(gateway_client, "/v1/balance", ALICE).get_json()
+    assert (user["balance"], user["used"]) == (Decimal("2.469134"), Decimal("1.530866"))
+    assert (token["balance"], token["used"]) == (Decimal("5"), Decimal("0.00001"))
+
+
+def test_gateway_boolean_unlimited_quota_is_read(gateway_client):
+    body = get(gateway_client, "/v1/balance", BOB).get_json()
+    assert body["balance"] == -1
+    assert body["unlimited_quota"] is True
+
+
+def test_deleted_rows_are_refused_on_a_gateway_database(gateway_client):
+    assert get(gateway_client, "/v1/balance", DELETED_KEY).get_json()["message"] == "Invalid token"
+    assert get(gateway_client, "/v1/user/balance", GONE).status_code == 404
+    assert get(gateway_client, "/v1/user/balance", ORPHAN).status_code == 404
+
+
+def test_balance_requests_write_nothing_to_the_gateway_database(gateway_url, gateway_client):
+    before = _dump(gateway_url)
+    for key in (ALICE, BOB, GONE, DELETED_KEY, ORPHAN, "z" * 48):
+        for path in ("/v1/user/balance", "/v1/balance"):
+            get(gateway_client, path, key)
+    assert _dump(gateway_url) == before
