@@ -118,8 +118,14 @@ def make_app(database_url):
 
 
 @pytest.fixture
-def app(make_app):
-    return make_app()
+def app_config():
+    """Config overrides for ``app``; a test sets them with ``@pytest.mark.parametrize("app_config", [...])``."""
+    return {}
+
+
+@pytest.fixture
+def app(make_app, app_config):
+    return make_app(**app_config)
 
 
 @pytest.fixture

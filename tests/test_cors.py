@@ -35,8 +35,8 @@ def test_error_responses_carry_cors_headers_so_the_page_can_read_the_message(cli
     assert response.headers["Access-Control-Allow-Origin"] in ("*", ORIGIN)
 
 
-def test_cors_origins_restricts_which_pages_may_read(make_app):
-    client = make_app(CORS_ORIGINS=["https://allowed.example"]).test_client()
+@pytest.mark.parametrize("app_config", [{"CORS_ORIGINS": ["https://allowed.example"]}])
+def test_cors_origins_restricts_which_pages_may_read(client):
     allowed = client.options("/v1/balance", headers={**PREFLIGHT, "Origin": "https://allowed.example"})
     other = client.options("/v1/balance", headers={**PREFLIGHT, "Origin": "https://evil.example"})
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://allowed.example"

@@ -2,6 +2,8 @@
 
 from decimal import Decimal
 
+import pytest
+
 
 def test_token_balance_reports_remain_and_used_quota(client, auth, create_user, create_token):
     key = create_token(user_id=create_user(quota=99999999), remain_quota=750000, used_quota=1)
@@ -32,18 +34,10 @@ def test_two_keys_of_one_user_report_their_own_quota(client, auth, create_user, 
     assert client.get("/v1/balance", headers=auth(second)).get_json()["balance"] == 5
 
 
-def test_token_balance_in_tokens_unit_is_the_raw_integer(make_app):
-    app = make_app(BALANCE_UNIT="tokens")
-    from balance_service.extensions import db
-    from balance_service.models import Token, User
-
-    with app.app_context():
-        user = User(username="t", quota=0)
-        db.session.add(user)
-        db.session.flush()
-        db.session.add(Token(user_id=user.id, key="t" * 48, remain_quota=9007199254740993, used_quota=7))
-        db.session.commit()
-    text = app.test_client().get("/v1/balance", headers={"Authorization": "Bearer sk-" + "t" * 48}).get_data(True)
+@pytest.mark.parametrize("app_config", [{"BALANCE_UNIT": "tokens"}])
+def test_token_balance_in_tokens_unit_is_the_raw_integer(client, auth, create_token):
+    key = create_token(remain_quota=9007199254740993, used_quota=7)
+    text = client.get("/v1/balance", headers=auth(key)).get_data(as_text=True)
     assert '"balance":9007199254740993' in text
     assert '"used":7' in text
     assert '"unit":"tokens"' in text

@@ -29,45 +29,28 @@ def test_amounts_are_written_as_exact_json_numbers(client, auth, create_user, cr
 
 
 @pytest.mark.parametrize(
-    ("unit", "balance", "used"),
+    ("app_config", "balance", "used"),
     [
-        ("USD", Decimal("3"), Decimal("0.1")),
-        ("CNY", Decimal("21.9"), Decimal("0.73")),
-        ("tokens", 1500000, 50000),
+        ({"BALANCE_UNIT": "USD"}, Decimal("3"), Decimal("0.1")),
+        ({"BALANCE_UNIT": "CNY"}, Decimal("21.9"), Decimal("0.73")),
+        ({"BALANCE_UNIT": "tokens"}, 1500000, 50000),
     ],
 )
-def test_user_balance_follows_the_configured_unit(make_app, unit, balance, used):
-    app = make_app(BALANCE_UNIT=unit)
-    from balance_service.extensions import db
-    from balance_service.models import Token, User
-
-    with app.app_context():
-        user = User(username="u", quota=1500000, used_quota=50000)
-        db.session.add(user)
-        db.session.flush()
-        db.session.add(Token(user_id=user.id, key="k" * 48))
-        db.session.commit()
-    body = app.test_client().get("/v1/user/balance", headers={"Authorization": "Bearer sk-" + "k" * 48}).get_json()
+def test_user_balance_follows_the_configured_unit(client, auth, create_user, create_token, app_config, balance, used):
+    key = create_token(user_id=create_user(quota=1500000, used_quota=50000))
+    body = client.get("/v1/user/balance", headers=auth(key)).get_json()
     assert body["balance"] == balance
     assert body["used"] == used
-    assert body["unit"] == unit
-    if unit == "tokens":
-        assert isinstance(body["balance"], int)
+    assert body["unit"] == app_config["BALANCE_UNIT"]
+    assert type(body["balance"]) is type(balance)
 
 
-def test_custom_quota_per_unit_and_exchange_rate(make_app):
-    app = make_app(BALANCE_UNIT="CNY", QUOTA_PER_UNIT=Decimal(1000), USD_EXCHANGE_RATE=Decimal("7.1"))
-    from balance_service.extensions import db
-    from balance_service.models import Token, User
-
-    with app.app_context():
-        user = User(username="u", quota=2500)
-        db.session.add(user)
-        db.session.flush()
-        db.session.add(Token(user_id=user.id, key="c" * 48))
-        db.session.commit()
-    body = app.test_client().get("/v1/user/balance", headers={"Authorization": "Bearer " + "c" * 48}).get_json()
-    assert body["balance"] == Decimal("17.75")
+@pytest.mark.parametrize(
+    "app_config", [{"BALANCE_UNIT": "CNY", "QUOTA_PER_UNIT": Decimal(1000), "USD_EXCHANGE_RATE": Decimal("7.1")}]
+)
+def test_custom_quota_per_unit_and_exchange_rate(client, auth, create_user, create_token):
+    key = create_token(user_id=create_user(quota=2500))
+    assert client.get("/v1/user/balance", headers=auth(key)).get_json()["balance"] == Decimal("17.75")
 
 
 def test_the_key_own_quota_does_not_change_the_account_balance(client, auth, create_user, create_token):
@@ -99,21 +82,12 @@ def test_accounts_are_limited_unless_their_role_is_configured_unlimited(client, 
     assert body["unlimited_quota"] is False
 
 
-def test_roles_in_unlimited_user_roles_report_minus_one(make_app):
-    app = make_app(UNLIMITED_USER_ROLES=frozenset({ROLE_ROOT}))
-    from balance_service.extensions import db
-    from balance_service.models import Token, User
-
-    with app.app_context():
-        root = User(username="root", quota=500000, used_quota=1000000, role=ROLE_ROOT)
-        admin = User(username="admin", quota=500000, role=ROLE_ADMIN)
-        db.session.add_all([root, admin])
-        db.session.flush()
-        db.session.add_all([Token(user_id=root.id, key="r" * 48), Token(user_id=admin.id, key="a" * 48)])
-        db.session.commit()
-    client = app.test_client()
-    root_body = client.get("/v1/user/balance", headers={"Authorization": "Bearer sk-" + "r" * 48}).get_json()
-    admin_body = client.get("/v1/user/balance", headers={"Authorization": "Bearer sk-" + "a" * 48}).get_json()
+@pytest.mark.parametrize("app_config", [{"UNLIMITED_USER_ROLES": frozenset({ROLE_ROOT})}])
+def test_roles_in_unlimited_user_roles_report_minus_one(client, auth, create_user, create_token):
+    root = create_token(user_id=create_user(quota=500000, used_quota=1000000, role=ROLE_ROOT))
+    admin = create_token(user_id=create_user(quota=500000, role=ROLE_ADMIN))
+    root_body = client.get("/v1/user/balance", headers=auth(root)).get_json()
+    admin_body = client.get("/v1/user/balance", headers=auth(admin)).get_json()
     assert root_body["balance"] == -1
     assert root_body["unlimited_quota"] is True
     assert root_body["used"] == 2
