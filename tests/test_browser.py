@@ -1,0 +1,363 @@
+"""The browser page in ``web/``, driven in real headless Chromium against a real gunicorn.
+
+The page is served by a static HTTP server on one loopback port and the
+service by gunicorn on another, so every call the page makes is cross-origin
+and must pass a real CORS preflight, exactly as when a dashboard on another
+host embeds it. Without ``/usr/bin/chromium`` these tests skip, except under
+``CI=true`` where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import update
+
+from balance_service import create_app, operations
+from balance_service.extensions import db
+from balance_service.models import Token, User
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parent.parent
+WEB = REPO / "web"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+INVALID_KEY = "sk-" + "Z" * 48
+
+
+@dataclass
+class Service:
+    url: str
+    log: Path
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+class _QuietStaticHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+def _seed(database_url: str) -> dict[str, str]:
+    """Create the gateway's tables, one account and three keys, through the operator code path."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url})
+    with app.app_context():
+        db.create_all()
+        alice = operations.create_user("alice", quota=3_000_000)
+        db.session.execute(update(User).where(User.id == alice.id).values(used_quota=1_000_000))
+        limited, limited_key = operations.create_token(alice, name="limited", quota=1_234_567)
+        db.session.execute(update(Token).where(Token.id == limited.id).values(used_quota=250_000))
+        db.session.commit()
+        _, unlimited_key = operations.create_token(alice, name="unlimited", unlimited=True)
+        db.session.remove()
+        db.engine.dispose()
+    return {"limited": limited_key, "unlimited": unlimited_key}
+
+
+def _wait_for_listen_port(log: Path, proc: subprocess.Popen, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
+        if match:
+            return int(match.group(1))
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"gunicorn did not start:\n{log.read_text(errors='replace')}")
+
+
+def _wait_until_healthy(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> Iterator[Service]:
+    """gunicorn (one worker, the project's gunicorn.conf.py) on a free loopback port and a SQLite file."""
+    tmp = tmp_path_factory.mktemp("browser-service")
+    database_url = f"sqlite:///{tmp / 'balance.sqlite3'}"
+    keys = _seed(database_url)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "BIND": "127.0.0.1:0",
+        "BALANCE_UNIT": "USD",
+        "QUOTA_PER_UNIT": "500000",
+        "CORS_ORIGINS": "*",
+        "UNLIMITED_USER_ROLES": "",
+        "GUNICORN_ACCESS_LOG": "-",
+        "LOG_LEVEL": "info",
+    }
+    log = tmp / "gunicorn.log"
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "1"]
+    # The control socket defaults to one path per user; parallel suites on this machine would share it.
+    command += ["--no-control-socket", "wsgi:app"]
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{_wait_for_listen_port(log, proc)}"
+        _wait_until_healthy(url)
+        yield Service(url=url, log=log, keys=keys)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def page_origin() -> Iterator[str]:
+    """``web/`` on its own loopback port: a different origin from the service."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietStaticHandler, directory=str(WEB)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is missing: apt-get install chromium"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the browser tests must run in CI: {message}")
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@dataclass
+class Traffic:
+    """What the browser sent, seen from both Playwright and the DevTools network log."""
+
+    requests: list = field(default_factory=list)  # (method, url, headers) from page.on("request")
+    devtools_requests: list = field(default_factory=list)  # (method, url) including CORS preflights
+    devtools_responses: list = field(default_factory=list)  # (resource type, status, url)
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Page]:
+    """A fresh browser context per test: empty sessionStorage and preflight cache."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def traffic(page) -> Traffic:
+    """Record requests. Playwright hides CORS preflights by design, so they come from DevTools' Network log."""
+    seen = Traffic()
+    page.on("request", lambda r: seen.requests.append((r.method, r.url, r.all_headers())))
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.on(
+        "Network.requestWillBeSent",
+        lambda e: seen.devtools_requests.append((e["request"]["method"], e["request"]["url"])),
+    )
+    cdp.on(
+        "Network.responseReceived",
+        lambda e: seen.devtools_responses.append((e.get("type"), e["response"]["status"], e["response"]["url"])),
+    )
+    return seen
+
+
+def open_page(page: Page, page_origin: str, service_url: str) -> None:
+    page.goto(f"{page_origin}/index.html?api={quote(service_url, safe='')}")
+    expect(page.locator("#balance-form")).to_have_attribute("data-ready", "true")
+
+
+def check_balance(page: Page, key: str) -> None:
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Check balance").click()
+    expect(page.get_by_test_id("results")).to_have_attribute("data-state", "done")
+
+
+def card_text(page: Page, card: str, field_id: str) -> str:
+    return page.get_by_test_id(card).get_by_test_id(field_id).inner_text()
+
+
+def service_json(service: Service, path: str, key: str) -> str:
+    request = urllib.request.Request(service.url + path, headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.read().decode()
+
+
+def literal(raw_json: str, name: str) -> str:
+    """A number exactly as the service wrote it in the JSON text."""
+    return re.search(rf'"{name}":(-?[0-9.eE+-]+)', raw_json).group(1)
+
+
+def test_page_shows_both_balances_exactly_as_the_service_sent_them(page, page_origin, service, tmp_path):
+    key = service.keys["limited"]
+    open_page(page, page_origin, service.url)
+    check_balance(page, key)
+
+    assert card_text(page, "token-card", "balance") == "2.469134 USD"
+    assert card_text(page, "token-card", "used") == "0.500000 USD"
+    assert card_text(page, "token-card", "unit") == "USD"
+    assert card_text(page, "user-card", "balance") == "6.000000 USD"
+    assert card_text(page, "user-card", "used") == "2.000000 USD"
+    for card, path in (("token-card", "/v1/balance"), ("user-card", "/v1/user/balance")):
+        raw = service_json(service, path, key)
+        assert card_text(page, card, "balance") == literal(raw, "balance") + " USD"
+        assert card_text(page, card, "used") == literal(raw, "used") + " USD"
+
+    # 250000 of 1484567 quota used on the key; 1000000 of 4000000 on the account.
+    assert card_text(page, "token-card", "bar-legend") == "16.8% used, 83.2% remaining"
+    assert card_text(page, "user-card", "bar-legend") == "25% used, 75% remaining"
+    user_bar = page.get_by_test_id("user-card").get_by_role("meter")
+    expect(user_bar).to_have_attribute("aria-valuenow", "25")
+    used_width = user_bar.locator(".bar-used").bounding_box()["width"]
+    assert used_width == pytest.approx(user_bar.bounding_box()["width"] / 4, abs=1)
+
+    shot = tmp_path / "balance.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_the_key_goes_cross_origin_only_after_a_cors_preflight_answered_200(page, traffic, page_origin, service):
+    key = service.keys["limited"]
+    open_page(page, page_origin, service.url)
+    check_balance(page, key)
+    expect(page.get_by_test_id("token-card").get_by_test_id("balance")).to_have_text("2.469134 USD")
+
+    for path in ("/v1/balance", "/v1/user/balance"):
+        url = service.url + path
+        assert ("OPTIONS", url) in traffic.devtools_requests
+        assert ("Preflight", 200, url) in traffic.devtools_responses
+        assert ("Fetch", 200, url) in traffic.devtools_responses
+        gets = [headers for method, u, headers in traffic.requests if (method, u) == ("GET", url)]
+        assert [h["authorization"] for h in gets] == [f"Bearer {key}"]
+        assert all(h["origin"] == page_origin for h in gets)
+
+    # Nothing was loaded from anywhere but the page's own server and the service.
+    assert {u.split("/")[2] for _, u, _ in traffic.requests} == {page_origin[7:], service.url[7:]}
+    log = service.log_text()
+    assert re.search(r'"OPTIONS /v1/balance" 200', log)
+    assert re.search(r'"OPTIONS /v1/user/balance" 200', log)
+    assert key[3:] not in log and key not in log
+
+
+def test_an_invalid_key_shows_the_services_message(page, page_origin, service):
+    open_page(page, page_origin, service.url)
+    check_balance(page, INVALID_KEY)
+
+    for card in ("token-card", "user-card"):
+        expect(page.get_by_test_id(card).get_by_test_id("error")).to_have_text("Invalid token")
+        expect(page.get_by_test_id(card).get_by_test_id("balance")).to_have_count(0)
+    assert json.loads(_error_body(service, INVALID_KEY))["message"] == "Invalid token"
+
+
+def _error_body(service: Service, key: str) -> str:
+    request = urllib.request.Request(service.url + "/v1/balance", headers={"Authorization": f"Bearer {key}"})
+    try:
+        urllib.request.urlopen(request, timeout=5)
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.read().decode()
+    raise AssertionError("an invalid key was accepted")
+
+
+def test_an_unlimited_key_shows_unlimited_and_no_bar(page, page_origin, service, tmp_path):
+    open_page(page, page_origin, service.url)
+    check_balance(page, service.keys["unlimited"])
+
+    token = page.get_by_test_id("token-card")
+    expect(token.get_by_test_id("balance")).to_have_text("Unlimited")
+    expect(token.get_by_test_id("used")).to_have_text("0.000000 USD")
+    expect(token.get_by_role("meter")).to_have_count(0)
+    # The owner's account is limited all the same.
+    expect(page.get_by_test_id("user-card").get_by_test_id("balance")).to_have_text("6.000000 USD")
+    expect(page.get_by_test_id("user-card").get_by_role("meter")).to_have_count(1)
+    page.screenshot(path=str(tmp_path / "unlimited.png"), full_page=True)
+
+
+def test_an_unreachable_service_shows_a_network_error(page, page_origin):
+    # A bound but not listening socket: connections to it are refused, and no one else can take the port.
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        dead_url = f"http://127.0.0.1:{reserved.getsockname()[1]}"
+        open_page(page, page_origin, dead_url)
+        check_balance(page, INVALID_KEY)
+
+        for card in ("token-card", "user-card"):
+            message = page.get_by_test_id(card).get_by_test_id("error")
+            expect(message).to_contain_text(f"Could not reach {dead_url}")
+            expect(message).to_contain_text("CORS")
+
+
+def test_the_key_is_remembered_only_in_session_storage_and_only_when_asked(page, page_origin, service):
+    key = service.keys["limited"]
+    open_page(page, page_origin, service.url)
+    check_balance(page, key)
+    assert page.evaluate("() => [sessionStorage.length, localStorage.length, document.cookie]") == [0, 0, ""]
+
+    page.get_by_label("Remember in this tab").check()
+    check_balance(page, key)
+    assert page.evaluate("() => Object.values(sessionStorage)") == [key]
+    assert page.evaluate("() => localStorage.length") == 0
+    assert page.context.cookies() == []
+
+    page.reload()
+    expect(page.get_by_label("API key")).to_have_value(key)
+    expect(page.get_by_label("Remember in this tab")).to_be_checked()
+
+    page.get_by_label("Remember in this tab").uncheck()
+    assert page.evaluate("() => sessionStorage.length") == 0
+
+
+def test_the_service_url_defaults_to_the_pages_own_origin(page, page_origin):
+    page.goto(f"{page_origin}/index.html")
+    expect(page.get_by_label("Service URL")).to_have_value(page_origin)
+    expect(page.get_by_label("API key")).to_have_attribute("type", "password")
+    expect(page.get_by_label("API key")).to_have_attribute("autocomplete", "off")
