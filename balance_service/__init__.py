@@ -46,7 +46,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     cors.init_app(
         app,
-        resources={r"/v1/*": {}, r"/dashboard/*": {}},
+        resources={r"/v1/*": {}, r"/dashboard/*": {}, r"/openapi.json": {}},
         origins=app.config["CORS_ORIGINS"],
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         methods=["GET", "HEAD", "OPTIONS"],
@@ -55,9 +55,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     register_error_handlers(app)
 
-    from .blueprints import api, health
+    from .blueprints import api, docs, health
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(docs.bp)
     app.register_blueprint(api)
 
     from .cli import register_commands

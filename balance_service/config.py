@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 UNITS = ("USD", "CNY", "tokens")
+BILLING_SOURCES = ("token", "user")
 
 
 class ConfigError(ValueError):
@@ -87,6 +88,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     connect_timeout = _int("DB_CONNECT_TIMEOUT", env.get("DB_CONNECT_TIMEOUT", "3"), 1)
     statement_timeout = _int("DB_STATEMENT_TIMEOUT_MS", env.get("DB_STATEMENT_TIMEOUT_MS", "5000"), 0)
     url = normalize_database_url(env.get("DATABASE_URL", "").strip())
+    billing_source = env.get("BILLING_SOURCE", "").strip().lower() or "token"
+    if billing_source not in BILLING_SOURCES:
+        raise ConfigError(f"BILLING_SOURCE must be one of {', '.join(BILLING_SOURCES)}, got {billing_source!r}")
     config: dict[str, Any] = {
         "BALANCE_UNIT": matches[0],
         "QUOTA_PER_UNIT": _decimal("QUOTA_PER_UNIT", env.get("QUOTA_PER_UNIT", "500000")),
@@ -97,6 +101,7 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "DB_CONNECT_TIMEOUT": connect_timeout,
         "DB_STATEMENT_TIMEOUT_MS": statement_timeout,
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
+        "BILLING_SOURCE": billing_source,
     }
     if url:
         config["SQLALCHEMY_DATABASE_URI"] = url

@@ -12,6 +12,9 @@ from decimal import ROUND_HALF_UP, Decimal
 #: Decimal places of USD/CNY amounts in responses (one millionth of a unit).
 DISPLAY_PLACES = Decimal("0.000001")
 
+#: The same precision written in US cents (the OpenAI billing ``total_usage`` unit).
+CENT_PLACES = Decimal("0.0001")
+
 #: The sentinel the API uses for "no limit" instead of an amount.
 UNLIMITED = -1
 
@@ -51,3 +54,26 @@ def unit_to_quota(amount: Decimal, unit: str, quota_per_unit: Decimal, exchange_
     else:
         raise ValueError(f"unknown unit {unit!r}")
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+#: The limit OpenAI-style billing reports for unlimited credit, in USD (one-api reports the same figure).
+BILLING_UNLIMITED_USD = Decimal(100000000)
+
+
+def billing_amounts(remaining: int, used: int, unlimited: bool, quota_per_unit: Decimal) -> tuple[Decimal, Decimal]:
+    """``(hard_limit_usd, total_usage_cents)`` for the OpenAI-style billing endpoints.
+
+    OpenAI clients show ``hard_limit_usd - total_usage / 100`` as the balance,
+    so the limit is the total credit (remaining + used). Both parts are rounded
+    to the 6-place USD amounts ``/v1/balance`` shows *before* they are added,
+    so the client's subtraction gives exactly that balance. An overdrawn
+    balance counts as zero (a limit is never below what was used, never
+    negative); unlimited credit is ``BILLING_UNLIMITED_USD``. Always USD and
+    US cents, whatever ``BALANCE_UNIT`` says: that is what the clients expect.
+    """
+    conversion = {"unit": "USD", "quota_per_unit": quota_per_unit, "exchange_rate": Decimal(1)}
+    used_usd = quota_to_unit(max(int(used), 0), **conversion)
+    usage_cents = (used_usd * 100).quantize(CENT_PLACES)
+    if unlimited:
+        return BILLING_UNLIMITED_USD, usage_cents
+    return quota_to_unit(max(int(remaining), 0), **conversion) + used_usd, usage_cents

@@ -1,0 +1,274 @@
+"""The OpenAPI 3.1 description of every endpoint, written by hand as plain data.
+
+Kept next to the code and checked by tests/test_openapi.py against the app's
+URL map and against real responses, so it cannot drift from what the service
+does. No generator library: the API is small and a dict is easy to review.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from . import __version__
+from .units import BILLING_UNLIMITED_USD
+
+_JSON = "application/json"
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {_JSON: {"schema": schema}}}
+
+
+_AMOUNT = {
+    "type": "number",
+    "description": "An exact decimal amount (written with up to 6 decimal places; integers in the tokens unit).",
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "description": "Every refusal and failure has this body.",
+        "required": ["success", "message"],
+        "properties": {
+            "success": {"const": False},
+            "message": {"type": "string", "description": "Why the request failed, for a human."},
+        },
+    },
+    "Balance": {
+        "type": "object",
+        "required": ["success", "balance", "used", "unlimited_quota", "unit"],
+        "properties": {
+            "success": {"const": True},
+            "balance": {
+                **_AMOUNT,
+                "minimum": -1,
+                "description": "What is left, in `unit`; -1 means unlimited; an overdrawn balance shows 0.",
+            },
+            "used": {**_AMOUNT, "minimum": 0, "description": "What was spent so far, in `unit`."},
+            "unlimited_quota": {"type": "boolean"},
+            "unit": {
+                "enum": ["USD", "CNY", "tokens"],
+                "description": "The BALANCE_UNIT setting: USD or CNY amounts, or raw gateway quota units.",
+            },
+        },
+    },
+    "BillingSubscription": {
+        "type": "object",
+        "description": (
+            "OpenAI's subscription object, as one-api returns it. Clients show "
+            "`hard_limit_usd - total_usage / 100` (from the usage endpoint) as the balance."
+        ),
+        "required": [
+            "success",
+            "object",
+            "has_payment_method",
+            "soft_limit_usd",
+            "hard_limit_usd",
+            "system_hard_limit_usd",
+            "access_until",
+        ],
+        "properties": {
+            "success": {"const": True},
+            "object": {"const": "billing_subscription"},
+            "has_payment_method": {"const": True},
+            **{
+                name: {
+                    **_AMOUNT,
+                    "minimum": 0,
+                    "description": (
+                        f"Total credit (remaining + used) in USD; {BILLING_UNLIMITED_USD} when unlimited. "
+                        "An overdrawn balance counts as 0."
+                    ),
+                }
+                for name in ("soft_limit_usd", "hard_limit_usd", "system_hard_limit_usd")
+            },
+            "access_until": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Unix seconds when the key expires; 0 when it never does.",
+            },
+        },
+    },
+    "BillingUsage": {
+        "type": "object",
+        "required": ["success", "object", "total_usage"],
+        "properties": {
+            "success": {"const": True},
+            "object": {"const": "list"},
+            "total_usage": {**_AMOUNT, "minimum": 0, "description": "Lifetime usage in US cents."},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["success", "status"],
+        "properties": {"success": {"const": True}, "status": {"const": "ok"}},
+    },
+    "Ready": {
+        "type": "object",
+        "required": ["success", "status"],
+        "properties": {"success": {"const": True}, "status": {"const": "ready"}},
+    },
+    "NotReady": {
+        "type": "object",
+        "required": ["success", "status", "message"],
+        "properties": {
+            "success": {"const": False},
+            "status": {"const": "unavailable"},
+            "message": {"type": "string"},
+        },
+    },
+}
+
+_ERROR = _ref("schemas", "Error")
+_RESPONSES: dict[str, Any] = {
+    "Unauthorized": _json("No, malformed, unknown, disabled or expired API key.", _ERROR),
+    "Forbidden": _json("The key's owner is disabled.", _ERROR),
+    "OwnerNotFound": _json("The key's owner does not exist.", _ERROR),
+    "MethodNotAllowed": {
+        **_json("The path exists but not for this method; the Allow header lists the methods.", _ERROR),
+        "headers": {"Allow": {"schema": {"type": "string"}, "description": "The methods the path accepts."}},
+    },
+    "DatabaseUnavailable": _json("The gateway database did not answer.", _ERROR),
+    "InternalError": _json("An unexpected error; details are only in the service log.", _ERROR),
+}
+
+_AUTH_ERRORS = {
+    "401": _ref("responses", "Unauthorized"),
+    "403": _ref("responses", "Forbidden"),
+    "404": _ref("responses", "OwnerNotFound"),
+    "405": _ref("responses", "MethodNotAllowed"),
+    "500": _ref("responses", "InternalError"),
+    "503": _ref("responses", "DatabaseUnavailable"),
+}
+_PUBLIC_ERRORS = {"405": _ref("responses", "MethodNotAllowed"), "500": _ref("responses", "InternalError")}
+
+_DATE_PARAMETERS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "Sent by OpenAI clients (YYYY-MM-DD); accepted and ignored: usage is the lifetime total.",
+    }
+    for name in ("start_date", "end_date")
+]
+
+
+def _authenticated(operation_id: str, summary: str, description: str, schema: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "description": description,
+            "tags": ["balance"],
+            "security": [{"apiKey": []}],
+            **extra,
+            "responses": {"200": _json(summary, _ref("schemas", schema)), **_AUTH_ERRORS},
+        }
+    }
+
+
+def _public(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "tags": ["service"],
+            "security": [],
+            "responses": {**responses, **_PUBLIC_ERRORS},
+        }
+    }
+
+
+_SUBSCRIPTION_TEXT = (
+    "Total credit as OpenAI's billing subscription, always in USD. BILLING_SOURCE chooses whether it is the "
+    "key's credit (token, the default) or the owner account's (user)."
+)
+_USAGE_TEXT = "Lifetime usage in US cents, of the key or the account per BILLING_SOURCE."
+
+
+def _subscription(operation_id: str) -> dict[str, Any]:
+    return _authenticated(
+        operation_id, "Billing subscription (OpenAI-compatible)", _SUBSCRIPTION_TEXT, "BillingSubscription"
+    )
+
+
+def _usage(operation_id: str) -> dict[str, Any]:
+    return _authenticated(
+        operation_id, "Billing usage (OpenAI-compatible)", _USAGE_TEXT, "BillingUsage", parameters=_DATE_PARAMETERS
+    )
+
+
+_DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "balance-service",
+        "version": __version__,
+        "summary": "How much credit is left on a one-api / new-api sk- key.",
+        "license": {"name": "MIT", "identifier": "MIT"},
+    },
+    "tags": [
+        {"name": "balance", "description": "Authenticated with the gateway key (`Authorization: Bearer sk-…`)."},
+        {"name": "service", "description": "Probes and this document; no key needed."},
+    ],
+    "paths": {
+        "/v1/user/balance": _authenticated(
+            "getUserBalance",
+            "Balance of the account behind the key",
+            "The owner's quota in BALANCE_UNIT; roles in UNLIMITED_USER_ROLES report -1 (unlimited).",
+            "Balance",
+        ),
+        "/v1/balance": _authenticated(
+            "getTokenBalance",
+            "Balance of the key itself",
+            "The key's remaining quota in BALANCE_UNIT; an unlimited key reports -1.",
+            "Balance",
+        ),
+        "/v1/dashboard/billing/subscription": _subscription("getBillingSubscription"),
+        "/dashboard/billing/subscription": _subscription("getBillingSubscriptionWithoutV1"),
+        "/v1/dashboard/billing/usage": _usage("getBillingUsage"),
+        "/dashboard/billing/usage": _usage("getBillingUsageWithoutV1"),
+        "/healthz": _public(
+            "getHealth", "Liveness: the process serves requests", {"200": _json("Up.", _ref("schemas", "Health"))}
+        ),
+        "/readyz": _public(
+            "getReadiness",
+            "Readiness: the gateway database answers",
+            {
+                "200": _json("Ready.", _ref("schemas", "Ready")),
+                "503": _json("The database does not answer.", _ref("schemas", "NotReady")),
+            },
+        ),
+        "/openapi.json": _public(
+            "getOpenApiDocument",
+            "This OpenAPI document",
+            {
+                "200": _json(
+                    "The document itself (unwrapped: it has no `success` field, so tools can read it).",
+                    {"type": "object", "required": ["openapi", "info", "paths"]},
+                )
+            },
+        ),
+    },
+    "components": {
+        "schemas": _SCHEMAS,
+        "responses": _RESPONSES,
+        "securitySchemes": {
+            "apiKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The gateway key, `sk-<48 characters>` (the `sk-` prefix and a `-suffix` are optional).",
+            }
+        },
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    """A fresh copy of the document, so no caller can change what the next one is served."""
+    return copy.deepcopy(_DOCUMENT)
