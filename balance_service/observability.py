@@ -68,7 +68,9 @@ def request_id() -> str:
     """The current request's id: the caller's ``X-Request-ID`` if well formed, else a fresh one."""
     if "request_id" not in g:
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+        # The canonical uuid4 form, with hyphens: 32 bare hex digits would look
+        # like a key to the log redactor and be masked.
+        g.request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else str(uuid.uuid4())
     return g.request_id
 
 
