@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -132,41 +133,44 @@ def _wait_until(condition, timeout: float, what: str):
     pytest.fail(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def gunicorn_three_workers(tmp_path):
-    """A real gunicorn, 3 sync workers, Prometheus multiprocess dir in tmp; yields (base URL, master pid)."""
+@contextmanager
+def gunicorn_three_workers(tmp_path: Path, metrics_dir: Path):
+    """A real gunicorn, 3 sync workers, multiprocess metrics in ``metrics_dir``; yields (base URL, master pid)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AUTH_FAILURE_LIMIT")}
     env.update(
         BIND=f"127.0.0.1:{port}",
-        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         DATABASE_URL=f"sqlite:///{tmp_path / 'balance.sqlite3'}",
     )
-    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 - closed in teardown
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "3", "wsgi:app"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until(lambda: len(_children(process.pid)) == 3 and _get(base + "/metrics")[0] == 200, 30, "gunicorn")
-        yield base, process.pid
-    finally:
-        process.send_signal(signal.SIGTERM)
+    with open(tmp_path / "gunicorn.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "3", "wsgi:app"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            _wait_until(lambda: len(_children(process.pid)) == 3 and _get(base + "/metrics")[0] == 200, 30, "gunicorn")
+            yield base, process.pid
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @pytest.mark.e2e
-def test_three_gunicorn_workers_report_one_total_even_after_every_worker_was_replaced(gunicorn_three_workers):
-    base, master = gunicorn_three_workers
+def test_three_gunicorn_workers_report_one_total_even_after_every_worker_was_replaced(tmp_path):
+    with gunicorn_three_workers(tmp_path, tmp_path / "prometheus") as (base, master):
+        _count_across_workers_and_respawns(base, master)
+
+
+def _count_across_workers_and_respawns(base: str, master: int) -> None:
     n = 45
     for _ in range(n):
         assert _get(base + "/healthz")[0] == 200  # a new connection each time: any worker may answer
@@ -181,3 +185,17 @@ def test_three_gunicorn_workers_report_one_total_even_after_every_worker_was_rep
     text = _wait_until(lambda: _get(base + "/metrics")[1], 30, "a scrape")
     assert samples(text, REQUESTS, route="/healthz", status="200") == n
     assert samples(text, LATENCY_COUNT, route="/healthz") == n
+
+
+@pytest.mark.e2e
+def test_a_restarted_gunicorn_starts_counting_from_zero(tmp_path):
+    metrics_dir = tmp_path / "prometheus"
+    with gunicorn_three_workers(tmp_path, metrics_dir) as (base, _):
+        for _ in range(5):
+            _get(base + "/healthz")
+    (metrics_dir / "README").write_text("not ours: must survive the clean-up")
+    with gunicorn_three_workers(tmp_path, metrics_dir) as (base, _):
+        assert samples(_get(base + "/metrics")[1], REQUESTS, route="/healthz") == 0
+        _get(base + "/healthz")
+        assert samples(_get(base + "/metrics")[1], REQUESTS, route="/healthz") == 1
+    assert (metrics_dir / "README").exists()
