@@ -18,9 +18,10 @@ max_requests = 10000
 max_requests_jitter = 1000
 # Each worker builds its own app, engine and pool: nothing shared across fork.
 preload_app = False
-# The access log shows the path without the query string, and never a header:
-# an API key cannot reach it even if a client puts one in the URL.
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+# The app writes one JSON line per request (logger balance_service.access), so
+# gunicorn's own access log is off unless GUNICORN_ACCESS_LOG names a file or "-".
+# It shows the path without the query string, and never a header.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
@@ -28,3 +29,26 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # gunicorn >= 25 opens a control socket at one fixed path per user; several
 # instances on one host (tests, benchmarks, blue/green) would fight over it.
 control_socket_disable = True
+
+
+def on_starting(server):
+    """Prometheus multiprocess mode: start from an empty PROMETHEUS_MULTIPROC_DIR.
+
+    Files left by a previous run would be added to this run's counts; only the
+    ``*.db`` files prometheus_client writes are removed, nothing else there.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+
+
+def child_exit(server, worker):
+    """A worker is gone: drop its live-gauge files (its counters stay in the sums)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -10,8 +10,10 @@ from typing import Any
 import simplejson
 from flask import Flask
 from flask.json.provider import JSONProvider
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config as config_module
+from . import observability, ratelimit
 from .errors import register_error_handlers
 from .extensions import cors, db
 from .logging_setup import configure as configure_logging
@@ -43,17 +45,23 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         os.makedirs(app.instance_path, exist_ok=True)
 
     configure_logging(app.config["LOG_LEVEL"])
+    if app.config.get("PROXY_FIX_X_FOR"):
+        # Trust that many proxies' X-Forwarded-For: the client address for logs and rate limits.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
+    observability.init_app(app)
     db.init_app(app)
     cors.init_app(
         app,
         resources={r"/v1/*": {}, r"/dashboard/*": {}, r"/openapi.json": {}},
         origins=app.config["CORS_ORIGINS"],
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Retry-After"],
         methods=["GET", "HEAD", "OPTIONS"],
         max_age=app.config["CORS_MAX_AGE"],
         supports_credentials=False,
     )
     register_error_handlers(app)
+    ratelimit.init_app(app)
 
     from .blueprints import api, docs, health
 

@@ -10,9 +10,13 @@ import os
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlparse
+
+from limits import parse_many
 
 UNITS = ("USD", "CNY", "tokens")
 BILLING_SOURCES = ("token", "user")
+RATELIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
 
 
 class ConfigError(ValueError):
@@ -36,6 +40,28 @@ def _int(name: str, raw: str, minimum: int = 0) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def auth_failure_limit(raw: str) -> str | None:
+    """``AUTH_FAILURE_LIMIT``: a rate such as ``20/minute``, or ``0``/``off`` for no limit (``None``)."""
+    value = raw.strip()
+    if value.lower() in ("", "0", "off", "none", "false"):
+        return None
+    try:
+        items = parse_many(value)
+    except ValueError:
+        items = []
+    if len(items) != 1 or items[0].amount < 1:
+        raise ConfigError(f"AUTH_FAILURE_LIMIT must be one rate such as '20/minute', or 'off'; got {raw!r}")
+    return value
+
+
+def ratelimit_storage_uri(raw: str) -> str:
+    """``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) or a Redis URL (shared by all workers)."""
+    value = raw.strip() or "memory://"
+    if urlparse(value).scheme not in RATELIMIT_SCHEMES:
+        raise ConfigError(f"RATELIMIT_STORAGE_URI must be memory:// or a redis:// URL, got {raw!r}")
     return value
 
 
@@ -102,6 +128,10 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "DB_STATEMENT_TIMEOUT_MS": statement_timeout,
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
         "BILLING_SOURCE": billing_source,
+        "AUTH_FAILURE_LIMIT": auth_failure_limit(env.get("AUTH_FAILURE_LIMIT", "20/minute")),
+        "RATELIMIT_STORAGE_URI": ratelimit_storage_uri(env.get("RATELIMIT_STORAGE_URI", "")),
+        "PROXY_FIX_X_FOR": _int("PROXY_FIX_X_FOR", env.get("PROXY_FIX_X_FOR", "0")),
+        "PROMETHEUS_MULTIPROC_DIR": env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or None,
     }
     if url:
         config["SQLALCHEMY_DATABASE_URI"] = url

@@ -8,6 +8,8 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from .observability import count_database_error
+
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +41,7 @@ def _http_error(e: HTTPException) -> Response:
 def _database_error(e: SQLAlchemyError) -> tuple[Response, int]:
     # Parameters are hidden on the engine, so this line cannot carry a key.
     log.error("database error: %s: %s", type(e).__name__, getattr(e, "orig", None) or e.code)
+    count_database_error()
     return jsonify(error_body("Failed to get used quota: the database is unavailable")), 503
 
 

@@ -5,6 +5,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..extensions import db
+from ..observability import count_database_error
 
 bp = Blueprint("health", __name__)
 
@@ -22,5 +23,6 @@ def readyz():
         db.session.execute(text("SELECT 1"))
     except SQLAlchemyError:
         db.session.rollback()
+        count_database_error()
         return jsonify(success=False, status="unavailable", message="Database is not reachable"), 503
     return jsonify(success=True, status="ready")

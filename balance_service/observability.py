@@ -1,0 +1,153 @@
+"""Request ids, one JSON access-log line per request, and Prometheus metrics at ``/metrics``.
+
+Metrics are labelled by route *template* (``/v1/balance``), never by the raw
+path: a client choosing paths must not be able to create new time series.
+Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` makes every worker write its
+numbers to files there and ``/metrics`` adds them up, so a scrape that lands
+on any one worker still reports the whole service.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+
+from .logging_setup import RedactKeys
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+#: Methods that get their own label value; anything else a client invents is "other".
+_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
+_EXTENSION = "balance_metrics"
+_MAX_LOGGED_PATH = 512
+
+access_log = logging.getLogger("balance_service.access")
+bp = Blueprint("metrics", __name__)
+
+
+class Metrics:
+    """The service's own metrics, in a registry per app so that apps (and tests) do not share counts."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "balance_service_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "balance_service_http_request_duration_seconds",
+            "Time from the start of request handling to the response, by route template.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.database_errors = Counter(
+            "balance_service_database_errors",
+            "Database failures seen while answering a request or a readiness probe.",
+            registry=self.registry,
+        )
+
+
+def count_database_error() -> None:
+    """Count one database failure for the current app (no-op outside an app with metrics)."""
+    metrics = current_app.extensions.get(_EXTENSION)
+    if metrics is not None:
+        metrics.database_errors.inc()
+
+
+def request_id() -> str:
+    """The current request's id: the caller's ``X-Request-ID`` if well formed, else a fresh one."""
+    if "request_id" not in g:
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        # The canonical uuid4 form, with hyphens: 32 bare hex digits would look
+        # like a key to the log redactor and be masked.
+        g.request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else str(uuid.uuid4())
+    return g.request_id
+
+
+def _start_request() -> None:
+    g.request_started = time.perf_counter()
+    request_id()
+
+
+def _finish_request(response: Response) -> Response:
+    """Runs for every response, error handlers' included: header, metrics, one log line."""
+    duration = time.perf_counter() - g.get("request_started", time.perf_counter())
+    rid = request_id()
+    response.headers[REQUEST_ID_HEADER] = rid
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    method = request.method if request.method in _METHODS else "other"
+    metrics: Metrics = current_app.extensions[_EXTENSION]
+    metrics.requests.labels(method=method, route=route, status=str(response.status_code)).inc()
+    metrics.latency.labels(route=route).observe(duration)
+    if access_log.isEnabledFor(logging.INFO):
+        # Deliberately no headers at all: Authorization carries the key. A key
+        # pasted into the path is masked by the RedactKeys filter on this logger.
+        line = {
+            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "method": request.method[:16],
+            "route": route,
+            "path": request.path[:_MAX_LOGGED_PATH],
+            "status": response.status_code,
+            "duration_ms": round(duration * 1000, 3),
+            "request_id": rid,
+            "remote_addr": request.remote_addr,
+        }
+        access_log.info(json.dumps(line, ensure_ascii=False))
+    return response
+
+
+@bp.get("/metrics")
+def metrics_endpoint() -> Response:
+    """Prometheus text exposition; no auth, so keep it off the public side of the proxy."""
+    directory = current_app.config.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+    else:
+        registry = current_app.extensions[_EXTENSION].registry
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the call (gunicorn, pytest capture)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _configure_access_log() -> None:
+    """Bare JSON lines on stderr, keys masked; not propagated, so no second, prefixed copy."""
+    if not any(isinstance(f, RedactKeys) for f in access_log.filters):
+        access_log.addFilter(RedactKeys())
+    if not any(isinstance(h, _StderrHandler) for h in access_log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+    access_log.propagate = False
+
+
+def init_app(app: Flask) -> None:
+    """Register the hooks first among the app's, so every later hook's response is seen too."""
+    app.extensions[_EXTENSION] = Metrics()
+    _configure_access_log()
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
+    app.register_blueprint(bp)

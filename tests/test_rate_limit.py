@@ -1,0 +1,166 @@
+"""Failed authentications per client address are limited: past the limit the address gets 429."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import redis
+
+from balance_service.config import ConfigError, from_env
+
+BODY = {"success": False, "message": "Too many failed authentication attempts; retry later"}
+BAD_KEY = {"Authorization": "Bearer sk-" + "b" * 48}
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def from_address(address: str) -> dict:
+    return {"environ_base": {"REMOTE_ADDR": address}}
+
+
+@pytest.fixture
+def limited(make_app):
+    """An app that allows 3 failed authentications per address per minute."""
+    return make_app(AUTH_FAILURE_LIMIT="3/minute")
+
+
+def fail(client, times: int, **kwargs) -> None:
+    kwargs.setdefault("headers", BAD_KEY)
+    for _ in range(times):
+        assert client.get("/v1/balance", **kwargs).status_code == 401
+
+
+def test_the_attempt_after_the_limit_gets_429_with_retry_after(limited):
+    client = limited.test_client()
+    fail(client, 3)
+    response = client.get("/v1/balance", headers=BAD_KEY)
+    assert response.status_code == 429
+    assert response.get_json() == BODY
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+
+
+def test_a_blocked_address_is_refused_even_with_a_valid_key(limited, create_token, auth):
+    key = create_token(remain_quota=1)
+    client = limited.test_client()
+    assert client.get("/v1/balance", headers=auth(key)).status_code == 200
+    fail(client, 3)
+    for path in ("/v1/balance", "/v1/user/balance"):
+        assert client.get(path, headers=auth(key)).status_code == 429
+
+
+def test_another_address_is_unaffected(limited, create_token, auth):
+    key = create_token(remain_quota=1)
+    client = limited.test_client()
+    fail(client, 3, **from_address("198.51.100.1"))
+    assert client.get("/v1/balance", headers=BAD_KEY, **from_address("198.51.100.1")).status_code == 429
+    assert client.get("/v1/balance", headers=BAD_KEY, **from_address("198.51.100.2")).status_code == 401
+    assert client.get("/v1/balance", headers=auth(key), **from_address("198.51.100.2")).status_code == 200
+
+
+def test_successful_requests_do_not_count(limited, create_token, auth):
+    key = create_token(remain_quota=1)
+    client = limited.test_client()
+    for _ in range(10):
+        assert client.get("/v1/balance", headers=auth(key)).status_code == 200
+    fail(client, 3)
+
+
+def test_probes_metrics_and_preflights_are_never_blocked(limited):
+    client = limited.test_client()
+    fail(client, 3)
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/metrics").status_code == 200
+    preflight = {"Origin": "https://a.example", "Access-Control-Request-Method": "GET"}
+    assert client.options("/v1/balance", headers=preflight).status_code == 200
+
+
+def test_the_429_can_be_read_by_a_page_on_another_origin(limited):
+    client = limited.test_client()
+    fail(client, 3)
+    response = client.get("/v1/balance", headers={**BAD_KEY, "Origin": "https://a.example"})
+    assert response.status_code == 429
+    assert response.headers["Access-Control-Allow-Origin"] in ("*", "https://a.example")
+    assert "retry-after" in response.headers["Access-Control-Expose-Headers"].lower()
+
+
+def test_the_limit_is_off_in_the_test_fixtures_unless_asked_for(client):
+    fail(client, 50)
+
+
+def test_forwarded_for_is_ignored_unless_a_proxy_is_trusted(make_app):
+    client = make_app(AUTH_FAILURE_LIMIT="3/minute").test_client()
+    for i in range(3):
+        fail(client, 1, headers={**BAD_KEY, "X-Forwarded-For": f"203.0.113.{i}"})
+    # A client cannot escape the limit by inventing X-Forwarded-For values.
+    response = client.get("/v1/balance", headers={**BAD_KEY, "X-Forwarded-For": "203.0.113.99"})
+    assert response.status_code == 429
+
+
+def test_behind_a_trusted_proxy_each_forwarded_client_is_counted_on_its_own(make_app):
+    client = make_app(AUTH_FAILURE_LIMIT="3/minute", PROXY_FIX_X_FOR=1).test_client()
+    fail(client, 3, headers={**BAD_KEY, "X-Forwarded-For": "203.0.113.1"})
+    blocked = client.get("/v1/balance", headers={**BAD_KEY, "X-Forwarded-For": "203.0.113.1"})
+    other = client.get("/v1/balance", headers={**BAD_KEY, "X-Forwarded-For": "203.0.113.2"})
+    assert (blocked.status_code, other.status_code) == (429, 401)
+
+
+@pytest.fixture
+def redis_url():
+    connection = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        connection.ping()
+    except redis.RedisError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis must be reachable in CI: {e}")
+        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    yield REDIS_URL
+    connection.close()
+
+
+def test_with_redis_storage_two_app_instances_share_the_count(make_app, redis_url):
+    first = make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI=redis_url).test_client()
+    second = make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI=redis_url).test_client()
+    # An address of its own, so that concurrent test runs on the same Redis do not meet.
+    address = from_address(f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}")
+    fail(first, 2, **address)
+    fail(second, 1, **address)
+    response = first.get("/v1/balance", headers=BAD_KEY, **address)
+    assert response.status_code == 429
+    assert second.get("/v1/balance", headers=BAD_KEY, **address).status_code == 429
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_an_unreachable_redis_does_not_take_the_service_down(make_app, create_token, auth):
+    app = make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0")
+    client = app.test_client()
+    key = create_token(remain_quota=1)
+    fail(client, 5)
+    assert client.get("/v1/balance", headers=auth(key)).status_code == 200
+
+
+def test_the_default_limit_is_20_failures_a_minute():
+    assert from_env({})["AUTH_FAILURE_LIMIT"] == "20/minute"
+    assert from_env({})["RATELIMIT_STORAGE_URI"] == "memory://"
+    assert from_env({})["PROXY_FIX_X_FOR"] == 0
+
+
+@pytest.mark.parametrize("off", ["0", "off", "OFF", ""])
+def test_the_limit_can_be_switched_off(off):
+    assert from_env({"AUTH_FAILURE_LIMIT": off})["AUTH_FAILURE_LIMIT"] is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AUTH_FAILURE_LIMIT", "lots"),
+        ("AUTH_FAILURE_LIMIT", "0/minute"),
+        ("AUTH_FAILURE_LIMIT", "5/minute;100/day"),
+        ("RATELIMIT_STORAGE_URI", "memcached://127.0.0.1:11211"),
+        ("PROXY_FIX_X_FOR", "-1"),
+    ],
+)
+def test_bad_settings_stop_the_service_at_start_up(name, value):
+    with pytest.raises(ConfigError, match=name):
+        from_env({name: value})
