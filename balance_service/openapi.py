@@ -244,6 +244,16 @@ _DOCUMENT: dict[str, Any] = {
                 "503": _json("The database does not answer.", _ref("schemas", "NotReady")),
             },
         ),
+        "/metrics": _public(
+            "getMetrics",
+            "Prometheus metrics (requests by route and status, latency, database errors); keep it internal",
+            {
+                "200": {
+                    "description": "Prometheus text exposition format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        ),
         "/openapi.json": _public(
             "getOpenApiDocument",
             "This OpenAPI document",
