@@ -14,7 +14,16 @@ from sqlalchemy.orm import defer
 
 from .errors import ApiError
 from .extensions import db
-from .models import NEVER_EXPIRES, TOKEN_DISABLED, TOKEN_EXPIRED, USER_DISABLED, Token, User, soft_delete_columns
+from .models import (
+    NEVER_EXPIRES,
+    TOKEN_DISABLED,
+    TOKEN_EXPIRED,
+    USER_DISABLED,
+    Token,
+    User,
+    key_equals,
+    soft_delete_columns,
+)
 
 KEY_LENGTH = 48
 _KEY_RE = re.compile(rf"[A-Za-z0-9]{{1,{KEY_LENGTH}}}")
@@ -50,7 +59,7 @@ def normalize_key(value: str) -> str:
 def lookup(key: str) -> tuple[Token, User | None]:
     """Return the live token with this key and its owner (``None`` if the owner row is gone)."""
     tokens_soft, users_soft = soft_delete_columns(db.engine)
-    stmt = db.select(Token, User).outerjoin(User, User.id == Token.user_id).where(Token.key == key)
+    stmt = db.select(Token, User).outerjoin(User, User.id == Token.user_id).where(key_equals(key))
     if tokens_soft:
         stmt = stmt.where(Token.deleted_at.is_(None))
     else:
