@@ -128,6 +128,13 @@ def mariadb_url():
         yield url
 
 
+@pytest.fixture
+def empty_mariadb_database():
+    """A new, empty MariaDB database for one test that lays out its own tables."""
+    with temporary_mariadb_database() as url:
+        yield url
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param
