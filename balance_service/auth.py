@@ -14,7 +14,16 @@ from sqlalchemy.orm import defer
 
 from .errors import ApiError
 from .extensions import db
-from .models import NEVER_EXPIRES, TOKEN_DISABLED, TOKEN_EXPIRED, USER_DISABLED, Token, User, soft_delete_columns
+from .models import (
+    NEVER_EXPIRES,
+    TOKEN_DISABLED,
+    TOKEN_EXPIRED,
+    USER_DISABLED,
+    Token,
+    User,
+    key_equals,
+    soft_delete_columns,
+)
 
 KEY_LENGTH = 48
 _KEY_RE = re.compile(rf"[A-Za-z0-9]{{1,{KEY_LENGTH}}}")
@@ -60,7 +69,7 @@ def lookup(key: str) -> tuple[Token, User | None]:
     stmt = (
         db.select(Token, User)
         .outerjoin(User, owner)
-        .where(Token.key == key)
+        .where(key_equals(key))
         .options(defer(Token.deleted_at, raiseload=True), defer(User.deleted_at, raiseload=True))
         .limit(1)
     )

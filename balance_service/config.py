@@ -65,15 +65,25 @@ def ratelimit_storage_uri(raw: str) -> str:
     return value
 
 
-def normalize_database_url(url: str) -> str:
-    """Pin PostgreSQL URLs without a driver to psycopg2, and accept the ``postgres://`` spelling.
+#: URL schemes without a driver, and the driver this service ships for each.
+_DRIVERS = {
+    "postgres://": "postgresql+psycopg2://",
+    "postgresql://": "postgresql+psycopg2://",
+    "mysql://": "mysql+pymysql://",
+    "mariadb://": "mariadb+pymysql://",
+}
 
-    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which this
-    service does not ship; hosting platforms often hand out ``postgres://``.
+
+def normalize_database_url(url: str) -> str:
+    """Pin URLs without a driver to the one this service ships (psycopg2, PyMySQL).
+
+    SQLAlchemy maps a bare ``postgresql://`` to psycopg 3 and a bare
+    ``mysql://`` to mysqlclient, neither of which is installed; hosting
+    platforms often hand out ``postgres://``.
     """
-    for prefix in ("postgres://", "postgresql://"):
+    for prefix, replacement in _DRIVERS.items():
         if url.startswith(prefix):
-            return "postgresql+psycopg2://" + url[len(prefix) :]
+            return replacement + url[len(prefix) :]
     return url
 
 
@@ -94,10 +104,24 @@ def engine_options(url: str, connect_timeout: int, statement_timeout_ms: int) ->
         }
     elif url.startswith("sqlite"):
         options["connect_args"] = {"timeout": max(connect_timeout, 1)}
-    elif url.startswith("mysql"):
-        options["pool_recycle"] = 1800
-        options["connect_args"] = {"connect_timeout": connect_timeout}
+    elif url.startswith(("mysql", "mariadb")):
+        # Below the server's wait_timeout (8 h by default, often 5-10 min on
+        # hosted MySQL) so the pool never hands out a connection it closed.
+        options["pool_recycle"] = 280
+        options["connect_args"] = {
+            "connect_timeout": connect_timeout,
+            "charset": "utf8mb4",
+            # MySQL has no per-session statement timeout that MariaDB shares,
+            # so bound each round trip on the client side instead.
+            "read_timeout": _seconds(statement_timeout_ms),
+            "write_timeout": _seconds(statement_timeout_ms),
+        }
     return options
+
+
+def _seconds(milliseconds: int) -> float | None:
+    """A socket timeout from ``DB_STATEMENT_TIMEOUT_MS``; 0 means no limit, as in PostgreSQL."""
+    return milliseconds / 1000 if milliseconds else None
 
 
 def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:

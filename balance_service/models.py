@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import CHAR, BigInteger, Boolean, DateTime, Engine, Integer, String, inspect
+from sqlalchemy import CHAR, BigInteger, Boolean, ColumnElement, DateTime, Engine, Integer, String, inspect
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.functions import FunctionElement
 
 from .extensions import db
 
@@ -63,6 +66,39 @@ class Token(db.Model):
     def __repr__(self) -> str:
         # Never the key: reprs end up in logs and tracebacks.
         return f"<Token {self.id} of user {self.user_id}>"
+
+
+class exact_string(FunctionElement):
+    """A bound string that an ``=`` must match byte for byte, on every backend.
+
+    MySQL and MariaDB compare strings with the column's collation, which is
+    case-insensitive and PAD SPACE by default (``utf8mb4_general_ci``): there,
+    ``key = 'abc'`` would also find ``ABC``. Casting the *value* to BINARY makes
+    the comparison binary (exact case, trailing spaces significant) while the
+    column stays bare, so the unique index on ``tokens.key`` is still used
+    (EXPLAIN: ``const``), whatever the table's character set. SQLite's and
+    PostgreSQL's ``=`` is already exact, so elsewhere the value is left as is.
+    """
+
+    type = String()
+    name = "exact_string"
+    inherit_cache = True
+
+
+@compiles(exact_string)
+def _exact_string_default(element: exact_string, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(exact_string, "mysql")
+@compiles(exact_string, "mariadb")
+def _exact_string_mysql(element: exact_string, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS BINARY)"
+
+
+def key_equals(key: str) -> ColumnElement[bool]:
+    """``tokens.key = <key>``, exact and case-sensitive on every backend (see ``exact_string``)."""
+    return Token.key == exact_string(key)
 
 
 @lru_cache(maxsize=32)

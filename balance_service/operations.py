@@ -17,7 +17,16 @@ from sqlalchemy import case, func, true, update
 from .auth import normalize_key
 from .errors import ApiError
 from .extensions import db
-from .models import NEVER_EXPIRES, TOKEN_DISABLED, TOKEN_ENABLED, TOKEN_EXHAUSTED, Token, User, soft_delete_columns
+from .models import (
+    NEVER_EXPIRES,
+    TOKEN_DISABLED,
+    TOKEN_ENABLED,
+    TOKEN_EXHAUSTED,
+    Token,
+    User,
+    key_equals,
+    soft_delete_columns,
+)
 
 _KEY_ALPHABET = string.ascii_letters + string.digits
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -121,7 +130,7 @@ def _token_id(key: str) -> int:
     except ApiError as e:
         raise OperationError(e.message) from None
     tokens_soft, _ = soft_delete_columns(db.engine)
-    stmt = db.select(Token.id).where(Token.key == stored, _live(Token, tokens_soft))
+    stmt = db.select(Token.id).where(key_equals(stored), _live(Token, tokens_soft))
     token_id = db.session.execute(stmt).scalar()
     if token_id is None:
         raise OperationError("no such key")

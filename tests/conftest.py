@@ -1,8 +1,8 @@
-"""Fixtures: the real app on a real SQLite file and on the real PostgreSQL.
+"""Fixtures: the real app on a real SQLite file, on the real PostgreSQL and on the real MariaDB.
 
 Every test that takes ``app`` (or ``client``) runs once per backend. PostgreSQL
-tests get a throw-away database created for the session; they skip when the
-server is unreachable, except under ``CI=true`` where that is an error.
+and MariaDB tests get a throw-away database created for the session; they skip
+when the server is unreachable, except under ``CI=true`` where that is an error.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import uuid
 from contextlib import contextmanager
 
 import psycopg2
+import pymysql
 import pytest
 from sqlalchemy import delete, event
 from sqlalchemy.engine import make_url
@@ -22,7 +23,8 @@ from balance_service.extensions import db as _db
 from balance_service.models import Token, User
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-BACKENDS = ["sqlite", "postgresql"]
+MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+BACKENDS = ["sqlite", "postgresql", "mariadb"]
 _ENV_SETTINGS = (
     "DATABASE_URL",
     "BALANCE_UNIT",
@@ -86,6 +88,58 @@ def postgres_url():
         yield url
 
 
+def mariadb_admin_connection(database: str | None = None) -> pymysql.Connection:
+    """A connection as the MariaDB test user, to create and drop databases (or seed one)."""
+    url = make_url(MARIADB_URL)
+    return pymysql.connect(
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+        database=database,
+        charset="utf8mb4",
+        connect_timeout=3,
+        autocommit=True,
+    )
+
+
+@contextmanager
+def temporary_mariadb_database():
+    """Create a database of our own on the MariaDB server and drop it afterwards.
+
+    It gets the server's default collation (``utf8mb4_general_ci``, case-insensitive),
+    as a gateway's database would, so the tests see what production sees.
+    """
+    try:
+        admin = mariadb_admin_connection()
+    except pymysql.err.OperationalError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"MariaDB must be reachable in CI: {e}")
+        pytest.skip(f"MariaDB not reachable at {MARIADB_URL}")
+    name = f"balance_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    try:
+        yield make_url(MARIADB_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def mariadb_url():
+    with temporary_mariadb_database() as url:
+        yield url
+
+
+@pytest.fixture
+def empty_mariadb_database():
+    """A new, empty MariaDB database for one test that lays out its own tables."""
+    with temporary_mariadb_database() as url:
+        yield url
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param
@@ -95,7 +149,7 @@ def backend(request):
 def database_url(backend, tmp_path, request):
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'balance.sqlite3'}"
-    return request.getfixturevalue("postgres_url")
+    return request.getfixturevalue({"postgresql": "postgres_url", "mariadb": "mariadb_url"}[backend])
 
 
 @pytest.fixture

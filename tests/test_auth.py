@@ -5,9 +5,10 @@ from datetime import datetime
 
 import pytest
 
+from balance_service import operations as ops
 from balance_service.auth import parse_key
 from balance_service.errors import ApiError
-from balance_service.models import TOKEN_DISABLED, TOKEN_EXHAUSTED, TOKEN_EXPIRED, USER_DISABLED
+from balance_service.models import TOKEN_DISABLED, TOKEN_EXHAUSTED, TOKEN_EXPIRED, USER_DISABLED, Token
 
 ENDPOINTS = ["/v1/balance", "/v1/user/balance"]
 
@@ -128,3 +129,29 @@ def test_parse_key_strips_prefix_and_suffix():
     assert parse_key("Bearer sk-" + "A1" * 24 + "-x-y") == "A1" * 24
     with pytest.raises(ApiError):
         parse_key(None)
+
+
+MIXED_CASE_KEY = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789aBcDeFgHiJkL"
+OTHER_CASINGS = [MIXED_CASE_KEY.lower(), MIXED_CASE_KEY.upper(), MIXED_CASE_KEY.swapcase(), MIXED_CASE_KEY[:-1] + "l"]
+
+
+@pytest.fixture
+def mixed_case_key(db, create_user):
+    """A key whose letters are of both cases, stored as the gateway would store it."""
+    db.session.add(Token(user_id=create_user(quota=500000), key=MIXED_CASE_KEY, remain_quota=500000))
+    db.session.commit()
+    return "sk-" + MIXED_CASE_KEY
+
+
+@pytest.mark.parametrize("presented", OTHER_CASINGS)
+def test_key_differing_only_in_letter_case_is_rejected_with_401(client, auth, mixed_case_key, presented):
+    # MySQL/MariaDB compare with a case-insensitive collation unless told otherwise.
+    assert client.get("/v1/balance", headers=auth(mixed_case_key)).status_code == 200
+    for path in ENDPOINTS:
+        assert refusal(client.get(path, headers=auth("sk-" + presented)), 401) == "Invalid token"
+
+
+def test_operator_commands_do_not_find_a_key_by_a_different_letter_case(db, mixed_case_key):
+    with pytest.raises(ops.OperationError, match="no such key"):
+        ops.top_up_token("sk-" + MIXED_CASE_KEY.swapcase(), 5)
+    assert ops.top_up_token(mixed_case_key, 5) == 500005

@@ -55,6 +55,36 @@ def test_postgresql_urls_use_the_psycopg2_driver(url):
     assert normalize_database_url(url) == "postgresql+psycopg2://u@h/db"
 
 
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mysql://u:p@h:3306/db", "mysql+pymysql://u:p@h:3306/db"),
+        ("mysql+pymysql://u@h/db", "mysql+pymysql://u@h/db"),
+        ("mariadb://u@h/db", "mariadb+pymysql://u@h/db"),
+    ],
+)
+def test_mysql_urls_use_the_pymysql_driver(url, expected):
+    assert normalize_database_url(url) == expected
+
+
+def test_mysql_url_from_the_environment_gets_pymysql_utf8mb4_and_timeouts(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "mysql://gateway:secret@127.0.0.1:3306/oneapi")
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT", "4")
+    monkeypatch.setenv("DB_STATEMENT_TIMEOUT_MS", "2500")
+    config = create_app().config
+    assert config["SQLALCHEMY_DATABASE_URI"] == "mysql+pymysql://gateway:secret@127.0.0.1:3306/oneapi"
+    options = config["SQLALCHEMY_ENGINE_OPTIONS"]
+    assert options["connect_args"] == {
+        "connect_timeout": 4,
+        "charset": "utf8mb4",
+        "read_timeout": 2.5,
+        "write_timeout": 2.5,
+    }
+    # MySQL closes idle connections after wait_timeout (as low as 300 s on hosted servers).
+    assert options["pool_recycle"] < 300
+    assert options["pool_pre_ping"] is True
+
+
 def test_other_database_urls_are_left_alone():
     assert normalize_database_url("sqlite:///x.db") == "sqlite:///x.db"
 

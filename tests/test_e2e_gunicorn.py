@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import temporary_postgres_database
+from tests.conftest import temporary_mariadb_database, temporary_postgres_database
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -33,9 +33,10 @@ def free_port() -> int:
 def server_database(backend, tmp_path):
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'e2e.sqlite3'}"
-    else:
-        with temporary_postgres_database() as url:
-            yield url
+        return
+    temporary = temporary_postgres_database if backend == "postgresql" else temporary_mariadb_database
+    with temporary() as url:
+        yield url
 
 
 def flask_cli(env, *args) -> str:

@@ -37,6 +37,7 @@ def test_readyz_is_ready_when_the_database_answers(client):
 DEAD_DATABASES = {
     "sqlite": "sqlite:////nonexistent-dir/sub/balance.sqlite3",
     "postgresql": "postgresql://postgres@127.0.0.1:1/test",
+    "mariadb": "mysql://root@127.0.0.1:1/test",
 }
 
 
