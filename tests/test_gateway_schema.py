@@ -47,9 +47,10 @@ DELETED_COLUMN = {"sqlite": ",`deleted_at` datetime", "postgresql": ',"deleted_a
 DELETED_VALUE = {"sqlite": "2026-03-01 10:11:12.123456789+08:00", "postgresql": "2026-03-01 10:11:12+08"}
 
 ALICE, BOB, GONE = "a" * 48, "b" * 48, "g" * 48
+DELETED_KEY, ORPHAN = "d" * 48, "o" * 48
+
 # MySQL/MariaDB's GORM layout is exercised in test_gateway_schema_mysql.py.
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-DELETED_KEY, ORPHAN = "d" * 48, "o" * 48
 
 
 @pytest.fixture(params=["new-api", "one-api"])
