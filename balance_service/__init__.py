@@ -49,7 +49,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         resources={r"/v1/*": {}, r"/dashboard/*": {}},
         origins=app.config["CORS_ORIGINS"],
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-        methods=["GET", "HEAD", "OPTIONS"],
+        methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
         max_age=app.config["CORS_MAX_AGE"],
         supports_credentials=False,
     )

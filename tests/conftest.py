@@ -18,6 +18,7 @@ from sqlalchemy import delete, event
 from sqlalchemy.engine import make_url
 
 from balance_service import create_app
+from balance_service.alerts.models import BalanceAlert
 from balance_service.extensions import db as _db
 from balance_service.models import Token, User
 
@@ -31,6 +32,11 @@ _ENV_SETTINGS = (
     "UNLIMITED_USER_ROLES",
     "CORS_ORIGINS",
     "CORS_MAX_AGE",
+    "ALERT_ALLOW_PRIVATE_TARGETS",
+    "ALERT_MAX_PER_USER",
+    "ALERT_WEBHOOK_TIMEOUT",
+    "ALERT_WEBHOOK_ATTEMPTS",
+    "ALERT_RETRY_BACKOFF",
 )
 
 
@@ -111,6 +117,7 @@ def make_app(database_url):
     for app in apps:
         with app.app_context():
             _db.session.remove()
+            _db.session.execute(delete(BalanceAlert))
             _db.session.execute(delete(Token))
             _db.session.execute(delete(User))
             _db.session.commit()

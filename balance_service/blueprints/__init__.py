@@ -3,9 +3,10 @@
 from flask import Blueprint
 
 from ..auth import authenticate
-from . import account, token
+from . import account, alerts, token
 
 api = Blueprint("api", __name__)
 api.before_request(authenticate)
 api.register_blueprint(account.bp)
 api.register_blueprint(token.bp)
+api.register_blueprint(alerts.bp)
