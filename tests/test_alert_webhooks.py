@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,8 +54,9 @@ class Receiver:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-@pytest.fixture
-def receiver():
+@contextmanager
+def running_receiver(tls: ssl.SSLContext | None = None):
+    """Start a receiver on a free loopback port (behind TLS when given a context); stop it afterwards."""
     state = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -73,13 +78,24 @@ def receiver():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/balance-hook?source=test"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    scheme = "https" if tls else "http"
+    state.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/balance-hook?source=test"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def receiver():
+    with running_receiver() as state:
+        yield state
 
 
 @pytest.fixture
@@ -374,3 +390,45 @@ def test_two_runs_at_once_send_one_notification(app, receiver, create_user, crea
     assert len(held) == 2
     assert len(receiver.requests) == 1
     assert sorted(summary.notified for summary in results) == [0, 1]
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    """A self-signed certificate for ``localhost`` (and only that name)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_https_webhooks_check_the_certificate_against_the_url_host(
+    make_app, certificate, create_user, create_token, monkeypatch
+):
+    cert, key = certificate
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_WEBHOOK_ATTEMPTS=1)
+    owner = create_user(quota=0)
+    api_key = create_token(user_id=owner)
+    with running_receiver(tls=context) as receiver:
+        by_name = receiver.url.replace("127.0.0.1", "localhost")
+        create_alert(app, api_key, by_name, "1")
+        create_alert(app, api_key, receiver.url, "1")  # the certificate does not name 127.0.0.1
+
+        assert run_check(app).exit_code == 1
+        assert receiver.requests == []
+        assert all("CERTIFICATE_VERIFY_FAILED" in a["last_error"] for a in listed(app, api_key))
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now trusted, like a real CA's certificate
+        assert run_check(app).exit_code == 1
+        [request] = receiver.requests
+        assert request.headers["host"] == f"localhost:{by_name.split(':')[2].split('/')[0]}"
+        by_name_alert, by_address_alert = listed(app, api_key)
+        assert by_name_alert["state"] == "below"
+        assert "IP address mismatch" in by_address_alert["last_error"]

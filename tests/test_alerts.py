@@ -179,6 +179,25 @@ def test_private_and_loopback_targets_are_refused_by_default(make_app, create_to
     assert stored_alerts(app) == []
 
 
+@pytest.mark.parametrize(
+    "webhook_url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/hook",
+        "http://[::ffff:169.254.169.254]/hook",
+        "http://224.0.0.1/hook",
+        "http://0.0.0.0/hook",
+    ],
+)
+def test_link_local_multicast_and_unspecified_stay_refused_when_private_targets_are_allowed(
+    client, app, auth, create_token, webhook_url
+):
+    response = client.post(URL, json={"threshold": 1, "webhook_url": webhook_url}, headers=auth(create_token()))
+    assert response.status_code == 400
+    assert "must point to a public address" in response.get_json()["message"]
+    assert stored_alerts(app) == []
+
+
 def test_a_public_address_is_accepted_by_default(make_app, create_token, auth):
     app = make_app()
     key = create_token()

@@ -5,7 +5,9 @@ unchecked URL would let anyone with a key reach the operator's internal network
 (metadata endpoints, admin ports). Host names are resolved and every address
 checked both when an alert is created and again right before each send, and the
 send connects to exactly the address that was checked, so a name that changes
-its answer later (DNS rebinding) cannot redirect the request.
+its answer later (DNS rebinding) cannot redirect the request. The operator
+setting ALERT_ALLOW_PRIVATE_TARGETS opens private and loopback addresses (an
+internal receiver) but never link-local ones (cloud metadata endpoints).
 """
 
 from __future__ import annotations
@@ -70,12 +72,18 @@ def parse_url(url: object) -> Target:
     return Target(scheme, host.rstrip(".") or host, port or (443 if scheme == "https" else 80), path)
 
 
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address inside an IPv4-mapped, 6to4 or NAT64 IPv6 address, if any."""
+    embedded = address.ipv4_mapped or address.sixtofour
+    if embedded is None and address in _NAT64:
+        embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return embedded
+
+
 def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """True only for globally routable unicast addresses, looking inside IPv6 wrappers of IPv4."""
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and address in _NAT64:
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        embedded = _embedded_ipv4(address)
         if embedded is not None and not is_public(embedded):
             return False
         if address.teredo is not None and not all(is_public(a) for a in address.teredo):
@@ -88,6 +96,19 @@ def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         or address.is_reserved
         or address.is_unspecified
     )
+
+
+def never_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Refused even with ALERT_ALLOW_PRIVATE_TARGETS: no internal receiver lives there.
+
+    Link-local holds the cloud metadata endpoints (169.254.169.254), the classic
+    target of a forged webhook; multicast and "unspecified" are not receivers.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None and never_allowed(embedded):
+            return True
+    return address.is_link_local or address.is_multicast or address.is_unspecified
 
 
 def resolve(target: Target, allow_private: bool) -> list[str]:
@@ -103,13 +124,13 @@ def resolve(target: Target, allow_private: bool) -> list[str]:
             addresses.append(text)
     if not addresses:
         raise TargetError(f"cannot resolve the webhook host {target.host!r}", retryable=True)
-    if not allow_private:
-        for text in addresses:
-            if not is_public(ipaddress.ip_address(text)):
-                raise TargetError(
-                    f"webhook_url must point to a public address; {target.host!r} resolves to {text}, "
-                    "a private, loopback, link-local, multicast or reserved address"
-                )
+    for text in addresses:
+        address = ipaddress.ip_address(text)
+        if never_allowed(address) or not (allow_private or is_public(address)):
+            raise TargetError(
+                f"webhook_url must point to a public address; {target.host!r} resolves to {text}, "
+                "a private, loopback, link-local, multicast or reserved address"
+            )
     return addresses
 
 
