@@ -56,7 +56,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         origins=app.config["CORS_ORIGINS"],
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         expose_headers=["X-Request-ID", "Retry-After"],
-        methods=["GET", "HEAD", "OPTIONS"],
+        methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
         max_age=app.config["CORS_MAX_AGE"],
         supports_credentials=False,
     )

@@ -10,6 +10,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from . import operations as ops
+from .alerts.cli import check_alerts_command
 from .extensions import db
 from .units import unit_to_quota
 
@@ -46,7 +47,7 @@ def _to_quota(amount: str, unit: str) -> int:
 @click.command("init-db")
 @_operator_command
 def init_db() -> None:
-    """Create the users and tokens tables if they are absent (standalone installs)."""
+    """Create the users and tokens tables (standalone installs) and balance_alerts, if absent."""
     db.create_all()
     click.echo(f"tables ready in {db.engine.url.render_as_string(hide_password=True)}")
 
@@ -130,3 +131,4 @@ def demo(host: str) -> None:
 def register_commands(app: Flask) -> None:
     for command in (init_db, create_user, create_token, top_up, disable_token, demo):
         app.cli.add_command(command)
+    app.cli.add_command(check_alerts_command)

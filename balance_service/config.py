@@ -57,6 +57,28 @@ def auth_failure_limit(raw: str) -> str | None:
     return value
 
 
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _seconds(name: str, raw: str, allow_zero: bool = False) -> float:
+    """A duration for sockets and sleeps (time, not money, so a float is fine)."""
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value.is_finite() or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {raw!r}")
+    return float(value)
+
+
+
+
 def ratelimit_storage_uri(raw: str) -> str:
     """``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) or a Redis URL (shared by all workers)."""
     value = raw.strip() or "memory://"
@@ -156,6 +178,14 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "RATELIMIT_STORAGE_URI": ratelimit_storage_uri(env.get("RATELIMIT_STORAGE_URI", "")),
         "PROXY_FIX_X_FOR": _int("PROXY_FIX_X_FOR", env.get("PROXY_FIX_X_FOR", "0")),
         "PROMETHEUS_MULTIPROC_DIR": env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or None,
+        # Balance alerts (balance_service/alerts): webhook targets and delivery.
+        "ALERT_ALLOW_PRIVATE_TARGETS": _bool(
+            "ALERT_ALLOW_PRIVATE_TARGETS", env.get("ALERT_ALLOW_PRIVATE_TARGETS", "false")
+        ),
+        "ALERT_MAX_PER_USER": _int("ALERT_MAX_PER_USER", env.get("ALERT_MAX_PER_USER", "20"), 1),
+        "ALERT_WEBHOOK_TIMEOUT": _seconds("ALERT_WEBHOOK_TIMEOUT", env.get("ALERT_WEBHOOK_TIMEOUT", "5")),
+        "ALERT_WEBHOOK_ATTEMPTS": _int("ALERT_WEBHOOK_ATTEMPTS", env.get("ALERT_WEBHOOK_ATTEMPTS", "3"), 1),
+        "ALERT_RETRY_BACKOFF": _seconds("ALERT_RETRY_BACKOFF", env.get("ALERT_RETRY_BACKOFF", "1"), allow_zero=True),
     }
     if url:
         config["SQLALCHEMY_DATABASE_URI"] = url

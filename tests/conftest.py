@@ -19,6 +19,7 @@ from sqlalchemy import delete, event
 from sqlalchemy.engine import make_url
 
 from balance_service import create_app
+from balance_service.alerts.models import BalanceAlert
 from balance_service.extensions import db as _db
 from balance_service.models import Token, User
 
@@ -38,6 +39,11 @@ _ENV_SETTINGS = (
     "RATELIMIT_STORAGE_URI",
     "PROXY_FIX_X_FOR",
     "PROMETHEUS_MULTIPROC_DIR",
+    "ALERT_ALLOW_PRIVATE_TARGETS",
+    "ALERT_MAX_PER_USER",
+    "ALERT_WEBHOOK_TIMEOUT",
+    "ALERT_WEBHOOK_ATTEMPTS",
+    "ALERT_RETRY_BACKOFF",
 )
 
 
@@ -172,6 +178,7 @@ def make_app(database_url):
     for app in apps:
         with app.app_context():
             _db.session.remove()
+            _db.session.execute(delete(BalanceAlert))
             _db.session.execute(delete(Token))
             _db.session.execute(delete(User))
             _db.session.commit()

@@ -3,10 +3,11 @@
 from flask import Blueprint
 
 from ..auth import authenticate
-from . import account, billing, token
+from . import account, alerts, billing, token
 
 api = Blueprint("api", __name__)
 api.before_request(authenticate)
 api.register_blueprint(account.bp)
 api.register_blueprint(token.bp)
 api.register_blueprint(billing.bp)
+api.register_blueprint(alerts.bp)

@@ -1,0 +1,148 @@
+"""Sign one notification and POST it, with retries, to an address checked right before sending.
+
+Uses the standard library's ``http.client`` (what ``urllib`` is built on)
+because the connection must go to the exact address that was checked, while
+the Host header and the TLS certificate check still use the URL's host name.
+Redirects are not followed: a 3xx could point anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import logging
+import socket
+import ssl
+import time
+import uuid
+from dataclasses import dataclass
+
+from .targets import Target, TargetError, parse_url, resolve
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Balance-Signature"
+TIMESTAMP_HEADER = "X-Balance-Timestamp"
+EVENT_HEADER = "X-Balance-Event"
+DELIVERY_HEADER = "X-Balance-Delivery"
+_MAX_RESPONSE_BYTES = 64 * 1024
+_MAX_ERROR_LENGTH = 300
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The signature header value: ``sha256=`` and the hex HMAC-SHA256 of the exact body bytes."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    ok: bool
+    attempts: int
+    error: str | None = None
+
+
+class _Retry(Exception):
+    """One attempt failed in a way that another attempt may fix (network error, 5xx, 408, 429)."""
+
+
+def _open_socket(addresses: list[str], port: int, timeout: float) -> socket.socket:
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout)
+        except OSError as e:
+            error = e
+    assert error is not None  # resolve() never returns an empty list
+    raise error
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to the checked addresses only, never to a fresh lookup of the host name."""
+
+    def __init__(self, host: str, port: int, addresses: list[str], timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._addresses = addresses
+
+    def connect(self) -> None:
+        self.sock = _open_socket(self._addresses, self.port, self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """As above, with TLS verified against the URL's host name (SNI and certificate)."""
+
+    def __init__(self, host: str, port: int, addresses: list[str], timeout: float) -> None:
+        self._tls = ssl.create_default_context()
+        super().__init__(host, port, timeout=timeout, context=self._tls)
+        self._addresses = addresses
+
+    def connect(self) -> None:
+        sock = _open_socket(self._addresses, self.port, self.timeout)
+        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+
+
+def _attempt(target: Target, addresses: list[str], body: bytes, headers: dict[str, str], timeout: float) -> None:
+    connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
+    connection = connection_class(target.host, target.port, addresses, timeout)
+    try:
+        connection.request("POST", target.path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read(_MAX_RESPONSE_BYTES)
+    except (OSError, http.client.HTTPException) as e:
+        raise _Retry(f"{type(e).__name__}: {e}"[:_MAX_ERROR_LENGTH]) from None
+    finally:
+        connection.close()
+    if 200 <= response.status < 300:
+        return
+    message = f"the webhook answered HTTP {response.status}"
+    if response.status >= 500 or response.status in (408, 429):
+        raise _Retry(message)
+    raise TargetError(message)
+
+
+def deliver(
+    url: str,
+    body: bytes,
+    secret: str,
+    *,
+    event: str,
+    timestamp: int,
+    allow_private: bool,
+    timeout: float,
+    attempts: int,
+    backoff: float,
+) -> DeliveryResult:
+    """POST ``body`` to ``url`` up to ``attempts`` times; never raises for a failed delivery.
+
+    The host is resolved and checked again before every attempt. A refused
+    address or a 4xx answer ends the delivery at once; network errors, 5xx,
+    408 and 429 are retried after ``backoff``, 2×``backoff``, … seconds. Every
+    attempt sends the same body, signature and delivery id, so a receiver can
+    drop duplicates. ``timestamp`` (Unix seconds) goes in a header and should
+    also be in the body, where the signature covers it.
+    """
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "balance-service-webhook",
+        EVENT_HEADER: event,
+        DELIVERY_HEADER: uuid.uuid4().hex,
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: sign(secret, body),
+    }
+    error = "not attempted"
+    for attempt in range(1, attempts + 1):
+        if attempt > 1:
+            time.sleep(backoff * 2 ** (attempt - 2))
+        try:
+            target = parse_url(url)
+            _attempt(target, resolve(target, allow_private), body, headers, timeout)
+        except TargetError as e:
+            if not e.retryable:
+                return DeliveryResult(False, attempt, e.message)
+            error = e.message
+        except _Retry as e:
+            error = str(e)
+        else:
+            return DeliveryResult(True, attempt)
+        log.info("webhook attempt %d of %d failed: %s", attempt, attempts, error)
+    return DeliveryResult(False, attempts, error)

@@ -1,0 +1,49 @@
+"""``balance_alerts``: a table of the service's own, next to (never inside) the gateway's tables."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+
+STATE_ABOVE, STATE_BELOW = "above", "below"
+SCOPE_ACCOUNT, SCOPE_TOKEN = "account", "token"
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the way the gateway stores its own timestamps (SQLite keeps no time zone)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class BalanceAlert(db.Model):
+    """One webhook for one balance: the account's when ``token_id`` is null, that key's otherwise.
+
+    ``state`` remembers which side of the threshold the balance was on when last
+    checked, so a crossing is notified once; ``above`` also means "armed".
+    There is no foreign key, like between the gateway's own tables.
+    """
+
+    __tablename__ = "balance_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    threshold: Mapped[int] = mapped_column(BigInteger)
+    webhook_url: Mapped[str] = mapped_column(String(2048))
+    # The HMAC key; it has to be readable to sign, so it is stored as issued.
+    secret: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(8), default=STATE_ABOVE)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_notified_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    @property
+    def scope(self) -> str:
+        return SCOPE_ACCOUNT if self.token_id is None else SCOPE_TOKEN
+
+    def __repr__(self) -> str:
+        # Never the secret or the URL (it may carry a receiver's token).
+        return f"<BalanceAlert {self.id} of user {self.user_id} {self.scope}>"

@@ -1,0 +1,143 @@
+"""``/v1/user/balance/alerts``: create, list and delete the caller's balance alerts.
+
+The caller is the account behind the key. An alert watches either that
+account's balance (``scope: account``) or the balance of the key making the
+request (``scope: token``); ``flask check-alerts`` does the watching.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, current_app, g, jsonify, request
+from sqlalchemy import delete, func
+
+from ..alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, BalanceAlert
+from ..alerts.targets import TargetError, check_url, parse_url
+from ..errors import ApiError
+from ..extensions import db
+from ..units import quota_to_unit, unit_to_quota
+
+bp = Blueprint("alerts", __name__)
+
+_FIELDS = ("threshold", "webhook_url", "scope")
+_MAX_QUOTA = 2**63 - 1  # BIGINT
+_MAX_ID = 2**31 - 1  # INTEGER; a larger id cannot exist and would be a database error on PostgreSQL
+
+
+def _conversion() -> dict[str, Any]:
+    cfg = current_app.config
+    return {
+        "unit": cfg["BALANCE_UNIT"],
+        "quota_per_unit": cfg["QUOTA_PER_UNIT"],
+        "exchange_rate": cfg["USD_EXCHANGE_RATE"],
+    }
+
+
+def _threshold_quota(value: Any) -> int:
+    """The threshold from the request, in the configured unit, as whole quota units."""
+    if value is None:
+        raise ApiError(400, "threshold is required")
+    # bool is an int in Python but `true` is not a number in JSON.
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise ApiError(400, "threshold must be a JSON number")
+    amount = Decimal(value)
+    if not amount.is_finite() or amount < 0:
+        raise ApiError(400, "threshold must be a non-negative number")
+    conversion = _conversion()
+    if conversion["unit"] == "tokens" and amount != amount.to_integral_value():
+        raise ApiError(400, "threshold in tokens must be a whole number")
+    if amount > _MAX_QUOTA:
+        raise ApiError(400, "threshold is too large")
+    quota = unit_to_quota(amount, **conversion)
+    if quota > _MAX_QUOTA:
+        raise ApiError(400, "threshold is too large")
+    return quota
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="seconds") + "Z"
+
+
+def _present(alert: BalanceAlert) -> dict[str, Any]:
+    conversion = _conversion()
+    return {
+        "id": alert.id,
+        "scope": alert.scope,
+        "token_id": alert.token_id,
+        "threshold": quota_to_unit(alert.threshold, **conversion),
+        "unit": conversion["unit"],
+        "webhook_url": alert.webhook_url,
+        "state": alert.state,
+        "created_at": _iso(alert.created_at),
+        "last_notified_at": _iso(alert.last_notified_at),
+        "last_error": alert.last_error,
+    }
+
+
+def _count_alerts(user_id: int) -> int:
+    stmt = db.select(func.count()).select_from(BalanceAlert).where(BalanceAlert.user_id == user_id)
+    return db.session.execute(stmt).scalar_one()
+
+
+@bp.post("/v1/user/balance/alerts")
+def create_alert():
+    """Validate everything first (the database is written only for a fully valid request)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "Send a JSON object (Content-Type: application/json) with threshold and webhook_url")
+    unknown = sorted(set(body) - set(_FIELDS))
+    if unknown:
+        raise ApiError(400, f"Unknown field(s): {', '.join(unknown)}; allowed: {', '.join(_FIELDS)}")
+    threshold = _threshold_quota(body.get("threshold"))
+    scope = body.get("scope", SCOPE_ACCOUNT)
+    if scope not in (SCOPE_ACCOUNT, SCOPE_TOKEN):
+        raise ApiError(400, "scope must be 'account' or 'token'")
+    url = body.get("webhook_url")
+    try:
+        parse_url(url)  # the cheap checks before counting and resolving
+    except TargetError as e:
+        raise ApiError(400, e.message) from None
+    limit = current_app.config["ALERT_MAX_PER_USER"]
+    if _count_alerts(g.user.id) >= limit:
+        raise ApiError(409, f"An account can have at most {limit} alerts; delete one first")
+    try:
+        check_url(url, current_app.config["ALERT_ALLOW_PRIVATE_TARGETS"])
+    except TargetError as e:
+        raise ApiError(400, e.message) from None
+    secret = secrets.token_hex(32)
+    alert = BalanceAlert(
+        user_id=g.user.id,
+        token_id=g.token.id if scope == SCOPE_TOKEN else None,
+        threshold=threshold,
+        webhook_url=url,
+        secret=secret,
+        state=STATE_ABOVE,
+    )
+    db.session.add(alert)
+    db.session.commit()
+    # The secret is shown this once; no other response carries it.
+    return jsonify(success=True, alert={**_present(alert), "secret": secret}), 201
+
+
+@bp.get("/v1/user/balance/alerts")
+def list_alerts():
+    stmt = db.select(BalanceAlert).where(BalanceAlert.user_id == g.user.id).order_by(BalanceAlert.id)
+    alerts = db.session.execute(stmt).scalars().all()
+    return jsonify(success=True, alerts=[_present(alert) for alert in alerts])
+
+
+@bp.delete("/v1/user/balance/alerts/<int:alert_id>")
+def delete_alert(alert_id: int):
+    """Someone else's alert gets the same 404 as a missing one: ids reveal nothing."""
+    deleted = 0
+    if alert_id <= _MAX_ID:
+        stmt = delete(BalanceAlert).where(BalanceAlert.id == alert_id, BalanceAlert.user_id == g.user.id)
+        deleted = db.session.execute(stmt).rowcount
+        db.session.commit()
+    if not deleted:
+        raise ApiError(404, "No such alert")
+    return jsonify(success=True, deleted=alert_id)

@@ -1,0 +1,324 @@
+"""Key holders create, list and delete balance alerts; bad input is refused and changes nothing."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import inspect
+
+from balance_service import create_app
+from balance_service.alerts.models import BalanceAlert
+from balance_service.config import ConfigError, from_env
+from balance_service.extensions import db as _db
+from balance_service.models import Token
+
+URL = "/v1/user/balance/alerts"
+# Loopback targets need ALERT_ALLOW_PRIVATE_TARGETS; nothing is sent to them in this file.
+HOOK = "http://127.0.0.1:9/hook"
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
+
+
+def stored_alerts(app) -> list[BalanceAlert]:
+    with app.app_context():
+        return list(_db.session.execute(_db.select(BalanceAlert).order_by(BalanceAlert.id)).scalars())
+
+
+def token_id_of(app, key: str) -> int:
+    with app.app_context():
+        return _db.session.execute(_db.select(Token.id).where(Token.key == key[3:])).scalar_one()
+
+
+def test_creating_an_account_alert_returns_it_with_its_secret(client, app, auth, create_token):
+    key = create_token()
+    response = client.post(URL, json={"threshold": 5, "webhook_url": HOOK}, headers=auth(key))
+    assert response.status_code == 201
+    alert = response.get_json()["alert"]
+    assert response.get_json()["success"] is True
+    assert alert["scope"] == "account"
+    assert alert["token_id"] is None
+    assert alert["threshold"] == Decimal(5)
+    assert alert["unit"] == "USD"
+    assert alert["webhook_url"] == HOOK
+    assert alert["state"] == "above"
+    assert re.fullmatch(r"[0-9a-f]{64}", alert["secret"])
+    [row] = stored_alerts(app)
+    assert (row.id, row.threshold, row.token_id, row.secret) == (alert["id"], 2_500_000, None, alert["secret"])
+
+
+def test_the_secret_is_never_shown_again(client, auth, create_token):
+    key = create_token()
+    secret = client.post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(key)).get_json()["alert"][
+        "secret"
+    ]
+    response = client.get(URL, headers=auth(key))
+    assert response.status_code == 200
+    [listed] = response.get_json()["alerts"]
+    assert "secret" not in listed
+    assert secret not in response.get_data(as_text=True)
+
+
+def test_a_token_alert_watches_the_key_that_made_the_request(client, app, auth, create_user, create_token):
+    owner = create_user()
+    create_token(user_id=owner)
+    key = create_token(user_id=owner)
+    body = {"threshold": Decimal("0.5"), "webhook_url": HOOK, "scope": "token"}
+    alert = client.post(URL, json=body, headers=auth(key)).get_json()["alert"]
+    assert alert["scope"] == "token"
+    assert alert["token_id"] == token_id_of(app, key)
+    assert stored_alerts(app)[0].threshold == 250_000
+
+
+@pytest.mark.parametrize(
+    ("unit", "threshold", "quota"),
+    [("USD", "0.000001", 1), ("CNY", "7.3", 500_000), ("CNY", "1", 68_493), ("tokens", "1234", 1234)],
+)
+def test_the_threshold_is_read_in_the_configured_unit(make_app, create_token, auth, unit, threshold, quota):
+    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, BALANCE_UNIT=unit)
+    key = create_token()
+    response = app.test_client().post(
+        URL,
+        data=f'{{"threshold": {threshold}, "webhook_url": "{HOOK}"}}',
+        content_type="application/json",
+        headers=auth(key),
+    )
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["alert"]["unit"] == unit
+    assert stored_alerts(app)[0].threshold == quota
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("not json", "JSON object"),
+        ("[1, 2]", "JSON object"),
+        ('{"webhook_url": "http://127.0.0.1/"}', "threshold is required"),
+        ('{"threshold": "5", "webhook_url": "http://127.0.0.1/"}', "threshold must be a JSON number"),
+        ('{"threshold": true, "webhook_url": "http://127.0.0.1/"}', "threshold must be a JSON number"),
+        ('{"threshold": -1, "webhook_url": "http://127.0.0.1/"}', "non-negative"),
+        ('{"threshold": -0.000001, "webhook_url": "http://127.0.0.1/"}', "non-negative"),
+        ('{"threshold": 1e400, "webhook_url": "http://127.0.0.1/"}', "too large"),
+        ('{"threshold": 18446744073709551615, "webhook_url": "http://127.0.0.1/"}', "too large"),
+        ('{"threshold": 1, "webhook_url": "http://127.0.0.1/", "extra": 1}', "Unknown field(s): extra"),
+        ('{"threshold": 1, "webhook_url": "http://127.0.0.1/", "scope": "team"}', "scope must be"),
+        ('{"threshold": 1}', "webhook_url is required"),
+        ('{"threshold": 1, "webhook_url": 42}', "webhook_url is required"),
+        ('{"threshold": 1, "webhook_url": "ftp://127.0.0.1/"}', "http:// or https://"),
+        ('{"threshold": 1, "webhook_url": "javascript:alert(1)"}', "http:// or https://"),
+        ('{"threshold": 1, "webhook_url": "127.0.0.1/hook"}', "http:// or https://"),
+        ('{"threshold": 1, "webhook_url": "http:///hook"}', "must have a host"),
+        ('{"threshold": 1, "webhook_url": "http://user:pw@127.0.0.1/"}', "user name or password"),
+        ('{"threshold": 1, "webhook_url": "http://127.0.0.1:99999/"}', "invalid port"),
+        ('{"threshold": 1, "webhook_url": "http://127.0.0.1/a b"}', "ASCII without spaces"),
+        ('{"threshold": 1, "webhook_url": "http://host.invalid/"}', "cannot resolve"),
+    ],
+)
+def test_bad_input_is_refused_with_400_and_changes_nothing(client, app, auth, create_token, data, message):
+    key = create_token()
+    response = client.post(URL, data=data, content_type="application/json", headers=auth(key))
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["success"] is False
+    assert message in body["message"]
+    assert stored_alerts(app) == []
+
+
+def test_a_fractional_threshold_in_tokens_is_refused(make_app, create_token, auth):
+    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, BALANCE_UNIT="tokens")
+    response = app.test_client().post(
+        URL, json={"threshold": Decimal("1.5"), "webhook_url": HOOK}, headers=auth(create_token())
+    )
+    assert response.status_code == 400
+    assert "whole number" in response.get_json()["message"]
+
+
+def test_a_body_sent_without_json_content_type_is_refused(client, app, auth, create_token):
+    response = client.post(
+        URL, data='{"threshold": 1, "webhook_url": "http://127.0.0.1/"}', headers=auth(create_token())
+    )
+    assert response.status_code == 400
+    assert "Content-Type: application/json" in response.get_json()["message"]
+    assert stored_alerts(app) == []
+
+
+@pytest.mark.parametrize(
+    "webhook_url",
+    [
+        "http://127.0.0.1/hook",
+        "http://127.1.2.3:8080/hook",
+        "http://2130706433/hook",
+        "http://10.0.0.1/hook",
+        "http://192.168.1.10/hook",
+        "http://172.16.0.1/hook",
+        "http://100.64.0.1/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://0.0.0.0/hook",
+        "http://224.0.0.1/hook",
+        "http://240.0.0.1/hook",
+        "http://[::1]/hook",
+        "http://[fe80::1]/hook",
+        "http://[fc00::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://[64:ff9b::a9fe:a9fe]/hook",
+        "https://localhost/hook",
+        "https://LOCALHOST./hook",
+    ],
+)
+def test_private_and_loopback_targets_are_refused_by_default(make_app, create_token, auth, webhook_url):
+    app = make_app()
+    response = app.test_client().post(
+        URL, json={"threshold": 1, "webhook_url": webhook_url}, headers=auth(create_token())
+    )
+    assert response.status_code == 400
+    assert "must point to a public address" in response.get_json()["message"]
+    assert stored_alerts(app) == []
+
+
+@pytest.mark.parametrize(
+    "webhook_url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/hook",
+        "http://[::ffff:169.254.169.254]/hook",
+        "http://224.0.0.1/hook",
+        "http://0.0.0.0/hook",
+    ],
+)
+def test_link_local_multicast_and_unspecified_stay_refused_when_private_targets_are_allowed(
+    client, app, auth, create_token, webhook_url
+):
+    response = client.post(URL, json={"threshold": 1, "webhook_url": webhook_url}, headers=auth(create_token()))
+    assert response.status_code == 400
+    assert "must point to a public address" in response.get_json()["message"]
+    assert stored_alerts(app) == []
+
+
+def test_a_public_address_is_accepted_by_default(make_app, create_token, auth):
+    app = make_app()
+    key = create_token()
+    response = app.test_client().post(
+        URL, json={"threshold": 1, "webhook_url": "https://1.1.1.1/hook"}, headers=auth(key)
+    )
+    assert response.status_code == 201
+
+
+def test_an_account_can_hold_only_the_configured_number_of_alerts(make_app, create_user, create_token, auth):
+    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_MAX_PER_USER=2)
+    client = app.test_client()
+    owner = create_user()
+    first, second = create_token(user_id=owner), create_token(user_id=owner)
+    for key in (first, second):
+        assert client.post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(key)).status_code == 201
+    refused = client.post(URL, json={"threshold": 1, "webhook_url": HOOK, "scope": "token"}, headers=auth(first))
+    assert refused.status_code == 409
+    assert "at most 2" in refused.get_json()["message"]
+    assert len(stored_alerts(app)) == 2
+    other = client.post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(create_token()))
+    assert other.status_code == 201
+
+
+def test_the_list_holds_the_account_alerts_and_no_one_elses(client, auth, create_user, create_token):
+    owner = create_user()
+    key, sibling = create_token(user_id=owner), create_token(user_id=owner)
+    stranger = create_token()
+    mine = client.post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(key)).get_json()["alert"]["id"]
+    client.post(URL, json={"threshold": 2, "webhook_url": HOOK}, headers=auth(stranger))
+    for caller in (key, sibling):
+        assert [a["id"] for a in client.get(URL, headers=auth(caller)).get_json()["alerts"]] == [mine]
+
+
+def test_an_owner_deletes_an_alert(client, app, auth, create_token):
+    key = create_token()
+    alert_id = client.post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(key)).get_json()["alert"]["id"]
+    response = client.delete(f"{URL}/{alert_id}", headers=auth(key))
+    assert response.status_code == 200
+    assert response.get_json() == {"success": True, "deleted": alert_id}
+    assert stored_alerts(app) == []
+    assert client.delete(f"{URL}/{alert_id}", headers=auth(key)).status_code == 404
+
+
+def test_someone_elses_alert_cannot_be_deleted_and_looks_missing(client, app, auth, create_token):
+    owner_key, stranger = create_token(), create_token()
+    alert_id = client.post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(owner_key)).get_json()[
+        "alert"
+    ]["id"]
+    theirs = client.delete(f"{URL}/{alert_id}", headers=auth(stranger))
+    missing = client.delete(f"{URL}/{alert_id + 1000}", headers=auth(stranger))
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.get_json() == missing.get_json() == {"success": False, "message": "No such alert"}
+    assert [a.id for a in stored_alerts(app)] == [alert_id]
+
+
+@pytest.mark.parametrize("alert_id", [str(2**40), "abc", "-1"])
+def test_impossible_alert_ids_are_a_json_404(client, auth, create_token, alert_id):
+    response = client.delete(f"{URL}/{alert_id}", headers=auth(create_token()))
+    assert response.status_code == 404
+    assert response.get_json()["success"] is False
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_alerts_need_a_valid_key(client, app, method):
+    response = getattr(client, method)(URL, json={"threshold": 1, "webhook_url": HOOK})
+    assert response.status_code == 401
+    assert stored_alerts(app) == []
+
+
+def test_browsers_may_create_and_delete_alerts_from_other_origins(client):
+    headers = {
+        "Origin": "https://dashboard.example",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    for method, path in (("POST", URL), ("DELETE", f"{URL}/1")):
+        response = client.options(path, headers={**headers, "Access-Control-Request-Method": method})
+        assert response.status_code == 200
+        assert method in response.headers["Access-Control-Allow-Methods"]
+        assert "content-type" in response.headers["Access-Control-Allow-Headers"].lower()
+
+
+def test_a_balance_request_stays_one_statement_with_alerts_present(client, auth, create_token, count_statements):
+    key = create_token(remain_quota=5)
+    client.post(URL, json={"threshold": 1, "webhook_url": HOOK, "scope": "token"}, headers=auth(key))
+    client.get("/v1/balance", headers=auth(key))
+    with count_statements() as statements:
+        assert client.get("/v1/balance", headers=auth(key)).status_code == 200
+    assert len(statements) == 1, statements
+
+
+def test_init_db_creates_the_alerts_table(tmp_path):
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'fresh.sqlite3'}"})
+    with app.app_context():  # the `flask` command pushes one itself
+        result = app.test_cli_runner().invoke(args=["init-db"])
+        assert result.exit_code == 0, result.output
+        columns = {c["name"] for c in inspect(_db.engine).get_columns("balance_alerts")}
+        _db.engine.dispose()
+    assert columns >= {"id", "user_id", "token_id", "threshold", "webhook_url", "secret", "state", "last_error"}
+
+
+def test_alert_settings_are_read_from_the_environment():
+    config = from_env({"ALERT_ALLOW_PRIVATE_TARGETS": "true", "ALERT_MAX_PER_USER": "5", "ALERT_RETRY_BACKOFF": "0"})
+    assert config["ALERT_ALLOW_PRIVATE_TARGETS"] is True
+    assert config["ALERT_MAX_PER_USER"] == 5
+    assert config["ALERT_RETRY_BACKOFF"] == 0
+    defaults = from_env({})
+    assert defaults["ALERT_ALLOW_PRIVATE_TARGETS"] is False
+    assert (defaults["ALERT_MAX_PER_USER"], defaults["ALERT_WEBHOOK_ATTEMPTS"]) == (20, 3)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ALERT_ALLOW_PRIVATE_TARGETS": "maybe"},
+        {"ALERT_MAX_PER_USER": "0"},
+        {"ALERT_WEBHOOK_TIMEOUT": "0"},
+        {"ALERT_WEBHOOK_ATTEMPTS": "0"},
+        {"ALERT_RETRY_BACKOFF": "-1"},
+    ],
+)
+def test_bad_alert_settings_stop_the_service(env):
+    with pytest.raises(ConfigError):
+        from_env(env)
