@@ -77,8 +77,6 @@ def _seconds(name: str, raw: str, allow_zero: bool = False) -> float:
     return float(value)
 
 
-
-
 def ratelimit_storage_uri(raw: str) -> str:
     """``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) or a Redis URL (shared by all workers)."""
     value = raw.strip() or "memory://"
@@ -135,13 +133,13 @@ def engine_options(url: str, connect_timeout: int, statement_timeout_ms: int) ->
             "charset": "utf8mb4",
             # MySQL has no per-session statement timeout that MariaDB shares,
             # so bound each round trip on the client side instead.
-            "read_timeout": _seconds(statement_timeout_ms),
-            "write_timeout": _seconds(statement_timeout_ms),
+            "read_timeout": _timeout_from_ms(statement_timeout_ms),
+            "write_timeout": _timeout_from_ms(statement_timeout_ms),
         }
     return options
 
 
-def _seconds(milliseconds: int) -> float | None:
+def _timeout_from_ms(milliseconds: int) -> float | None:
     """A socket timeout from ``DB_STATEMENT_TIMEOUT_MS``; 0 means no limit, as in PostgreSQL."""
     return milliseconds / 1000 if milliseconds else None
 
