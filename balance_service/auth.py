@@ -81,13 +81,25 @@ def lookup(key: str) -> tuple[Token, User | None]:
     return row.Token, row.User
 
 
+def token_refusal(status: int, expired_time: int, now: int) -> str | None:
+    """Why a key may not be used (disabled, expired), or None; an exhausted key is still usable."""
+    if status == TOKEN_DISABLED:
+        return "Token is disabled"
+    if status == TOKEN_EXPIRED or (expired_time != NEVER_EXPIRES and expired_time < now):
+        return "Token has expired"
+    return None
+
+
 def check_token(token: Token, now: int | None = None) -> None:
     """Refuse disabled and expired keys; an exhausted key may still read its (zero) balance."""
-    now = int(time.time()) if now is None else now
-    if token.status == TOKEN_DISABLED:
-        raise ApiError(401, "Token is disabled")
-    if token.status == TOKEN_EXPIRED or (token.expired_time != NEVER_EXPIRES and token.expired_time < now):
-        raise ApiError(401, "Token has expired")
+    refusal = token_refusal(token.status, token.expired_time, int(time.time()) if now is None else now)
+    if refusal:
+        raise ApiError(401, refusal)
+
+
+def role_is_unlimited(role: int) -> bool:
+    """The gateway's users table has no "unlimited" column: roles in UNLIMITED_USER_ROLES count as unlimited."""
+    return role in current_app.config["UNLIMITED_USER_ROLES"]
 
 
 def check_user(user: User | None) -> User:

@@ -23,8 +23,9 @@ from flask import current_app
 from sqlalchemy import and_, update
 from sqlalchemy.engine import Row
 
+from ..auth import role_is_unlimited, token_refusal
 from ..extensions import db
-from ..models import NEVER_EXPIRES, TOKEN_DISABLED, TOKEN_EXPIRED, USER_DISABLED, Token, User, soft_delete_columns
+from ..models import USER_DISABLED, Token, User, soft_delete_columns
 from ..units import quota_to_unit, remaining_for_display
 from .delivery import deliver
 from .models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW, BalanceAlert, utcnow
@@ -86,15 +87,13 @@ def _alerts_with_balances() -> list[Row]:
     return list(db.session.execute(stmt).all())
 
 
-def _balance(row: Row, unlimited_roles: frozenset[int], now: int) -> tuple[int, bool] | None:
+def _balance(row: Row, now: int) -> tuple[int, bool] | None:
     """``(quota, unlimited)`` of what the alert watches, or None when that key or account is unusable."""
     if row.user_status == USER_DISABLED:
         return None
     if row.token_id is None:
-        return int(row.quota), row.role in unlimited_roles
-    if row.live_token_id is None or row.token_status in (TOKEN_DISABLED, TOKEN_EXPIRED):
-        return None
-    if row.expired_time != NEVER_EXPIRES and row.expired_time < now:
+        return int(row.quota), role_is_unlimited(row.role)
+    if row.live_token_id is None or token_refusal(row.token_status, row.expired_time, now):
         return None
     return int(row.remain_quota), bool(row.unlimited_quota)
 
@@ -149,12 +148,11 @@ def check_alerts() -> CheckSummary:
     """One pass over all alerts: notify new crossings below, re-arm alerts whose balance recovered."""
     summary = CheckSummary()
     now = int(time.time())
-    unlimited_roles = current_app.config["UNLIMITED_USER_ROLES"]
     rows = _alerts_with_balances()
     db.session.commit()  # end the read transaction before the first webhook call
     for row in rows:
         summary.checked += 1
-        balance = _balance(row, unlimited_roles, now)
+        balance = _balance(row, now)
         if balance is None:
             summary.skipped += 1
             continue

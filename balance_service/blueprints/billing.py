@@ -21,6 +21,7 @@ from decimal import Decimal
 
 from flask import Blueprint, Response, current_app, g, jsonify
 
+from ..auth import role_is_unlimited
 from ..units import billing_amounts
 
 bp = Blueprint("billing", __name__)
@@ -31,8 +32,7 @@ def _amounts() -> tuple[Decimal, Decimal]:
     cfg = current_app.config
     if cfg["BILLING_SOURCE"] == "user":
         user = g.user
-        # Same rule as /v1/user/balance: the users table has no "unlimited" column.
-        unlimited = user.role in cfg["UNLIMITED_USER_ROLES"]
+        unlimited = role_is_unlimited(user.role)
         remaining, used = user.quota, user.used_quota
     else:
         token = g.token
