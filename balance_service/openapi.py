@@ -11,6 +11,8 @@ import copy
 from typing import Any
 
 from . import __version__
+from .alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW
+from .alerts.targets import MAX_URL_LENGTH
 from .units import BILLING_UNLIMITED_USD
 
 _JSON = "application/json"
@@ -28,6 +30,50 @@ _AMOUNT = {
     "type": "number",
     "description": "An exact decimal amount (written with up to 6 decimal places; integers in the tokens unit).",
 }
+
+_UNIT = {
+    "enum": ["USD", "CNY", "tokens"],
+    "description": "The BALANCE_UNIT setting: USD or CNY amounts, or raw gateway quota units.",
+}
+_TIMESTAMP = {"type": "string", "format": "date-time", "description": "UTC, to the second (`2024-05-01T12:00:00Z`)."}
+
+
+def _alert_schema(with_secret: bool) -> dict[str, Any]:
+    """An alert as the service shows it; the secret only in the answer that created it."""
+    properties: dict[str, Any] = {
+        "id": {"type": "integer", "minimum": 1},
+        "scope": {"enum": [SCOPE_ACCOUNT, SCOPE_TOKEN]},
+        "token_id": {
+            "type": ["integer", "null"],
+            "description": "The watched key's id (scope token); null for scope account.",
+        },
+        "threshold": {**_AMOUNT, "minimum": 0, "description": "In `unit`."},
+        "unit": _UNIT,
+        "webhook_url": {"type": "string", "format": "uri"},
+        "state": {
+            "enum": [STATE_ABOVE, STATE_BELOW],
+            "description": "Where the balance was at the last check; `above` means armed (notifies on falling below).",
+        },
+        "created_at": _TIMESTAMP,
+        "last_notified_at": {**_TIMESTAMP, "type": ["string", "null"], "description": "Null until a notification."},
+        "last_error": {
+            "type": ["string", "null"],
+            "description": "Why the last delivery failed; null after a success or before any.",
+        },
+    }
+    if with_secret:
+        properties["secret"] = {
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$",
+            "description": "The HMAC-SHA256 key of X-Balance-Signature. Shown only in this answer; keep it.",
+        }
+    return {
+        "type": "object",
+        "required": sorted(properties),
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -51,10 +97,7 @@ _SCHEMAS: dict[str, Any] = {
             },
             "used": {**_AMOUNT, "minimum": 0, "description": "What was spent so far, in `unit`."},
             "unlimited_quota": {"type": "boolean"},
-            "unit": {
-                "enum": ["USD", "CNY", "tokens"],
-                "description": "The BALANCE_UNIT setting: USD or CNY amounts, or raw gateway quota units.",
-            },
+            "unit": _UNIT,
         },
     },
     "BillingSubscription": {
@@ -103,6 +146,63 @@ _SCHEMAS: dict[str, Any] = {
             "total_usage": {**_AMOUNT, "minimum": 0, "description": "Lifetime usage in US cents."},
         },
     },
+    "AlertRequest": {
+        "type": "object",
+        "description": "A new alert. Unknown fields are refused (400); nothing is stored unless all is valid.",
+        "required": ["threshold", "webhook_url"],
+        "additionalProperties": False,
+        "properties": {
+            "threshold": {
+                "type": "number",
+                "minimum": 0,
+                "description": (
+                    "Notify when the balance falls below this, in BALANCE_UNIT (a whole number in tokens). "
+                    'A JSON number; a string such as "5" is refused.'
+                ),
+            },
+            "webhook_url": {
+                "type": "string",
+                "format": "uri",
+                "maxLength": MAX_URL_LENGTH,
+                "description": (
+                    "http:// or https://, with a host and without user name or password. The host must resolve "
+                    "only to public addresses (ALERT_ALLOW_PRIVATE_TARGETS also allows private and loopback ones)."
+                ),
+            },
+            "scope": {
+                "enum": [SCOPE_ACCOUNT, SCOPE_TOKEN],
+                "default": SCOPE_ACCOUNT,
+                "description": "Watch the account's balance, or the balance of the key making this request.",
+            },
+        },
+    },
+    "Alert": _alert_schema(with_secret=False),
+    "AlertWithSecret": _alert_schema(with_secret=True),
+    "AlertCreated": {
+        "type": "object",
+        "required": ["success", "alert"],
+        "properties": {"success": {"const": True}, "alert": _ref("schemas", "AlertWithSecret")},
+    },
+    "AlertList": {
+        "type": "object",
+        "required": ["success", "alerts"],
+        "properties": {
+            "success": {"const": True},
+            "alerts": {
+                "type": "array",
+                "items": _ref("schemas", "Alert"),
+                "description": "The account's alerts (both scopes, from any of its keys), oldest first.",
+            },
+        },
+    },
+    "AlertDeleted": {
+        "type": "object",
+        "required": ["success", "deleted"],
+        "properties": {
+            "success": {"const": True},
+            "deleted": {"type": "integer", "minimum": 1, "description": "The id of the alert that was deleted."},
+        },
+    },
     "Health": {
         "type": "object",
         "required": ["success", "status"],
@@ -133,6 +233,19 @@ _RESPONSES: dict[str, Any] = {
         **_json("The path exists but not for this method; the Allow header lists the methods.", _ERROR),
         "headers": {"Allow": {"schema": {"type": "string"}, "description": "The methods the path accepts."}},
     },
+    "TooManyFailedAttempts": {
+        **_json(
+            "This client address had AUTH_FAILURE_LIMIT failed authentications (401) in the window; every "
+            "request it makes to the authenticated endpoints is refused until Retry-After, valid keys included.",
+            _ERROR,
+        ),
+        "headers": {
+            "Retry-After": {
+                "schema": {"type": "integer", "minimum": 1},
+                "description": "Seconds until the oldest failure leaves the window.",
+            }
+        },
+    },
     "DatabaseUnavailable": _json("The gateway database did not answer.", _ERROR),
     "InternalError": _json("An unexpected error; details are only in the service log.", _ERROR),
 }
@@ -142,6 +255,7 @@ _AUTH_ERRORS = {
     "403": _ref("responses", "Forbidden"),
     "404": _ref("responses", "OwnerNotFound"),
     "405": _ref("responses", "MethodNotAllowed"),
+    "429": _ref("responses", "TooManyFailedAttempts"),
     "500": _ref("responses", "InternalError"),
     "503": _ref("responses", "DatabaseUnavailable"),
 }
@@ -159,17 +273,26 @@ _DATE_PARAMETERS = [
 ]
 
 
+def _secured(
+    operation_id: str, summary: str, description: str, tag: str, responses: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """One operation behind the gateway key: its own answers plus every refusal authentication can give."""
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+        "tags": [tag],
+        "security": [{"apiKey": []}],
+        **extra,
+        "responses": dict(sorted({**_AUTH_ERRORS, **responses}.items())),
+    }
+
+
 def _authenticated(operation_id: str, summary: str, description: str, schema: str, **extra: Any) -> dict[str, Any]:
     return {
-        "get": {
-            "operationId": operation_id,
-            "summary": summary,
-            "description": description,
-            "tags": ["balance"],
-            "security": [{"apiKey": []}],
-            **extra,
-            "responses": {"200": _json(summary, _ref("schemas", schema)), **_AUTH_ERRORS},
-        }
+        "get": _secured(
+            operation_id, summary, description, "balance", {"200": _json(summary, _ref("schemas", schema))}, **extra
+        )
     }
 
 
@@ -214,6 +337,10 @@ _DOCUMENT: dict[str, Any] = {
     },
     "tags": [
         {"name": "balance", "description": "Authenticated with the gateway key (`Authorization: Bearer sk-…`)."},
+        {
+            "name": "alerts",
+            "description": "Webhooks when a balance falls below a threshold; authenticated like `balance`.",
+        },
         {"name": "service", "description": "Probes and this document; no key needed."},
     ],
     "paths": {
@@ -233,6 +360,56 @@ _DOCUMENT: dict[str, Any] = {
         "/dashboard/billing/subscription": _subscription("getBillingSubscriptionWithoutV1"),
         "/v1/dashboard/billing/usage": _usage("getBillingUsage"),
         "/dashboard/billing/usage": _usage("getBillingUsageWithoutV1"),
+        "/v1/user/balance/alerts": {
+            "post": _secured(
+                "createBalanceAlert",
+                "Create a balance alert",
+                "A webhook called by `flask check-alerts` when the watched balance falls below `threshold`. "
+                "Creating one sends nothing. The answer carries the signing secret, once.",
+                "alerts",
+                {
+                    "201": _json("Created; `alert.secret` is shown only here.", _ref("schemas", "AlertCreated")),
+                    "400": _json(
+                        "The body is not a JSON object, has an unknown field, or a field is invalid (including a "
+                        "webhook host that does not resolve or resolves to a refused address). Nothing is stored.",
+                        _ERROR,
+                    ),
+                    "409": _json("The account already has ALERT_MAX_PER_USER alerts; delete one first.", _ERROR),
+                },
+                requestBody={"required": True, "content": {_JSON: {"schema": _ref("schemas", "AlertRequest")}}},
+            ),
+            "get": _secured(
+                "listBalanceAlerts",
+                "List the account's balance alerts",
+                "Every alert of the key's owner, whichever of its keys created it; never the secrets.",
+                "alerts",
+                {"200": _json("The alerts, oldest first.", _ref("schemas", "AlertList"))},
+            ),
+        },
+        "/v1/user/balance/alerts/{alert_id}": {
+            "delete": _secured(
+                "deleteBalanceAlert",
+                "Delete a balance alert",
+                "Deletes one of the account's alerts; another account's alert is answered like a missing one.",
+                "alerts",
+                {
+                    "200": _json("Deleted.", _ref("schemas", "AlertDeleted")),
+                    "404": _json(
+                        "No such alert of this account (missing or someone else's), or the key's owner does not exist.",
+                        _ERROR,
+                    ),
+                },
+                parameters=[
+                    {
+                        "name": "alert_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0},
+                        "description": "The `id` from the answer that created the alert.",
+                    }
+                ],
+            )
+        },
         "/healthz": _public(
             "getHealth", "Liveness: the process serves requests", {"200": _json("Up.", _ref("schemas", "Health"))}
         ),

@@ -19,9 +19,17 @@ DOC = document()
 BASE = "urn:balance-service:openapi"
 REGISTRY = Registry().with_resource(BASE, Resource.from_contents(DOC, default_specification=DRAFT202012))
 OPERATION_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
-AUTHENTICATED = sorted(path for path, item in DOC["paths"].items() if item["get"].get("security"))
-PUBLIC = sorted(set(DOC["paths"]) - set(AUTHENTICATED))
+OPERATIONS = sorted(
+    (path, method) for path, item in DOC["paths"].items() for method in item if method in OPERATION_METHODS
+)
+AUTHENTICATED = [(path, method) for path, method in OPERATIONS if DOC["paths"][path][method].get("security")]
+PUBLIC = [(path, method) for path, method in OPERATIONS if (path, method) not in AUTHENTICATED]
 DEAD_DATABASE = "sqlite:////nonexistent-dir/sub/balance.sqlite3"
+ALERTS = "/v1/user/balance/alerts"
+ALERT = "/v1/user/balance/alerts/{alert_id}"
+# A literal public address: accepted without DNS. Creating an alert sends nothing
+# (only `check-alerts` does, and these tests never run it), so no traffic leaves.
+PUBLIC_HOOK = "https://93.184.215.14/hook"
 
 
 def _pointer(*parts: str) -> str:
@@ -39,6 +47,8 @@ def check_against_document(response, path: str, method: str = "get") -> None:
         location = tuple(documented["$ref"].removeprefix("#/").split("/"))
         documented = REGISTRY.resolver(BASE).lookup(BASE + documented["$ref"]).contents
     assert response.mimetype in documented["content"]
+    for header in documented.get("headers", {}):  # Allow on 405, Retry-After on 429
+        assert header in response.headers, f"{status} without its documented {header} header"
     if not response.is_json:  # /metrics: Prometheus text, described as a string
         assert documented["content"][response.mimetype]["schema"] == {"type": "string"}
         return
@@ -99,40 +109,144 @@ def test_serving_the_document_does_not_let_a_caller_change_it(client):
     assert "/v1/balance" in client.get("/openapi.json").get_json()["paths"]
 
 
-@pytest.mark.parametrize("path", AUTHENTICATED)
-def test_authenticated_endpoints_answer_as_documented(client, auth, create_user, create_token, path):
+def call(client, path: str, method: str, headers=None, alert_id: int = 1, **kwargs):
+    """Send the documented operation; a POST carries a valid new alert unless told otherwise."""
+    if method == "post":
+        kwargs.setdefault("json", {"threshold": 1, "webhook_url": PUBLIC_HOOK})
+    url = path.replace("{alert_id}", str(alert_id))
+    return client.open(url, method=method.upper(), headers=headers or {}, **kwargs)
+
+
+def create_alert(client, headers, **fields) -> int:
+    response = client.post(ALERTS, json={"threshold": 1, "webhook_url": PUBLIC_HOOK, **fields}, headers=headers)
+    assert response.status_code == 201, response.get_json()
+    check_against_document(response, ALERTS, "post")
+    return response.get_json()["alert"]["id"]
+
+
+def alert_creation_answers(client, make_app, auth, key, create_token):
+    """400 for each kind of bad input, 201 for both scopes, 409 past ALERT_MAX_PER_USER."""
+    headers = auth(key)
+    bad_bodies = [
+        {"data": "threshold=1", "content_type": "application/x-www-form-urlencoded"},
+        {"data": "{not json", "content_type": "application/json"},
+        {"json": [1, PUBLIC_HOOK]},
+        {"json": {"threshold": 1, "webhook_url": PUBLIC_HOOK, "colour": "red"}},
+        {"json": {"webhook_url": PUBLIC_HOOK}},
+        {"json": {"threshold": -1, "webhook_url": PUBLIC_HOOK}},
+        {"json": {"threshold": "5", "webhook_url": PUBLIC_HOOK}},
+        {"json": {"threshold": True, "webhook_url": PUBLIC_HOOK}},
+        {"json": {"threshold": 1, "webhook_url": PUBLIC_HOOK, "scope": "team"}},
+        {"json": {"threshold": 1}},
+        {"json": {"threshold": 1, "webhook_url": "ftp://93.184.215.14/hook"}},
+        {"json": {"threshold": 1, "webhook_url": "https://user:pw@93.184.215.14/hook"}},
+        {"json": {"threshold": 1, "webhook_url": "https://127.0.0.1/hook"}},  # loopback: private targets are off
+        {"json": {"threshold": 1, "webhook_url": "http://169.254.169.254/latest"}},
+    ]
+    answers = [client.post(ALERTS, headers=headers, **body) for body in bad_bodies]
+    assert [r.status_code for r in answers] == [400] * len(bad_bodies)
+    created = [
+        client.post(ALERTS, json={"threshold": 0, "webhook_url": PUBLIC_HOOK, "scope": "token"}, headers=headers),
+        client.post(ALERTS, json={"threshold": 2.5, "webhook_url": PUBLIC_HOOK, "scope": "account"}, headers=headers),
+    ]
+    assert [r.status_code for r in created] == [201, 201]
+    assert created[0].get_json()["alert"]["token_id"] is not None
+    assert created[1].get_json()["alert"]["token_id"] is None
+    one_each = make_app(ALERT_MAX_PER_USER=1).test_client()
+    other = auth(create_token())
+    full = [call(one_each, ALERTS, "post", other), call(one_each, ALERTS, "post", other)]
+    assert [r.status_code for r in full] == [201, 409]
+    return answers + created + full
+
+
+def alert_list_answers(client, make_app, auth, key, create_token):
+    """The account's alerts from all its keys, without secrets; an account without alerts gets []."""
+    create_alert(client, auth(key), scope="token")
+    listed = client.get(ALERTS, headers=auth(key))
+    assert listed.status_code == 200
+    alerts = listed.get_json()["alerts"]
+    assert {alert["scope"] for alert in alerts} == {"account", "token"}
+    assert all("secret" not in alert for alert in alerts)
+    empty = client.get(ALERTS, headers=auth(create_token()))
+    assert (empty.status_code, empty.get_json()["alerts"]) == (200, [])
+    return [listed, empty]
+
+
+def alert_deletion_answers(client, make_app, auth, key, create_token):
+    """Missing, too large and someone else's ids are all 404; the owner's own id is 200 (once)."""
+    stranger = auth(create_token())
+    theirs = create_alert(client, stranger)
+    mine = create_alert(client, auth(key))
+    answers = [
+        call(client, ALERT, "delete", auth(key), alert_id=theirs),
+        call(client, ALERT, "delete", auth(key), alert_id=2**40),
+        call(client, ALERT, "delete", auth(key), alert_id=0),
+        call(client, ALERT, "delete", auth(key), alert_id=mine),
+        call(client, ALERT, "delete", auth(key), alert_id=mine),
+    ]
+    assert [r.status_code for r in answers] == [404, 404, 404, 200, 404]
+    assert answers[3].get_json()["deleted"] == mine
+    assert call(client, ALERT, "delete", stranger, alert_id=theirs).status_code == 200
+    return answers
+
+
+#: What each operation can answer beyond the refusals every authenticated operation shares.
+OWN_ANSWERS = {
+    (ALERTS, "post"): alert_creation_answers,
+    (ALERTS, "get"): alert_list_answers,
+    (ALERT, "delete"): alert_deletion_answers,
+}
+
+
+@pytest.mark.parametrize(("path", "method"), AUTHENTICATED)
+def test_authenticated_operations_answer_as_documented(client, make_app, auth, create_user, create_token, path, method):
     good = create_token(user_id=create_user(quota=1500000, used_quota=3), remain_quota=750001, used_quota=1)
     unlimited = create_token(unlimited_quota=True, expired_time=int(time.time()) + 60)
     blocked = create_token(user_id=create_user(status=USER_DISABLED))
     orphan = create_token(user_id=987654321)
-    answers = [
-        client.get(path, headers=auth(good)),
-        client.get(path, headers=auth(unlimited)),
-        client.get(path),
-        client.get(path, headers=auth("sk-" + "x" * 48)),
-        client.get(path, headers=auth(blocked)),
-        client.get(path, headers=auth(orphan)),
-        client.post(path, headers=auth(good)),
-        create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": DEAD_DATABASE})
-        .test_client()
-        .get(path, headers=auth(good)),
+    bad = "sk-" + "x" * 48
+
+    def alert_of(key: str) -> int:
+        """An alert the key's account owns, so that deleting it succeeds."""
+        return create_alert(client, auth(key)) if path.startswith(ALERTS) else 1
+
+    limited = make_app(AUTH_FAILURE_LIMIT="1/minute").test_client()
+    dead = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": DEAD_DATABASE}).test_client()
+    expected_and_answers = [
+        (200, call(client, path, method, auth(unlimited), alert_id=alert_of(unlimited))),
+        (401, call(client, path, method)),
+        (401, call(client, path, method, auth(bad))),
+        (403, call(client, path, method, auth(blocked))),
+        (404, call(client, path, method, auth(orphan))),
+        (405, call(client, path, "put", auth(good))),
+        (401, call(limited, path, method, auth(bad))),
+        (429, call(limited, path, method, auth(good))),  # valid key, blocked address
+        (503, call(dead, path, method, auth(good))),
+        (200, call(client, path, method, auth(good), alert_id=alert_of(good))),
     ]
+    if method == "post":
+        expected_and_answers = [(201 if status == 200 else status, r) for status, r in expected_and_answers]
+    assert [r.status_code for _, r in expected_and_answers] == [status for status, _ in expected_and_answers]
+    answers = [r for _, r in expected_and_answers]
+    own = OWN_ANSWERS.get((path, method))
+    if own is not None:
+        answers += own(client, make_app, auth, good, create_token)
     for response in answers:
-        check_against_document(response, path)
+        check_against_document(response, path, method)
     seen = {str(r.status_code) for r in answers}
     # Every documented status was produced for real, except 500 which needs a bug to happen.
-    assert seen == set(DOC["paths"][path]["get"]["responses"]) - {"500"}
+    assert seen == set(DOC["paths"][path][method]["responses"]) - {"500"}
 
 
-@pytest.mark.parametrize("path", PUBLIC)
-def test_public_endpoints_answer_as_documented(client, path):
-    answers = [client.get(path), client.delete(path)]
+@pytest.mark.parametrize(("path", "method"), PUBLIC)
+def test_public_endpoints_answer_as_documented(client, path, method):
+    answers = [call(client, path, method), call(client, path, "delete")]
     if path == "/readyz":
         answers.append(create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": DEAD_DATABASE}).test_client().get(path))
     for response in answers:
-        check_against_document(response, path)
+        check_against_document(response, path, method)
     seen = {str(r.status_code) for r in answers}
-    assert seen == set(DOC["paths"][path]["get"]["responses"]) - {"500"}
+    assert seen == set(DOC["paths"][path][method]["responses"]) - {"500"}
 
 
 @pytest.mark.parametrize("unit", ["CNY", "tokens"])
@@ -143,3 +257,13 @@ def test_balance_bodies_match_the_document_in_every_unit(make_app, auth, create_
         response = client.get(path, headers=auth(key))
         assert response.status_code == 200
         check_against_document(response, path)
+
+
+@pytest.mark.parametrize("unit", ["CNY", "tokens"])
+def test_alert_bodies_match_the_document_in_every_unit(make_app, auth, create_token, unit):
+    client = make_app(BALANCE_UNIT=unit).test_client()
+    key = auth(create_token())
+    alert_id = create_alert(client, key, threshold=250)
+    listed = client.get(ALERTS, headers=key)
+    assert [(a["id"], a["unit"]) for a in listed.get_json()["alerts"]] == [(alert_id, unit)]
+    check_against_document(listed, ALERTS)
