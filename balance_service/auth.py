@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 import time
+from functools import lru_cache
+from typing import Any
 
 from flask import current_app, g, request
-from psycopg2.extensions import TRANSACTION_STATUS_IDLE as IDLE
-from sqlalchemy import Row, Select
-from sqlalchemy.orm import defer
+from sqlalchemy import Row, Select, bindparam, inspect, select
 
 from .errors import ApiError
 from .extensions import db
@@ -50,44 +50,71 @@ def normalize_key(value: str) -> str:
 
 
 def lookup(key: str) -> tuple[Token, User | None]:
-    """Return the live token with this key and its owner (``None`` if the owner row is gone)."""
+    """Return the live token with this key and its owner (``None`` if the owner row is gone).
+
+    Both come back as detached model instances built from one Core row: the
+    ORM's own loading cost about as much CPU as everything else in a balance
+    request (bench/ shows it), and nothing here needs a session-bound object.
+    """
     tokens_soft, users_soft = soft_delete_columns(db.engine)
-    stmt = db.select(Token, User).outerjoin(User, User.id == Token.user_id).where(Token.key == key)
-    if tokens_soft:
-        stmt = stmt.where(Token.deleted_at.is_(None))
-    else:
-        stmt = stmt.options(defer(Token.deleted_at, raiseload=True))
-    if not users_soft:
-        stmt = stmt.options(defer(User.deleted_at, raiseload=True))
-    row = _first_row_without_transaction(stmt.limit(1))
+    stmt, token_attrs, user_attrs = _lookup_statement(tokens_soft, users_soft)
+    row = _first_row_without_transaction(stmt, {"key": key})
     if row is None:
         raise ApiError(401, "Invalid token")
-    token, user = row
-    if user is not None and users_soft and user.deleted_at is not None:
-        user = None
+    token = Token(**dict(zip(token_attrs, row[: len(token_attrs)], strict=True)))
+    user_fields = dict(zip(user_attrs, row[len(token_attrs) :], strict=True))
+    if user_fields["id"] is None:  # the LEFT JOIN found no owner row
+        return token, None
+    user = User(**user_fields)
+    if users_soft and user.deleted_at is not None:
+        return token, None
     return token, user
 
 
-def _first_row_without_transaction(stmt: Select) -> Row | None:
-    """Run one SELECT with the PostgreSQL driver in autocommit mode.
+@lru_cache(maxsize=4)
+def _lookup_statement(tokens_soft: bool, users_soft: bool) -> tuple[Select, tuple[str, ...], tuple[str, ...]]:
+    """The lookup for one table layout, built once: building it cost more CPU than running it.
 
-    psycopg2 otherwise sends ``BEGIN`` before the statement and the session
-    sends ``ROLLBACK`` after it: two extra round trips for a lone read that is
-    atomic anyway (bench/ measures the difference). Like SQLAlchemy's own pool
-    ping, this flips the driver's client-side flag and puts it back, and only
-    on a connection with no transaction open, so later statements in the same
-    request (if any) get their usual transaction.
+    Selects every mapped column of ``tokens`` then of ``users`` (``deleted_at``
+    only where the table has it), and returns the attribute names in order.
     """
-    connection = db.session.connection()
-    driver = connection.connection.driver_connection
-    if connection.dialect.driver != "psycopg2" or driver.autocommit or driver.info.transaction_status != IDLE:
-        return db.session.execute(stmt).first()
-    driver.autocommit = True
-    try:
-        return db.session.execute(stmt).first()
-    finally:
-        if not driver.closed:
-            driver.autocommit = False
+    parts = []
+    for model, soft in ((Token, tokens_soft), (User, users_soft)):
+        attrs = [a for a in inspect(model).column_attrs if soft or a.key != "deleted_at"]
+        parts.append((tuple(a.key for a in attrs), [a.columns[0] for a in attrs]))
+    (token_attrs, token_columns), (user_attrs, user_columns) = parts
+    tokens, users = Token.__table__, User.__table__
+    stmt = (
+        select(*token_columns, *user_columns)
+        .select_from(tokens.outerjoin(users, users.c.id == tokens.c.user_id))
+        .where(tokens.c.key == bindparam("key"))
+    )
+    if tokens_soft:
+        stmt = stmt.where(tokens.c.deleted_at.is_(None))
+    return stmt.limit(1), token_attrs, user_attrs
+
+
+def _first_row_without_transaction(stmt: Select, params: dict[str, Any]) -> Row | None:
+    """Run one SELECT on a pooled connection of its own, with no transaction around it.
+
+    Without the session, no session transaction is set up and torn down for
+    one read, and the connection goes back to the pool before the response is
+    rendered. On PostgreSQL the driver is put in autocommit mode for the
+    statement, as SQLAlchemy's own pool ping does: psycopg2 would otherwise
+    send ``BEGIN`` before it and the pool ``ROLLBACK`` after it, two extra
+    round trips for a read that is atomic anyway. The flag is client-side and
+    is put back before the connection returns to the pool.
+    """
+    with db.engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        if connection.dialect.driver != "psycopg2":
+            return connection.execute(stmt, params).first()
+        driver.autocommit = True
+        try:
+            return connection.execute(stmt, params).first()
+        finally:
+            if not driver.closed:
+                driver.autocommit = False
 
 
 def check_token(token: Token, now: int | None = None) -> None:

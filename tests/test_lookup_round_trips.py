@@ -1,9 +1,9 @@
-"""The key lookup on PostgreSQL costs one round trip for the SELECT, with no transaction around it."""
+"""The key lookup on PostgreSQL is one round trip for its SELECT: no BEGIN before it, no ROLLBACK after."""
 
 import pytest
-from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+from psycopg2.extensions import TRANSACTION_STATUS_INTRANS
+from sqlalchemy import event
 
-from balance_service.auth import authenticate
 from balance_service.extensions import db as _db
 
 
@@ -13,24 +13,26 @@ def backend():
     return "postgresql"
 
 
-def test_lookup_leaves_no_transaction_open_and_the_driver_in_transaction_mode(app, create_token, auth):
+def test_lookup_runs_in_autocommit_and_hands_the_connection_back_in_transaction_mode(app, client, auth, create_token):
     key = create_token(remain_quota=5)
-    with app.test_request_context("/v1/balance", headers=auth(key)):
-        authenticate()
-        driver = _db.session.connection().connection.driver_connection
-        # A BEGIN before the SELECT would leave the server in a transaction here.
-        assert driver.info.transaction_status == TRANSACTION_STATUS_IDLE
-        # Later statements in the request (a write, say) still get a transaction.
-        assert driver.autocommit is False
-        _db.session.execute(_db.text("SELECT 1"))
-        assert driver.info.transaction_status != TRANSACTION_STATUS_IDLE
+    client.get("/v1/balance", headers=auth(key))  # warm-up: reads the table layout once
+    seen = []
 
+    def record(conn, cursor, statement, *args):
+        # psycopg2 sends BEGIN first unless the connection is in autocommit.
+        seen.append(conn.connection.driver_connection.autocommit)
 
-def test_lookup_inside_an_open_transaction_keeps_that_transaction(app, create_token, auth):
-    key = create_token(remain_quota=5)
-    with app.test_request_context("/v1/balance", headers=auth(key)):
-        _db.session.execute(_db.text("SELECT 1"))
-        driver = _db.session.connection().connection.driver_connection
-        authenticate()
-        assert driver.info.transaction_status != TRANSACTION_STATUS_IDLE
+    with app.app_context():
+        engine = _db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert client.get("/v1/balance", headers=auth(key)).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert seen == [True]
+    # Whatever runs next on that pooled connection (a write, say) gets a transaction again.
+    with app.app_context(), _db.engine.connect() as connection:
+        driver = connection.connection.driver_connection
         assert driver.autocommit is False
+        connection.exec_driver_sql("SELECT 1")
+        assert driver.info.transaction_status == TRANSACTION_STATUS_INTRANS
