@@ -57,14 +57,14 @@ long_values = st.builds(
 )
 
 
-def fuzz(examples: int):
+def fuzz(examples: int) -> settings:
     """The settings of one fuzz run: an explicit example count, so the docstring's total is real."""
     return settings(max_examples=examples)
 
 
 @pytest.fixture
 def seeded(create_user, create_token):
-    """Keys in every state the hook distinguishes; ``valid`` is the one that may succeed."""
+    """Keys in every state the hook distinguishes; ``valid``, ``exhausted`` and ``unlimited`` can read a balance."""
     owner = create_user(quota=3_000_000, used_quota=250_000)
     return {
         "valid": create_token(user_id=owner, remain_quota=1_000_000, used_quota=500_000),
