@@ -36,6 +36,10 @@ class ExactJSONProvider(JSONProvider):
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Application factory; ``config`` (tests) overrides what the environment says."""
     app = Flask(__name__, instance_relative_config=True)
+    # Werkzeug would answer ``/v1//balance`` with a 308 redirect whose body is
+    # HTML (Flask sends routing redirects past the error handlers); an API
+    # path is exact, so such a path is a JSON 404 like any other unknown one.
+    app.url_map.merge_slashes = False
     app.json_provider_class = ExactJSONProvider
     app.json = ExactJSONProvider(app)
     settings = config_module.from_env()

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import psycopg2
 import pymysql
 import pytest
+from hypothesis import settings
 from sqlalchemy import delete, event
 from sqlalchemy.engine import make_url
 
@@ -45,6 +46,12 @@ _ENV_SETTINGS = (
     "ALERT_WEBHOOK_ATTEMPTS",
     "ALERT_RETRY_BACKOFF",
 )
+
+# Property tests run repeatably (the same examples every run) and keep no
+# example database (.hypothesis/ only holds caches and is git-ignored);
+# requests to PostgreSQL may take a while, so no per-example deadline.
+settings.register_profile("balance", derandomize=True, database=None, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "balance"))
 
 
 @pytest.fixture(autouse=True)

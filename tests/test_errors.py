@@ -14,6 +14,14 @@ def test_unknown_path_is_a_json_404(client):
     assert response.get_json()["success"] is False
 
 
+@pytest.mark.parametrize("path", ["/v1//balance", "/v1/user//balance", "/healthz//"])
+def test_a_doubled_slash_is_a_json_404_not_an_html_redirect(client, auth, path):
+    response = client.get("/", headers=auth("sk-" + "a" * 48), environ_overrides={"PATH_INFO": path})
+    assert response.status_code == 404
+    assert response.is_json
+    assert response.get_json()["success"] is False
+
+
 def test_wrong_method_is_a_json_405_that_keeps_the_allow_header(client, auth):
     response = client.post("/v1/balance", headers=auth("sk-whatever"))
     assert response.status_code == 405
