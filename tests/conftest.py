@@ -76,23 +76,38 @@ def _admin_connection():
 
 
 @contextmanager
-def temporary_postgres_database():
-    """Create a database of our own on the server and drop it afterwards."""
+def _temporary_database(server, base_url, connect, unreachable, create, drop):
+    """Create a database of our own on ``server`` and drop it afterwards.
+
+    Skips when the server cannot be reached, except under ``CI=true`` where
+    that fails the test: CI must exercise every backend.
+    """
     try:
-        admin = _admin_connection()
-    except psycopg2.OperationalError as e:
+        admin = connect()
+    except unreachable as e:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL must be reachable in CI: {e}")
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}")
+            pytest.fail(f"{server} must be reachable in CI: {e}")
+        pytest.skip(f"{server} not reachable at {base_url}")
     name = f"balance_test_{uuid.uuid4().hex[:12]}"
     with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
+        cur.execute(create.format(name=name))
     try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+        yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute(drop.format(name=name))
         admin.close()
+
+
+def temporary_postgres_database():
+    return _temporary_database(
+        "PostgreSQL",
+        POSTGRES_URL,
+        _admin_connection,
+        psycopg2.OperationalError,
+        'CREATE DATABASE "{name}"',
+        'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+    )
 
 
 @pytest.fixture(scope="session")
@@ -116,28 +131,17 @@ def mariadb_admin_connection(database: str | None = None) -> pymysql.Connection:
     )
 
 
-@contextmanager
 def temporary_mariadb_database():
-    """Create a database of our own on the MariaDB server and drop it afterwards.
-
-    It gets the server's default collation (``utf8mb4_general_ci``, case-insensitive),
-    as a gateway's database would, so the tests see what production sees.
-    """
-    try:
-        admin = mariadb_admin_connection()
-    except pymysql.err.OperationalError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"MariaDB must be reachable in CI: {e}")
-        pytest.skip(f"MariaDB not reachable at {MARIADB_URL}")
-    name = f"balance_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    try:
-        yield make_url(MARIADB_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
+    """A throw-away MariaDB database with the server's default collation (``utf8mb4_general_ci``,
+    case-insensitive), as a gateway's database would have, so the tests see what production sees."""
+    return _temporary_database(
+        "MariaDB",
+        MARIADB_URL,
+        mariadb_admin_connection,
+        pymysql.err.OperationalError,
+        "CREATE DATABASE `{name}` CHARACTER SET utf8mb4",
+        "DROP DATABASE IF EXISTS `{name}`",
+    )
 
 
 @pytest.fixture(scope="session")
