@@ -9,5 +9,7 @@ class Base(DeclarativeBase):
     """Declarative base so models use SQLAlchemy 2.0 ``Mapped[...]`` annotations."""
 
 
-db = SQLAlchemy(model_class=Base)
+# No expiry on commit: refreshing an expired object would select every mapped
+# column, including deleted_at, which one-api's tables do not have.
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 cors = CORS()

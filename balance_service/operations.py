@@ -12,7 +12,8 @@ import string
 import time
 from datetime import datetime, timezone
 
-from sqlalchemy import case, func, true, update
+from sqlalchemy import case, func, insert, true, update
+from sqlalchemy.orm import defer
 
 from .auth import normalize_key
 from .errors import ApiError
@@ -22,6 +23,7 @@ from .models import (
     TOKEN_DISABLED,
     TOKEN_ENABLED,
     TOKEN_EXHAUSTED,
+    USER_ENABLED,
     Token,
     User,
     key_equals,
@@ -66,17 +68,32 @@ def _live(model, column_present: bool):
     return model.deleted_at.is_(None) if column_present else true()
 
 
+def _load(model, row_id: int):
+    """One row as a model instance, without ``deleted_at`` (one-api's tables do not have it)."""
+    stmt = db.select(model).where(model.id == row_id).options(defer(model.deleted_at, raiseload=True))
+    return db.session.execute(stmt).scalar_one()
+
+
+def _insert(model, **values) -> int:
+    """INSERT only the given columns (never ``deleted_at``, which one-api's tables lack); returns the new id."""
+    result = db.session.execute(insert(model.__table__).values(**values))
+    db.session.commit()
+    return result.inserted_primary_key[0]
+
+
 def find_user(name_or_id: str) -> User:
-    """A live user by username, or by numeric id."""
+    """A live user by username; a number that is nobody's username is taken as a user id.
+
+    The username wins, so a user named "42" is never confused with user 42.
+    """
     _, users_soft = soft_delete_columns(db.engine)
-    condition = User.username == name_or_id
-    if name_or_id.isdigit():
-        condition = condition | (User.id == int(name_or_id))
-    stmt = db.select(User.id).where(condition, _live(User, users_soft)).order_by(User.id).limit(1)
-    user_id = db.session.execute(stmt).scalar()
+    live = _live(User, users_soft)
+    user_id = db.session.execute(db.select(User.id).where(User.username == name_or_id, live)).scalar()
+    if user_id is None and name_or_id.isdigit():
+        user_id = db.session.execute(db.select(User.id).where(User.id == int(name_or_id), live)).scalar()
     if user_id is None:
         raise OperationError(f"no user {name_or_id!r}")
-    return db.session.get(User, user_id)
+    return _load(User, user_id)
 
 
 def create_user(username: str, quota: int = 0, role: int = 1) -> User:
@@ -85,10 +102,8 @@ def create_user(username: str, quota: int = 0, role: int = 1) -> User:
     exists = db.session.execute(db.select(User.id).where(User.username == username)).first()
     if exists:
         raise OperationError(f"user {username!r} already exists")
-    user = User(username=username, display_name=username, quota=quota, role=role)
-    db.session.add(user)
-    db.session.commit()
-    return user
+    user_id = _insert(User, username=username, display_name=username, quota=quota, role=role, status=USER_ENABLED)
+    return _load(User, user_id)
 
 
 def create_token(
@@ -99,18 +114,20 @@ def create_token(
         raise OperationError("quota cannot be negative")
     key = generate_key()
     now = int(time.time())
-    token = Token(
+    token_id = _insert(
+        Token,
         user_id=user.id,
         key=key,
+        status=TOKEN_ENABLED,
         name=name or f"{user.username}-key",
         created_time=now,
         accessed_time=now,
         expired_time=expires,
         remain_quota=quota,
         unlimited_quota=unlimited,
+        used_quota=0,
     )
-    db.session.add(token)
-    db.session.commit()
+    token = _load(Token, token_id)
     return token, "sk-" + key
 
 

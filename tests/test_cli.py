@@ -90,7 +90,18 @@ def test_top_up_adds_to_a_user_in_quota_units_or_dollars(cli, app, create_user):
     assert _user(app, "gina").quota == 5500
 
 
-@pytest.mark.parametrize("amount", ["0", "-5", "abc", "1.5", "NaN"])
+def test_a_numeric_username_wins_over_a_user_id(cli, app, create_user):
+    first = create_user(username="first", quota=0)
+    create_user(username=str(first), quota=0)  # a user whose name is the other's id
+    assert cli("top-up", str(first), "7").exit_code == 0
+    assert _user(app, str(first)).quota == 7
+    assert _user(app, "first").quota == 0
+    other = create_user(username="other")
+    assert cli("top-up", str(other), "9").exit_code == 0  # nobody is named so: it is the id
+    assert _user(app, "other").quota == 9
+
+
+@pytest.mark.parametrize("amount", ["0", "-5", "abc", "1.5", "NaN", "1e30", "9223372036854775808"])
 def test_top_up_refuses_bad_amounts_and_changes_nothing(cli, app, create_user, amount):
     create_user(username="hank", quota=100)
     assert cli("top-up", "hank", "--", amount).exit_code != 0

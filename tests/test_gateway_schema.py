@@ -109,6 +109,11 @@ def _populate(url, backend, soft):
                 ),
                 {"id": tid, "uid": uid, "key": key, "remain": remain, "unlimited": unlimited, "used": used, "now": now},
             )
+        if backend == "postgresql":  # explicit ids above: move the sequences past them, as GORM's inserts would
+            for table in ("users", "tokens"):
+                conn.execute(
+                    text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+                )
         if soft:
             stamp = DELETED_VALUE[backend]
             conn.execute(text("UPDATE users SET deleted_at = :t WHERE id = 3"), {"t": stamp})
@@ -167,3 +172,32 @@ def test_balance_requests_write_nothing_to_the_gateway_database(gateway_url, gat
         for path in ("/v1/user/balance", "/v1/balance"):
             get(gateway_client, path, key)
     assert _dump(gateway_url) == before
+
+
+@pytest.fixture
+def gateway_app(gateway_url):
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": gateway_url})
+    yield app
+    with app.app_context():
+        from balance_service.extensions import db
+
+        db.engine.dispose()
+
+
+def test_operator_commands_work_on_a_gateway_database(gateway_app):
+    """top-up, create-token and disable-token on tables the gateway made (one-api's have no deleted_at)."""
+    runner = gateway_app.test_cli_runner()
+    client = gateway_app.test_client()
+    topped = runner.invoke(args=["top-up", "alice", "500000"])
+    assert topped.exit_code == 0, topped.output
+    assert get(client, "/v1/user/balance", ALICE).get_json()["balance"] == Decimal("3.469134")
+    assert runner.invoke(args=["top-up", "--token", "sk-" + ALICE, "1000000"]).exit_code == 0
+    assert get(client, "/v1/balance", ALICE).get_json()["balance"] == Decimal("7")
+    created = runner.invoke(args=["create-token", "bob", "--quota", "250000"])
+    assert created.exit_code == 0, created.output
+    new_key = created.output.strip().splitlines()[-1]
+    assert client.get("/v1/balance", headers={"Authorization": f"Bearer {new_key}"}).get_json()["balance"] == 0.5
+    assert runner.invoke(args=["disable-token", new_key]).exit_code == 0
+    assert client.get("/v1/balance", headers={"Authorization": f"Bearer {new_key}"}).status_code == 401
+    # A soft-deleted (new-api) or deleted (one-api) account cannot be topped up.
+    assert runner.invoke(args=["top-up", "gone", "5"]).exit_code != 0
