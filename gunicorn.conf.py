@@ -6,11 +6,24 @@ Start with: ``gunicorn -c gunicorn.conf.py wsgi:app``.
 import multiprocessing
 import os
 
+
+def _positive_int(name: str, default: int) -> int:
+    """A whole number from the environment, or a start-up error that names the variable."""
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SystemExit(f"{name} must be a whole number of at least 1, got {raw!r}")
+    return value
+
+
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 # Requests are short and wait on one SQL round trip: sync workers, (2 × cores) + 1 of them.
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+workers = _positive_int("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1)
 worker_class = "sync"
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+timeout = _positive_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = 30
 keepalive = 5
 # Recycle workers now and then so a slow leak can never grow without bound.

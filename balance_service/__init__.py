@@ -30,7 +30,15 @@ class ExactJSONProvider(JSONProvider):
         return simplejson.dumps(obj, **kwargs)
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return simplejson.loads(s, use_decimal=True, **kwargs)
+        """Parse with exact decimals; any input it cannot take is a ``ValueError`` (a 400, never a 500).
+
+        Deep nesting overflows the recursion limit, and an exponent like
+        ``1e-99999999999999999999`` is beyond what ``Decimal`` can hold.
+        """
+        try:
+            return simplejson.loads(s, use_decimal=True, **kwargs)
+        except (RecursionError, ArithmeticError) as e:
+            raise ValueError(f"unreadable JSON: {type(e).__name__}") from None
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

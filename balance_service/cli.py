@@ -8,11 +8,15 @@ from decimal import Decimal, InvalidOperation
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import operations as ops
 from .alerts.cli import check_alerts_command
 from .extensions import db
 from .units import unit_to_quota
+
+#: The gateways keep quota in signed 64-bit columns.
+MAX_QUOTA = 2**63 - 1
 
 
 def _operator_command(func):
@@ -24,6 +28,9 @@ def _operator_command(func):
             return func(*args, **kwargs)
         except ops.OperationError as e:
             raise click.ClickException(str(e)) from None
+        except SQLAlchemyError as e:
+            # Parameters are hidden on the engine: the message names the failure, never a key.
+            raise click.ClickException(f"database error: {getattr(e, 'orig', None) or e}") from None
 
     return with_appcontext(wrapper)
 
@@ -39,9 +46,16 @@ def _to_quota(amount: str, unit: str) -> int:
     if unit == "quota":
         if value != value.to_integral_value():
             raise click.BadParameter("quota units are whole numbers", param_hint="AMOUNT")
-        return int(value)
-    cfg = current_app.config
-    return unit_to_quota(value, unit, cfg["QUOTA_PER_UNIT"], cfg["USD_EXCHANGE_RATE"])
+        quota = int(value)
+    else:
+        cfg = current_app.config
+        try:
+            quota = unit_to_quota(value, unit, cfg["QUOTA_PER_UNIT"], cfg["USD_EXCHANGE_RATE"])
+        except ArithmeticError:
+            raise click.BadParameter(f"{amount!r} is out of range", param_hint="AMOUNT") from None
+    if abs(quota) > MAX_QUOTA:
+        raise click.BadParameter(f"{amount!r} is more than a quota column can hold", param_hint="AMOUNT")
+    return quota
 
 
 @click.command("init-db")

@@ -43,6 +43,13 @@ def _int(name: str, raw: str, minimum: int = 0) -> int:
     return value
 
 
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
+    return level
+
+
 def auth_failure_limit(raw: str) -> str | None:
     """``AUTH_FAILURE_LIMIT``: a rate such as ``20/minute``, or ``0``/``off`` for no limit (``None``)."""
     value = raw.strip()
@@ -170,7 +177,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "CORS_MAX_AGE": _int("CORS_MAX_AGE", env.get("CORS_MAX_AGE", "86400")),
         "DB_CONNECT_TIMEOUT": connect_timeout,
         "DB_STATEMENT_TIMEOUT_MS": statement_timeout,
-        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
+        "LOG_LEVEL": _log_level(env.get("LOG_LEVEL", "INFO")),
+        # The only bodies the API reads are small alert definitions.
+        "MAX_CONTENT_LENGTH": 16 * 1024,
         "BILLING_SOURCE": billing_source,
         "AUTH_FAILURE_LIMIT": auth_failure_limit(env.get("AUTH_FAILURE_LIMIT", "20/minute")),
         "RATELIMIT_STORAGE_URI": ratelimit_storage_uri(env.get("RATELIMIT_STORAGE_URI", "")),

@@ -15,7 +15,7 @@ import re
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
@@ -93,7 +93,7 @@ def _finish_request(response: Response) -> Response:
         # Deliberately no headers at all: Authorization carries the key. A key
         # pasted into the path is masked by the RedactKeys filter on this logger.
         line = {
-            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "method": request.method[:16],
             "route": route,
             "path": request.path[:_MAX_LOGGED_PATH],

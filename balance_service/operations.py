@@ -10,7 +10,7 @@ import re
 import secrets
 import string
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import case, func, insert, true, update
 from sqlalchemy.orm import defer
@@ -60,7 +60,7 @@ def parse_expiry(value: str | None, now: int | None = None) -> int:
     except ValueError:
         raise OperationError(f"cannot read expiry {value!r}: use 'never', 30d, 2027-01-31 or Unix seconds") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())
 
 

@@ -39,6 +39,7 @@ def test_lists_are_split_on_commas():
         {"USD_EXCHANGE_RATE": "NaN"},
         {"UNLIMITED_USER_ROLES": "root"},
         {"DB_CONNECT_TIMEOUT": "0"},
+        {"LOG_LEVEL": "verbose"},
     ],
 )
 def test_invalid_settings_are_refused_at_start_up(env, monkeypatch):
