@@ -14,6 +14,31 @@ from urllib.parse import urlparse
 
 from limits import parse_many
 
+#: Every environment variable this module reads (tests clear them all, so a
+#: developer's own settings cannot change what a test sees).
+ENV_SETTINGS = (
+    "DATABASE_URL",
+    "BALANCE_UNIT",
+    "QUOTA_PER_UNIT",
+    "USD_EXCHANGE_RATE",
+    "UNLIMITED_USER_ROLES",
+    "CORS_ORIGINS",
+    "CORS_MAX_AGE",
+    "DB_CONNECT_TIMEOUT",
+    "DB_STATEMENT_TIMEOUT_MS",
+    "LOG_LEVEL",
+    "BILLING_SOURCE",
+    "AUTH_FAILURE_LIMIT",
+    "RATELIMIT_STORAGE_URI",
+    "PROXY_FIX_X_FOR",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "ALERT_ALLOW_PRIVATE_TARGETS",
+    "ALERT_MAX_PER_USER",
+    "ALERT_WEBHOOK_TIMEOUT",
+    "ALERT_WEBHOOK_ATTEMPTS",
+    "ALERT_RETRY_BACKOFF",
+)
+
 UNITS = ("USD", "CNY", "tokens")
 BILLING_SOURCES = ("token", "user")
 RATELIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix")

@@ -12,40 +12,18 @@ import time
 import uuid
 from contextlib import contextmanager
 
-import psycopg2
-import pymysql
 import pytest
 from hypothesis import settings
 from sqlalchemy import delete, event
-from sqlalchemy.engine import make_url
 
 from balance_service import create_app
 from balance_service.alerts.models import BalanceAlert
+from balance_service.config import ENV_SETTINGS
 from balance_service.extensions import db as _db
 from balance_service.models import Token, User
+from tests.helpers import temporary_mariadb_database, temporary_postgres_database
 
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 BACKENDS = ["sqlite", "postgresql", "mariadb"]
-_ENV_SETTINGS = (
-    "DATABASE_URL",
-    "BALANCE_UNIT",
-    "QUOTA_PER_UNIT",
-    "USD_EXCHANGE_RATE",
-    "UNLIMITED_USER_ROLES",
-    "CORS_ORIGINS",
-    "CORS_MAX_AGE",
-    "BILLING_SOURCE",
-    "AUTH_FAILURE_LIMIT",
-    "RATELIMIT_STORAGE_URI",
-    "PROXY_FIX_X_FOR",
-    "PROMETHEUS_MULTIPROC_DIR",
-    "ALERT_ALLOW_PRIVATE_TARGETS",
-    "ALERT_MAX_PER_USER",
-    "ALERT_WEBHOOK_TIMEOUT",
-    "ALERT_WEBHOOK_ATTEMPTS",
-    "ALERT_RETRY_BACKOFF",
-)
 
 # Property tests run repeatably (the same examples every run) and keep no
 # example database (.hypothesis/ only holds caches and is git-ignored);
@@ -57,91 +35,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "balance"))
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch):
     """A developer's own settings must not change what the tests see."""
-    for name in _ENV_SETTINGS:
+    for name in ENV_SETTINGS:
         monkeypatch.delenv(name, raising=False)
-
-
-def _admin_connection():
-    url = make_url(POSTGRES_URL)
-    conn = psycopg2.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        dbname="postgres",
-        connect_timeout=3,
-    )
-    conn.autocommit = True
-    return conn
-
-
-@contextmanager
-def _temporary_database(server, base_url, connect, unreachable, create, drop):
-    """Create a database of our own on ``server`` and drop it afterwards.
-
-    Skips when the server cannot be reached, except under ``CI=true`` where
-    that fails the test: CI must exercise every backend.
-    """
-    try:
-        admin = connect()
-    except unreachable as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{server} must be reachable in CI: {e}")
-        pytest.skip(f"{server} not reachable at {base_url}")
-    name = f"balance_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(create.format(name=name))
-    try:
-        yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(drop.format(name=name))
-        admin.close()
-
-
-def temporary_postgres_database():
-    return _temporary_database(
-        "PostgreSQL",
-        POSTGRES_URL,
-        _admin_connection,
-        psycopg2.OperationalError,
-        'CREATE DATABASE "{name}"',
-        'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-    )
 
 
 @pytest.fixture(scope="session")
 def postgres_url():
     with temporary_postgres_database() as url:
         yield url
-
-
-def mariadb_admin_connection(database: str | None = None) -> pymysql.Connection:
-    """A connection as the MariaDB test user, to create and drop databases (or seed one)."""
-    url = make_url(MARIADB_URL)
-    return pymysql.connect(
-        host=url.host,
-        port=url.port or 3306,
-        user=url.username,
-        password=url.password or "",
-        database=database,
-        charset="utf8mb4",
-        connect_timeout=3,
-        autocommit=True,
-    )
-
-
-def temporary_mariadb_database():
-    """A throw-away MariaDB database with the server's default collation (``utf8mb4_general_ci``,
-    case-insensitive), as a gateway's database would have, so the tests see what production sees."""
-    return _temporary_database(
-        "MariaDB",
-        MARIADB_URL,
-        mariadb_admin_connection,
-        pymysql.err.OperationalError,
-        "CREATE DATABASE `{name}` CHARACTER SET utf8mb4",
-        "DROP DATABASE IF EXISTS `{name}`",
-    )
 
 
 @pytest.fixture(scope="session")

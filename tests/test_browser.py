@@ -14,8 +14,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -31,8 +29,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import update
 
 from balance_service import create_app, operations
+from balance_service.config import ENV_SETTINGS
 from balance_service.extensions import db
 from balance_service.models import Token, User
+from tests.helpers import clean_environment, running_gunicorn
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -82,18 +82,6 @@ def _seed(database_url: str) -> dict[str, str]:
     return {"limited": limited_key, "unlimited": unlimited_key}
 
 
-def _wait_for_listen_port(log: Path, proc: subprocess.Popen, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        match = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
-        if match:
-            return int(match.group(1))
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise AssertionError(f"gunicorn did not start:\n{log.read_text(errors='replace')}")
-
-
 def _wait_until_healthy(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -112,35 +100,23 @@ def service(tmp_path_factory) -> Iterator[Service]:
     """gunicorn (one worker, the project's gunicorn.conf.py) on a free loopback port and a SQLite file."""
     tmp = tmp_path_factory.mktemp("browser-service")
     database_url = f"sqlite:///{tmp / 'balance.sqlite3'}"
-    keys = _seed(database_url)
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "BIND": "127.0.0.1:0",
-        "BALANCE_UNIT": "USD",
-        "QUOTA_PER_UNIT": "500000",
-        "CORS_ORIGINS": "*",
-        "UNLIMITED_USER_ROLES": "",
-        "GUNICORN_ACCESS_LOG": "-",
-        "LOG_LEVEL": "info",
-    }
+    # Module-scoped, so it runs before conftest's per-test clean-up of the environment.
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for name in ENV_SETTINGS:
+            monkeypatch.delenv(name, raising=False)
+        keys = _seed(database_url)
+    env = clean_environment(
+        DATABASE_URL=database_url,
+        BALANCE_UNIT="USD",
+        QUOTA_PER_UNIT="500000",
+        CORS_ORIGINS="*",
+        GUNICORN_ACCESS_LOG="-",
+        LOG_LEVEL="info",
+    )
     log = tmp / "gunicorn.log"
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "1"]
-    # The control socket defaults to one path per user; parallel suites on this machine would share it.
-    command += ["--no-control-socket", "wsgi:app"]
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{_wait_for_listen_port(log, proc)}"
+    with running_gunicorn(env, log, "-w", "1") as (url, _):
         _wait_until_healthy(url)
         yield Service(url=url, log=log, keys=keys)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from balance_service.extensions import db
-from balance_service.models import TOKEN_DISABLED, TOKEN_ENABLED, TOKEN_EXHAUSTED, Token, User
+from balance_service.models import TOKEN_ENABLED, TOKEN_EXHAUSTED, Token, User
 
 KEY_LINE = re.compile(r"^sk-[A-Za-z0-9]{48}$", re.M)
 
@@ -151,5 +151,10 @@ def test_demo_seeds_an_empty_database_once(cli, client):
     assert "already has users" in second.output
 
 
-def test_disabled_token_status_constant_matches_gateway():
-    assert TOKEN_DISABLED == 2
+def test_disable_token_stores_the_status_the_gateway_reads_as_disabled(app, cli, create_token):
+    """one-api / new-api treat ``tokens.status = 2`` as disabled: the gateway must refuse the key too."""
+    key = create_token(remain_quota=5)
+    assert cli("disable-token", key).exit_code == 0
+    with app.app_context():
+        status = db.session.execute(db.select(Token.status).where(Token.key == key[3:])).scalar_one()
+    assert status == 2  # the gateway's number, not the service's constant: they must agree

@@ -1,11 +1,13 @@
 """Settings come from the environment and bad values stop the service at start-up."""
 
+import re
 from decimal import Decimal
 
 import pytest
 
 from balance_service import create_app
-from balance_service.config import ConfigError, from_env, normalize_database_url
+from balance_service.config import ENV_SETTINGS, ConfigError, from_env, normalize_database_url
+from tests.helpers import REPO, clean_environment
 
 
 def test_defaults_are_usd_at_500000_quota_per_dollar():
@@ -98,3 +100,42 @@ def test_without_database_url_the_embedded_sqlite_file_lives_in_the_instance_fol
 def test_database_url_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/x.db")
     assert create_app().config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path}/x.db"
+
+
+class _RecordingEnvironment(dict):
+    """An environment that remembers every name looked up in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: set[str] = set()
+
+    def get(self, name, default=None):
+        self.read.add(name)
+        return super().get(name, default)
+
+    def __getitem__(self, name):
+        self.read.add(name)
+        return super().__getitem__(name)
+
+    def __contains__(self, name):
+        self.read.add(name)
+        return super().__contains__(name)
+
+
+def test_env_settings_lists_every_variable_from_env_reads():
+    """The tests clear ENV_SETTINGS so that a developer's own settings cannot leak in; a new setting must join it."""
+    env = _RecordingEnvironment()
+    from_env(env)
+    assert env.read, "from_env read nothing from the mapping it was given"
+    assert env.read <= set(ENV_SETTINGS), env.read - set(ENV_SETTINGS)
+
+
+def test_child_processes_get_none_of_the_settings_gunicorn_conf_reads(monkeypatch):
+    source = (REPO / "gunicorn.conf.py").read_text()
+    names = set(re.findall(r"""os\.environ(?:\.get\(|\[)["'](\w+)["']""", source))
+    assert {"BIND", "LOG_LEVEL", "PROMETHEUS_MULTIPROC_DIR"} <= names  # the pattern does find them
+    for name in names | set(ENV_SETTINGS):
+        monkeypatch.setenv(name, "from-the-developer")
+    env = clean_environment(LOG_LEVEL="debug")
+    assert env["LOG_LEVEL"] == "debug"
+    assert not ((names | set(ENV_SETTINGS)) - {"LOG_LEVEL"}) & env.keys()

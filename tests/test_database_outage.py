@@ -51,7 +51,10 @@ class PrivatePostgres:
         self.data, self.log = root / "data", root / "server.log"
         self.port = _free_port()
         self.prefix = ["runuser", "-u", "postgres", "--"] if as_postgres else []
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str) -> None:
         subprocess.run([*self.prefix, *args], check=True, capture_output=True, timeout=60)
@@ -62,6 +65,24 @@ class PrivatePostgres:
     def start(self) -> None:
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
+
+    def start_on_a_free_port(self, attempts: int = 5) -> None:
+        """Start, on another free port whenever the one picked was taken before the server bound it.
+
+        The port is picked by binding port 0 and closing the socket, so another
+        process on this busy machine may take it first; the test's URLs are only
+        built after this, so moving to a new port changes nothing for them.
+        """
+        for attempt in range(attempts):
+            logged = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                self.start()
+                return
+            except subprocess.CalledProcessError:
+                taken = b"Address already in use" in self.log.read_bytes()[logged:]
+                if not taken or attempt == attempts - 1:
+                    raise
+                self.port = _free_port()
 
     def stop(self) -> None:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
@@ -91,7 +112,7 @@ def private_postgres():
     server = PrivatePostgres(Path(candidates[-1]).parent, root, as_postgres)
     try:
         server.init()
-        server.start()
+        server.start_on_a_free_port()
         yield server
     finally:
         if server.running():

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import temporary_mariadb_database, temporary_postgres_database
+from tests.helpers import (
+    REPO,
+    clean_environment,
+    running_gunicorn,
+    temporary_mariadb_database,
+    temporary_postgres_database,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -41,7 +37,7 @@ def server_database(backend, tmp_path):
 
 def flask_cli(env, *args) -> str:
     result = subprocess.run(
-        [str(BIN / "flask"), "--app", "wsgi", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [str(BIN / "flask"), "--app", "wsgi", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -58,24 +54,12 @@ def call(url, method="GET", headers=None):
 
 @pytest.fixture
 def served(server_database, tmp_path):
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": server_database,
-        "BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "2",
-        "BALANCE_UNIT": "CNY",
-    }
+    env = clean_environment(DATABASE_URL=server_database, WEB_CONCURRENCY="2", BALANCE_UNIT="CNY")
     flask_cli(env, "init-db")
     flask_cli(env, "create-user", "erin", "--quota", "1000000")
     key = re.search(r"^sk-\w{48}$", flask_cli(env, "create-token", "erin", "--quota", "250000"), re.M).group(0)
     log = tmp_path / "gunicorn.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env, stdout=out, stderr=out
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with running_gunicorn(env, log) as (base, _):
         for _ in range(100):
             try:
                 if call(base + "/healthz")[0] == 200:
@@ -86,9 +70,6 @@ def served(server_database, tmp_path):
         else:
             pytest.fail("gunicorn did not come up:\n" + log.read_text())
         yield base, key, log
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def test_gunicorn_serves_both_balances_over_http(served):

@@ -86,4 +86,8 @@ def test_unexpected_errors_are_json_500_without_the_traceback(app, caplog):
     response = app.test_client().get("/boom")
     assert response.status_code == 500
     assert response.get_json() == {"success": False, "message": "Internal server error"}
+    # Logged, with the exception, but with the key masked down to its first 4 characters.
+    assert "unhandled error" in caplog.text
+    assert "RuntimeError" in caplog.text
+    assert "sk-Q…[redacted]" in caplog.text
     assert "Q" * 48 not in caplog.text

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from balance_service import create_app
-from tests.conftest import temporary_postgres_database
+from tests.helpers import temporary_postgres_database
 
 SQLITE_DDL = """
 CREATE TABLE `users` (`id` integer,`username` text UNIQUE,`password` text NOT NULL,`display_name` text,

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -16,8 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from balance_service import create_app
+from tests.helpers import clean_environment, running_gunicorn
 
-REPO = Path(__file__).resolve().parent.parent
 REQUESTS = "balance_service_http_requests_total"
 LATENCY_COUNT = "balance_service_http_request_duration_seconds_count"
 DB_ERRORS = "balance_service_database_errors_total"
@@ -93,12 +90,6 @@ def test_a_healthy_database_counts_no_errors(client):
 # --- several gunicorn workers -------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _children(pid: int) -> set[int]:
     """Live child processes of ``pid``, read from /proc (gunicorn's workers)."""
     found = set()
@@ -136,32 +127,13 @@ def _wait_until(condition, timeout: float, what: str):
 @contextmanager
 def gunicorn_three_workers(tmp_path: Path, metrics_dir: Path):
     """A real gunicorn, 3 sync workers, multiprocess metrics in ``metrics_dir``; yields (base URL, master pid)."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AUTH_FAILURE_LIMIT")}
-    env.update(
-        BIND=f"127.0.0.1:{port}",
+    env = clean_environment(
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         DATABASE_URL=f"sqlite:///{tmp_path / 'balance.sqlite3'}",
     )
-    with open(tmp_path / "gunicorn.log", "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "3", "wsgi:app"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            _wait_until(lambda: len(_children(process.pid)) == 3 and _get(base + "/metrics")[0] == 200, 30, "gunicorn")
-            yield base, process.pid
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with running_gunicorn(env, tmp_path / "gunicorn.log", "-w", "3") as (base, process):
+        _wait_until(lambda: len(_children(process.pid)) == 3 and _get(base + "/metrics")[0] == 200, 30, "gunicorn")
+        yield base, process.pid
 
 
 @pytest.mark.e2e

@@ -8,7 +8,9 @@ import uuid
 import pytest
 import redis
 
+from balance_service import create_app
 from balance_service.config import ConfigError, from_env
+from balance_service.extensions import db
 
 BODY = {"success": False, "message": "Too many failed authentication attempts; retry later"}
 BAD_KEY = {"Authorization": "Bearer sk-" + "b" * 48}
@@ -85,8 +87,31 @@ def test_the_429_can_be_read_by_a_page_on_another_origin(limited):
     assert "retry-after" in response.headers["Access-Control-Expose-Headers"].lower()
 
 
-def test_the_limit_is_off_in_the_test_fixtures_unless_asked_for(client):
-    fail(client, 50)
+@pytest.fixture
+def app_from_environment(app):
+    """An app configured only by the environment (``make_app`` turns the limit off), on ``app``'s tables."""
+    built = []
+
+    def factory():
+        built.append(create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"]}))
+        return built[-1]
+
+    yield factory
+    for other in built:
+        with other.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def test_by_default_the_21st_failure_in_a_minute_is_refused(app_from_environment):
+    client = app_from_environment().test_client()
+    fail(client, 20)
+    assert client.get("/v1/balance", headers=BAD_KEY).status_code == 429
+
+
+def test_auth_failure_limit_off_in_the_environment_never_answers_429(app_from_environment, monkeypatch):
+    monkeypatch.setenv("AUTH_FAILURE_LIMIT", "off")
+    fail(app_from_environment().test_client(), 50)
 
 
 def test_forwarded_for_is_ignored_unless_a_proxy_is_trusted(make_app):
