@@ -472,3 +472,27 @@ def test_alerts_work_on_a_one_api_database_without_deleted_at(tmp_path, receiver
     finally:
         with app.app_context():
             _db.engine.dispose()
+
+
+def test_an_unexpected_error_while_sending_counts_as_a_failed_delivery(
+    app, make_app, receiver, create_user, create_token, caplog
+):
+    """A crossing is claimed ("below") before sending; whatever goes wrong after the claim, the alert
+    must go back to "above" instead of staying claimed and silent forever. Here an app built with an
+    unknown unit (given directly, past from_env's checks) fails while writing the payload."""
+    owner = create_user(quota=0)
+    key = create_token(user_id=owner)
+    alert = create_alert(app, key, receiver.url, "1")
+    broken = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, BALANCE_UNIT="EUR")  # same database
+    failed = run_check(broken)
+    assert failed.exit_code == 1, failed.output
+    assert "1 failed" in failed.output
+    [state] = listed(app, key)
+    assert state["state"] == "above"
+    assert state["last_error"] == "unexpected error while sending (ValueError)"
+    assert "ValueError" in caplog.text
+    assert alert["secret"] not in caplog.text and key[3:7] not in caplog.text
+
+    assert run_check(app).exit_code == 0
+    assert len(receiver.requests) == 1
+    assert listed(app, key)[0]["state"] == "below"

@@ -351,6 +351,12 @@ def test_alert_settings_are_read_from_the_environment():
     defaults = from_env({})
     assert defaults["ALERT_ALLOW_PRIVATE_TARGETS"] is False
     assert (defaults["ALERT_MAX_PER_USER"], defaults["ALERT_WEBHOOK_ATTEMPTS"]) == (20, 3)
+    longest = from_env({"ALERT_WEBHOOK_TIMEOUT": "60", "ALERT_RETRY_BACKOFF": "60", "ALERT_WEBHOOK_ATTEMPTS": "10"})
+    assert (longest["ALERT_WEBHOOK_TIMEOUT"], longest["ALERT_RETRY_BACKOFF"], longest["ALERT_WEBHOOK_ATTEMPTS"]) == (
+        60,
+        60,
+        10,
+    )
 
 
 @pytest.mark.parametrize(
@@ -361,6 +367,12 @@ def test_alert_settings_are_read_from_the_environment():
         {"ALERT_WEBHOOK_TIMEOUT": "0"},
         {"ALERT_WEBHOOK_ATTEMPTS": "0"},
         {"ALERT_RETRY_BACKOFF": "-1"},
+        {"ALERT_WEBHOOK_TIMEOUT": "1e400"},
+        {"ALERT_WEBHOOK_TIMEOUT": "60.001"},
+        {"ALERT_RETRY_BACKOFF": "1e400"},
+        {"ALERT_RETRY_BACKOFF": "61"},
+        {"ALERT_WEBHOOK_ATTEMPTS": "11"},
+        {"ALERT_WEBHOOK_ATTEMPTS": "99999999999999999999"},
     ],
 )
 def test_bad_alert_settings_stop_the_service(env):
