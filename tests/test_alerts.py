@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import socket
+import threading
+from contextlib import suppress
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 
 from balance_service import create_app
 from balance_service.alerts.models import BalanceAlert
@@ -264,6 +267,68 @@ def test_an_account_can_hold_only_the_configured_number_of_alerts(make_app, crea
     assert len(stored_alerts(app)) == 2
     other = client.post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(create_token()))
     assert other.status_code == 201
+
+
+def test_the_webhook_host_is_resolved_before_any_database_transaction(
+    client, app, auth, create_token, count_statements, monkeypatch
+):
+    """A slow resolver must not keep a database connection idle in a transaction."""
+    resolve = socket.getaddrinfo
+    in_transaction = []
+
+    def watched_getaddrinfo(*args, **kwargs):
+        in_transaction.append(_db.session().in_transaction())
+        return resolve(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", watched_getaddrinfo)
+    key = create_token()
+    created = client.post(URL, json={"threshold": 1, "webhook_url": "http://localhost/hook"}, headers=auth(key))
+    assert created.status_code == 201
+    assert in_transaction == [False]
+    with count_statements() as statements:
+        refused = client.post(URL, json={"threshold": 1, "webhook_url": "http://host.invalid/"}, headers=auth(key))
+    assert refused.status_code == 400
+    assert len(statements) == 1, statements  # the key lookup only; nothing of the alerts table
+
+
+def test_concurrent_creations_cannot_exceed_the_per_account_cap(backend, make_app, create_user, create_token, auth):
+    """Two POSTs that both pass the cap check at the same moment: only one may be stored."""
+    if backend == "mariadb":
+        pytest.skip("alert creation is not serialized per account on MariaDB (README, Balance alerts)")
+    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_MAX_PER_USER=2)
+    owner = create_user()
+    keys = [create_token(user_id=owner) for _ in range(3)]
+    assert (
+        app.test_client().post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(keys[0])).status_code
+        == 201
+    )
+    both_inserting = threading.Barrier(2)
+
+    def meet_at_the_insert(conn, cursor, statement, *args):
+        if statement.startswith("INSERT INTO balance_alerts"):
+            # Times out when the other request is (rightly) made to wait for this one's commit.
+            with suppress(threading.BrokenBarrierError):
+                both_inserting.wait(timeout=1)
+
+    with app.app_context():
+        engine = _db.engine
+    event.listen(engine, "before_cursor_execute", meet_at_the_insert)
+    statuses = []
+
+    def post(key):
+        response = app.test_client().post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(key))
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=post, args=(key,)) for key in keys[1:]]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        event.remove(engine, "before_cursor_execute", meet_at_the_insert)
+    assert sorted(statuses) == [201, 409]
+    assert len(stored_alerts(app)) == 2
 
 
 def test_the_list_holds_the_account_alerts_and_no_one_elses(client, auth, create_user, create_token):
