@@ -58,13 +58,15 @@ def _decimal(name: str, raw: str) -> Decimal:
     return value
 
 
-def _int(name: str, raw: str, minimum: int = 0) -> int:
+def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {raw!r}")
     return value
 
 
@@ -98,14 +100,20 @@ def _bool(name: str, raw: str) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
-def _seconds(name: str, raw: str, allow_zero: bool = False) -> float:
-    """A duration for sockets and sleeps (time, not money, so a float is fine)."""
+def _seconds(name: str, raw: str, allow_zero: bool = False, maximum: int | None = None) -> float:
+    """A duration for sockets and sleeps (time, not money, so a float is fine).
+
+    ``maximum`` keeps huge values out: ``1e400`` would become ``float('inf')``,
+    which socket timeouts reject with an OverflowError.
+    """
     try:
         value = Decimal(raw)
     except InvalidOperation:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
     if not value.is_finite() or value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum} seconds, got {raw!r}")
     return float(value)
 
 
@@ -215,9 +223,11 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             "ALERT_ALLOW_PRIVATE_TARGETS", env.get("ALERT_ALLOW_PRIVATE_TARGETS", "false")
         ),
         "ALERT_MAX_PER_USER": _int("ALERT_MAX_PER_USER", env.get("ALERT_MAX_PER_USER", "20"), 1),
-        "ALERT_WEBHOOK_TIMEOUT": _seconds("ALERT_WEBHOOK_TIMEOUT", env.get("ALERT_WEBHOOK_TIMEOUT", "5")),
-        "ALERT_WEBHOOK_ATTEMPTS": _int("ALERT_WEBHOOK_ATTEMPTS", env.get("ALERT_WEBHOOK_ATTEMPTS", "3"), 1),
-        "ALERT_RETRY_BACKOFF": _seconds("ALERT_RETRY_BACKOFF", env.get("ALERT_RETRY_BACKOFF", "1"), allow_zero=True),
+        "ALERT_WEBHOOK_TIMEOUT": _seconds("ALERT_WEBHOOK_TIMEOUT", env.get("ALERT_WEBHOOK_TIMEOUT", "5"), maximum=60),
+        "ALERT_WEBHOOK_ATTEMPTS": _int("ALERT_WEBHOOK_ATTEMPTS", env.get("ALERT_WEBHOOK_ATTEMPTS", "3"), 1, 10),
+        "ALERT_RETRY_BACKOFF": _seconds(
+            "ALERT_RETRY_BACKOFF", env.get("ALERT_RETRY_BACKOFF", "1"), allow_zero=True, maximum=60
+        ),
     }
     if url:
         config["SQLALCHEMY_DATABASE_URI"] = url

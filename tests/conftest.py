@@ -7,10 +7,12 @@ when the server is unreachable, except under ``CI=true`` where that is an error.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import pytest
 from hypothesis import settings
@@ -178,3 +180,60 @@ def count_statements(app):
             event.remove(engine, "before_cursor_execute", listener)
 
     return counter
+
+
+def _loopback_hosts(path: str = "/etc/hosts") -> dict[str, list[str]]:
+    """Names that /etc/hosts maps to loopback addresses (always ``localhost``), with those addresses."""
+    names: dict[str, list[str]] = {"localhost": []}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as hosts:
+            lines = hosts.read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        address, *aliases = line.split("#", 1)[0].split() or [""]
+        try:
+            if not ipaddress.ip_address(address).is_loopback:
+                continue
+        except ValueError:
+            continue
+        for name in aliases:
+            names.setdefault(name.lower(), []).append(address)
+    if not names["localhost"]:
+        names["localhost"] = ["127.0.0.1"]
+    return names
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_dns_lookups():
+    """Tests send nothing off this machine, not even a DNS query.
+
+    ``socket.getaddrinfo`` answers IP literals (any form the C library reads
+    as numeric) and loopback names from /etc/hosts without asking a server;
+    any other name fails as an unknown name would, so code paths for
+    unresolvable hosts are exercised offline. Subprocesses are not covered:
+    they are only ever given loopback addresses.
+    """
+    real = socket.getaddrinfo
+    loopback = _loopback_hosts()
+
+    def offline_getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        numeric = flags | socket.AI_NUMERICHOST
+        if host is None:
+            return real(host, port, family, type, proto, flags)
+        try:
+            return real(host, port, family, type, proto, numeric)
+        except socket.gaierror:
+            pass
+        name = host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
+        answers = []
+        for address in loopback.get(name.rstrip(".").lower(), []):
+            with suppress(socket.gaierror):  # an address of another family than the one asked for
+                answers += real(address, port, family, type, proto, numeric)
+        if answers:
+            return answers
+        raise socket.gaierror(socket.EAI_NONAME, f"{name!r} not resolved: tests make no DNS lookups")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket, "getaddrinfo", offline_getaddrinfo)
+        yield

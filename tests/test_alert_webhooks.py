@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import re
 import shutil
 import socket
 import ssl
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import simplejson
@@ -190,15 +193,31 @@ def test_falling_below_the_threshold_sends_one_signed_notification(app, receiver
     assert state["last_error"] is None
 
 
-def test_a_tampered_body_does_not_verify(app, receiver, create_user, create_token):
+def readme_verify():
+    """The ``verify()`` function exactly as the README shows it to receivers."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    match = re.search(r"```python\n(.*?def verify\(.*?)```", readme, re.S)
+    assert match, "README.md has no python block with verify()"
+    namespace = {}
+    exec(match.group(1), namespace)  # our own README's example, not outside input
+    return namespace["verify"]
+
+
+def test_the_readme_verify_accepts_a_real_notification_and_rejects_a_tampered_one(
+    app, receiver, create_user, create_token
+):
+    verify = readme_verify()
     owner = create_user(quota=0)
     alert = create_alert(app, create_token(user_id=owner), receiver.url, "1")
     run_check(app)
     [request] = receiver.requests
+    signature, timestamp = request.headers["x-balance-signature"], request.headers["x-balance-timestamp"]
+    assert verify(alert["secret"], request.body, signature, timestamp) is True
     tampered = request.body.replace(b'"balance":0', b'"balance":9')
     assert tampered != request.body
-    assert request.headers["x-balance-signature"] != expected_signature(alert["secret"], tampered)
-    assert request.headers["x-balance-signature"] != expected_signature("another secret", request.body)
+    assert verify(alert["secret"], tampered, signature, timestamp) is False
+    assert verify("0" * 64, request.body, signature, timestamp) is False
+    assert verify(alert["secret"], request.body, signature, str(int(timestamp) - 3600)) is False
 
 
 def test_a_balance_equal_to_the_threshold_is_not_below_it(app, receiver, create_user, create_token):
@@ -397,6 +416,8 @@ def test_two_runs_at_once_send_one_notification(app, receiver, create_user, crea
 def certificate(tmp_path):
     """A self-signed certificate for ``localhost`` (and only that name)."""
     if shutil.which("openssl") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the openssl command must be installed in CI, to test HTTPS webhooks")
         pytest.skip("needs the openssl command to make a certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
@@ -472,3 +493,27 @@ def test_alerts_work_on_a_one_api_database_without_deleted_at(tmp_path, receiver
     finally:
         with app.app_context():
             _db.engine.dispose()
+
+
+def test_an_unexpected_error_while_sending_counts_as_a_failed_delivery(
+    app, make_app, receiver, create_user, create_token, caplog
+):
+    """A crossing is claimed ("below") before sending; whatever goes wrong after the claim, the alert
+    must go back to "above" instead of staying claimed and silent forever. Here an app built with an
+    unknown unit (given directly, past from_env's checks) fails while writing the payload."""
+    owner = create_user(quota=0)
+    key = create_token(user_id=owner)
+    alert = create_alert(app, key, receiver.url, "1")
+    broken = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, BALANCE_UNIT="EUR")  # same database
+    failed = run_check(broken)
+    assert failed.exit_code == 1, failed.output
+    assert "1 failed" in failed.output
+    [state] = listed(app, key)
+    assert state["state"] == "above"
+    assert state["last_error"] == "unexpected error while sending (ValueError)"
+    assert "ValueError" in caplog.text
+    assert alert["secret"] not in caplog.text and key[3:7] not in caplog.text
+
+    assert run_check(app).exit_code == 0
+    assert len(receiver.requests) == 1
+    assert listed(app, key)[0]["state"] == "below"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import socket
+import threading
+from contextlib import suppress
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 
 from balance_service import create_app
 from balance_service.alerts.models import BalanceAlert
@@ -114,6 +117,11 @@ def test_the_threshold_is_read_in_the_configured_unit(make_app, create_token, au
         ('{"threshold": 1, "webhook_url": "http:///hook"}', "must have a host"),
         ('{"threshold": 1, "webhook_url": "http://user:pw@127.0.0.1/"}', "user name or password"),
         ('{"threshold": 1, "webhook_url": "http://127.0.0.1:99999/"}', "invalid port"),
+        ('{"threshold": 1, "webhook_url": "http://[::1]:99999/"}', "invalid port"),
+        ('{"threshold": 1, "webhook_url": "http://127.0.0.1:http/"}', "invalid port"),
+        ('{"threshold": 1, "webhook_url": "http://[::1/"}', "not a valid URL"),
+        ('{"threshold": 1, "webhook_url": "http://[::1]x/"}', "not a valid URL"),
+        ('{"threshold": 1, "webhook_url": "http://[not-an-address]/"}', "not a valid URL"),
         ('{"threshold": 1, "webhook_url": "http://127.0.0.1/a b"}', "ASCII without spaces"),
         ('{"threshold": 1, "webhook_url": "http://host.invalid/"}', "cannot resolve"),
     ],
@@ -165,6 +173,7 @@ def test_a_body_sent_without_json_content_type_is_refused(client, app, auth, cre
         "http://[fc00::1]/hook",
         "http://[::ffff:127.0.0.1]/hook",
         "http://[64:ff9b::a9fe:a9fe]/hook",
+        "http://[fec0::1]/hook",
         "https://localhost/hook",
         "https://LOCALHOST./hook",
     ],
@@ -185,17 +194,55 @@ def test_private_and_loopback_targets_are_refused_by_default(make_app, create_to
         "http://169.254.169.254/latest/meta-data/",
         "http://[fe80::1]/hook",
         "http://[::ffff:169.254.169.254]/hook",
+        "http://[::a9fe:a9fe]/hook",  # IPv4-compatible form of 169.254.169.254
+        "http://[::169.254.169.254]/hook",
+        "http://[64:ff9b::a9fe:a9fe]/hook",
+        "http://[2002:a9fe:a9fe::1]/hook",  # 6to4 around 169.254.169.254
         "http://224.0.0.1/hook",
+        "http://[ff02::1]/hook",
         "http://0.0.0.0/hook",
+        "http://[::]/hook",
+        "http://240.0.0.1/hook",  # reserved
+        "http://255.255.255.255/hook",
+        "http://100.64.0.1/hook",  # shared address space (CGNAT)
+        "http://198.51.100.7/hook",  # documentation
+        "http://198.18.0.1/hook",  # benchmarking
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",  # Teredo
+        "http://[2001:db8::1]/hook",  # documentation
+        "http://[fec0::1]/hook",  # deprecated site-local
     ],
 )
-def test_link_local_multicast_and_unspecified_stay_refused_when_private_targets_are_allowed(
+def test_only_private_networks_and_loopback_are_opened_when_private_targets_are_allowed(
     client, app, auth, create_token, webhook_url
 ):
     response = client.post(URL, json={"threshold": 1, "webhook_url": webhook_url}, headers=auth(create_token()))
     assert response.status_code == 400
     assert "must point to a public address" in response.get_json()["message"]
     assert stored_alerts(app) == []
+
+
+@pytest.mark.parametrize(
+    "webhook_url",
+    [
+        "http://10.1.2.3/hook",
+        "http://172.31.255.254/hook",
+        "http://192.168.1.10/hook",
+        "http://127.0.0.1/hook",
+        "http://2130706433/hook",
+        "http://[::1]/hook",
+        "http://[fd12:3456::1]/hook",
+        "http://[::ffff:10.0.0.1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "https://localhost:8443/hook",
+        "https://1.1.1.1/hook",
+    ],
+)
+def test_private_networks_loopback_and_public_addresses_are_accepted_when_private_targets_are_allowed(
+    client, app, auth, create_token, webhook_url
+):
+    response = client.post(URL, json={"threshold": 1, "webhook_url": webhook_url}, headers=auth(create_token()))
+    assert response.status_code == 201, response.get_json()
+    assert [a.webhook_url for a in stored_alerts(app)] == [webhook_url]
 
 
 def test_a_public_address_is_accepted_by_default(make_app, create_token, auth):
@@ -220,6 +267,68 @@ def test_an_account_can_hold_only_the_configured_number_of_alerts(make_app, crea
     assert len(stored_alerts(app)) == 2
     other = client.post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(create_token()))
     assert other.status_code == 201
+
+
+def test_the_webhook_host_is_resolved_before_any_database_transaction(
+    client, app, auth, create_token, count_statements, monkeypatch
+):
+    """A slow resolver must not keep a database connection idle in a transaction."""
+    resolve = socket.getaddrinfo
+    in_transaction = []
+
+    def watched_getaddrinfo(*args, **kwargs):
+        in_transaction.append(_db.session().in_transaction())
+        return resolve(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", watched_getaddrinfo)
+    key = create_token()
+    created = client.post(URL, json={"threshold": 1, "webhook_url": "http://localhost/hook"}, headers=auth(key))
+    assert created.status_code == 201
+    assert in_transaction == [False]
+    with count_statements() as statements:
+        refused = client.post(URL, json={"threshold": 1, "webhook_url": "http://host.invalid/"}, headers=auth(key))
+    assert refused.status_code == 400
+    assert len(statements) == 1, statements  # the key lookup only; nothing of the alerts table
+
+
+def test_concurrent_creations_cannot_exceed_the_per_account_cap(backend, make_app, create_user, create_token, auth):
+    """Two POSTs that both pass the cap check at the same moment: only one may be stored."""
+    if backend == "mariadb":
+        pytest.skip("alert creation is not serialized per account on MariaDB (README, Balance alerts)")
+    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_MAX_PER_USER=2)
+    owner = create_user()
+    keys = [create_token(user_id=owner) for _ in range(3)]
+    assert (
+        app.test_client().post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(keys[0])).status_code
+        == 201
+    )
+    both_inserting = threading.Barrier(2)
+
+    def meet_at_the_insert(conn, cursor, statement, *args):
+        if statement.startswith("INSERT INTO balance_alerts"):
+            # Times out when the other request is (rightly) made to wait for this one's commit.
+            with suppress(threading.BrokenBarrierError):
+                both_inserting.wait(timeout=1)
+
+    with app.app_context():
+        engine = _db.engine
+    event.listen(engine, "before_cursor_execute", meet_at_the_insert)
+    statuses = []
+
+    def post(key):
+        response = app.test_client().post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(key))
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=post, args=(key,)) for key in keys[1:]]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        event.remove(engine, "before_cursor_execute", meet_at_the_insert)
+    assert sorted(statuses) == [201, 409]
+    assert len(stored_alerts(app)) == 2
 
 
 def test_the_list_holds_the_account_alerts_and_no_one_elses(client, auth, create_user, create_token):
@@ -307,6 +416,12 @@ def test_alert_settings_are_read_from_the_environment():
     defaults = from_env({})
     assert defaults["ALERT_ALLOW_PRIVATE_TARGETS"] is False
     assert (defaults["ALERT_MAX_PER_USER"], defaults["ALERT_WEBHOOK_ATTEMPTS"]) == (20, 3)
+    longest = from_env({"ALERT_WEBHOOK_TIMEOUT": "60", "ALERT_RETRY_BACKOFF": "60", "ALERT_WEBHOOK_ATTEMPTS": "10"})
+    assert (longest["ALERT_WEBHOOK_TIMEOUT"], longest["ALERT_RETRY_BACKOFF"], longest["ALERT_WEBHOOK_ATTEMPTS"]) == (
+        60,
+        60,
+        10,
+    )
 
 
 @pytest.mark.parametrize(
@@ -317,6 +432,12 @@ def test_alert_settings_are_read_from_the_environment():
         {"ALERT_WEBHOOK_TIMEOUT": "0"},
         {"ALERT_WEBHOOK_ATTEMPTS": "0"},
         {"ALERT_RETRY_BACKOFF": "-1"},
+        {"ALERT_WEBHOOK_TIMEOUT": "1e400"},
+        {"ALERT_WEBHOOK_TIMEOUT": "60.001"},
+        {"ALERT_RETRY_BACKOFF": "1e400"},
+        {"ALERT_RETRY_BACKOFF": "61"},
+        {"ALERT_WEBHOOK_ATTEMPTS": "11"},
+        {"ALERT_WEBHOOK_ATTEMPTS": "99999999999999999999"},
     ],
 )
 def test_bad_alert_settings_stop_the_service(env):

@@ -5,8 +5,9 @@ users and tokens). The read transaction ends before any webhook is called, so
 no database lock or connection is held across the network. A crossing is
 claimed with a conditional UPDATE (``state`` from ``above`` to ``below``)
 before sending: of two runs at the same time only one wins the claim, so the
-receiver gets one notification. A failed delivery puts the state back to
-``above`` with ``last_error`` set, and the next run tries again.
+receiver gets one notification. A failed delivery (including any unexpected
+exception while sending) puts the state back to ``above`` with ``last_error``
+set, and the next run tries again.
 
 If the process dies between the claim and the send, that one notification is
 lost (the state already says ``below``); the opposite order could send twice.
@@ -164,7 +165,11 @@ def check_alerts() -> CheckSummary:
             continue
         if row.state != STATE_ABOVE or not claim(row.id):
             continue  # already notified, or another run is notifying right now
-        ok, error = _notify(row, quota, now)
+        try:
+            ok, error = _notify(row, quota, now)
+        except Exception as e:  # noqa: BLE001 - a claimed crossing must never stay "below" unsent
+            # Only the type: a message could quote the URL, which may carry the receiver's token.
+            ok, error = False, f"unexpected error while sending ({type(e).__name__})"
         if ok:
             db.session.execute(
                 update(BalanceAlert).where(BalanceAlert.id == row.id).values(last_notified_at=utcnow(), last_error=None)

@@ -6,8 +6,10 @@ unchecked URL would let anyone with a key reach the operator's internal network
 checked both when an alert is created and again right before each send, and the
 send connects to exactly the address that was checked, so a name that changes
 its answer later (DNS rebinding) cannot redirect the request. The operator
-setting ALERT_ALLOW_PRIVATE_TARGETS opens private and loopback addresses (an
-internal receiver) but never link-local ones (cloud metadata endpoints).
+setting ALERT_ALLOW_PRIVATE_TARGETS opens the private networks (10/8,
+172.16/12, 192.168/16, fc00::/7) and loopback (an internal receiver) and
+nothing else: never link-local (cloud metadata endpoints), multicast,
+reserved, shared (CGNAT) or documentation ranges.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ from urllib.parse import urlsplit
 
 MAX_URL_LENGTH = 2048
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+#: What ALERT_ALLOW_PRIVATE_TARGETS opens: where an operator's internal receiver can live.
+INTERNAL_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7")
+)
 
 
 class TargetError(ValueError):
@@ -51,19 +59,25 @@ def parse_url(url: object) -> Target:
         raise TargetError(f"webhook_url is longer than {MAX_URL_LENGTH} characters")
     if not url.isascii() or not url.isprintable() or any(c.isspace() for c in url):
         raise TargetError("webhook_url must be plain ASCII without spaces (use punycode for international hosts)")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:  # e.g. "Invalid IPv6 URL" for an unclosed "["
+        raise TargetError(f"webhook_url is not a valid URL: {e}") from None
+    _, bracket, after_bracket = parts.netloc.partition("]")
+    if bracket and after_bracket and not after_bracket.startswith(":"):
+        raise TargetError("webhook_url is not a valid URL: text after the bracketed IPv6 address")
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise TargetError("webhook_url must start with http:// or https://")
     if "@" in parts.netloc:
         raise TargetError("webhook_url must not contain a user name or password")
-    host = parts.hostname
+    try:
+        host = parts.hostname
+        port = parts.port
+    except ValueError:  # a port that is not a number from 0 to 65535
+        raise TargetError("webhook_url has an invalid port") from None
     if not host:
         raise TargetError("webhook_url must have a host")
-    try:
-        port = parts.port
-    except ValueError:
-        raise TargetError("webhook_url has an invalid port") from None
     if port == 0:
         raise TargetError("webhook_url has an invalid port")
     path = parts.path or "/"
@@ -72,9 +86,20 @@ def parse_url(url: object) -> Target:
     return Target(scheme, host.rstrip(".") or host, port or (443 if scheme == "https" else 80), path)
 
 
+def _ipv4_inside(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that an IPv4-mapped (``::ffff:a.b.c.d``) or IPv4-compatible (``::a.b.c.d``)
+    address stands for; connecting to one reaches that IPv4 address. ``::`` and ``::1`` are not
+    IPv4-compatible: they are IPv6's own unspecified and loopback addresses."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _IPV4_COMPATIBLE and int(address) > 1:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address inside an IPv4-mapped, 6to4 or NAT64 IPv6 address, if any."""
-    embedded = address.ipv4_mapped or address.sixtofour
+    """The IPv4 address inside an IPv4-mapped, IPv4-compatible, 6to4 or NAT64 IPv6 address, if any."""
+    embedded = _ipv4_inside(address) or address.sixtofour
     if embedded is None and address in _NAT64:
         embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return embedded
@@ -95,20 +120,28 @@ def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         or address.is_multicast
         or address.is_reserved
         or address.is_unspecified
+        or (isinstance(address, ipaddress.IPv6Address) and address.is_site_local)
     )
 
 
-def never_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Refused even with ALERT_ALLOW_PRIVATE_TARGETS: no internal receiver lives there.
+def is_internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """In a private network or loopback (``INTERNAL_NETWORKS``), judging an IPv4-mapped or
+    -compatible address by the IPv4 address it stands for.
 
-    Link-local holds the cloud metadata endpoints (169.254.169.254), the classic
-    target of a forged webhook; multicast and "unspecified" are not receivers.
+    Everything else that is not public stays refused even with
+    ALERT_ALLOW_PRIVATE_TARGETS: link-local holds the cloud metadata endpoints
+    (169.254.169.254), the classic target of a forged webhook; multicast,
+    unspecified, reserved, shared (CGNAT), Teredo and documentation addresses
+    are not where an internal receiver lives.
     """
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(address)
-        if embedded is not None and never_allowed(embedded):
-            return True
-    return address.is_link_local or address.is_multicast or address.is_unspecified
+        address = _ipv4_inside(address) or address
+    return any(address in network for network in INTERNAL_NETWORKS)
+
+
+def is_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> bool:
+    """May a webhook be sent to this address? Public ones always; internal ones with the setting on."""
+    return is_public(address) or (allow_private and is_internal(address))
 
 
 def resolve(target: Target, allow_private: bool) -> list[str]:
@@ -126,11 +159,18 @@ def resolve(target: Target, allow_private: bool) -> list[str]:
         raise TargetError(f"cannot resolve the webhook host {target.host!r}", retryable=True)
     for text in addresses:
         address = ipaddress.ip_address(text)
-        if never_allowed(address) or not (allow_private or is_public(address)):
+        if is_allowed(address, allow_private):
+            continue
+        if allow_private:
             raise TargetError(
-                f"webhook_url must point to a public address; {target.host!r} resolves to {text}, "
-                "a private, loopback, link-local, multicast or reserved address"
+                "webhook_url must point to a public address or to a private network or loopback one "
+                f"(10/8, 172.16/12, 192.168/16, 127/8, fc00::/7, ::1); {target.host!r} resolves to {text}, "
+                "which is neither"
             )
+        raise TargetError(
+            f"webhook_url must point to a public address; {target.host!r} resolves to {text}, "
+            "a private, loopback, link-local, multicast or reserved address"
+        )
     return addresses
 
 

@@ -16,7 +16,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import delete, func
 
 from ..alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, BalanceAlert
-from ..alerts.targets import TargetError, check_url, parse_url
+from ..alerts.targets import TargetError, check_url
 from ..errors import ApiError
 from ..extensions import db
 from ..units import quota_to_unit, unit_to_quota
@@ -78,9 +78,33 @@ def _present(alert: BalanceAlert) -> dict[str, Any]:
     }
 
 
+#: First key of the PostgreSQL advisory lock that serializes alert creation per account ("bal\x01").
+_CREATE_LOCK_CLASS = 0x62616C01
+
+
 def _count_alerts(user_id: int) -> int:
     stmt = db.select(func.count()).select_from(BalanceAlert).where(BalanceAlert.user_id == user_id)
     return db.session.execute(stmt).scalar_one()
+
+
+def _insert_within_cap(alert: BalanceAlert, limit: int) -> bool:
+    """Insert and count in one transaction; keep the row only if the account is still within ``limit``.
+
+    Counting after the insert makes concurrent POSTs of one account see each
+    other: on PostgreSQL a transaction-scoped advisory lock on the account
+    makes them take turns (released at commit or rollback), and SQLite has one
+    writer at a time anyway. (MariaDB is not serialized this way: two POSTs at
+    the very same moment can still end one over the cap.)
+    """
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(db.select(func.pg_advisory_xact_lock(_CREATE_LOCK_CLASS, alert.user_id)))
+    db.session.add(alert)
+    db.session.flush()
+    if _count_alerts(alert.user_id) > limit:
+        db.session.rollback()
+        return False
+    db.session.commit()
+    return True
 
 
 @bp.post("/v1/user/balance/alerts")
@@ -98,16 +122,12 @@ def create_alert():
         raise ApiError(400, "scope must be 'account' or 'token'")
     url = body.get("webhook_url")
     try:
-        parse_url(url)  # the cheap checks before counting and resolving
-    except TargetError as e:
-        raise ApiError(400, e.message) from None
-    limit = current_app.config["ALERT_MAX_PER_USER"]
-    if _count_alerts(g.user.id) >= limit:
-        raise ApiError(409, f"An account can have at most {limit} alerts; delete one first")
-    try:
+        # Resolving may be slow: it happens before any database transaction is opened,
+        # so no connection sits idle in a transaction meanwhile.
         check_url(url, current_app.config["ALERT_ALLOW_PRIVATE_TARGETS"])
     except TargetError as e:
         raise ApiError(400, e.message) from None
+    limit = current_app.config["ALERT_MAX_PER_USER"]
     secret = secrets.token_hex(32)
     alert = BalanceAlert(
         user_id=g.user.id,
@@ -117,8 +137,8 @@ def create_alert():
         secret=secret,
         state=STATE_ABOVE,
     )
-    db.session.add(alert)
-    db.session.commit()
+    if not _insert_within_cap(alert, limit):
+        raise ApiError(409, f"An account can have at most {limit} alerts; delete one first")
     # The secret is shown this once; no other response carries it.
     return jsonify(success=True, alert={**_present(alert), "secret": secret}), 201
 
