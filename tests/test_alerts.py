@@ -293,8 +293,6 @@ def test_the_webhook_host_is_resolved_before_any_database_transaction(
 
 def test_concurrent_creations_cannot_exceed_the_per_account_cap(backend, make_app, create_user, create_token, auth):
     """Two POSTs that both pass the cap check at the same moment: only one may be stored."""
-    if backend == "mariadb":
-        pytest.skip("alert creation is not serialized per account on MariaDB (README, Balance alerts)")
     app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_MAX_PER_USER=2)
     owner = create_user()
     keys = [create_token(user_id=owner) for _ in range(3)]

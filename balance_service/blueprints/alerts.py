@@ -8,12 +8,13 @@ request (``scope: token``); ``flask check-alerts`` does the watching.
 from __future__ import annotations
 
 import secrets
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, text
 
 from ..alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, BalanceAlert
 from ..alerts.targets import TargetError, check_url
@@ -87,23 +88,43 @@ def _count_alerts(user_id: int) -> int:
     return db.session.execute(stmt).scalar_one()
 
 
+@contextmanager
+def _named_lock(user_id: int):
+    """MySQL/MariaDB: hold ``GET_LOCK`` for the account on a connection of its own.
+
+    Named locks belong to a connection, not a transaction, so the lock is
+    taken and released on a separate pooled connection that lives exactly as
+    long as the session's insert-and-count transaction.
+    """
+    name = f"balance_alerts.create.{user_id}"
+    with db.engine.connect() as connection:
+        if connection.execute(text("SELECT GET_LOCK(:name, 10)"), {"name": name}).scalar() != 1:
+            raise ApiError(503, "Another request for this account is still being stored; retry")
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+
+
 def _insert_within_cap(alert: BalanceAlert, limit: int) -> bool:
     """Insert and count in one transaction; keep the row only if the account is still within ``limit``.
 
     Counting after the insert makes concurrent POSTs of one account see each
-    other: on PostgreSQL a transaction-scoped advisory lock on the account
-    makes them take turns (released at commit or rollback), and SQLite has one
-    writer at a time anyway. (MariaDB is not serialized this way: two POSTs at
-    the very same moment can still end one over the cap.)
+    other once they take turns: on PostgreSQL a transaction-scoped advisory
+    lock on the account (released at commit or rollback), on MySQL/MariaDB a
+    named lock held around the transaction, and SQLite has one writer at a time.
     """
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(db.select(func.pg_advisory_xact_lock(_CREATE_LOCK_CLASS, alert.user_id)))
-    db.session.add(alert)
-    db.session.flush()
-    if _count_alerts(alert.user_id) > limit:
-        db.session.rollback()
-        return False
-    db.session.commit()
+    dialect = db.session.get_bind().dialect.name
+    lock = _named_lock(alert.user_id) if dialect in ("mysql", "mariadb") else nullcontext()
+    with lock:
+        if dialect == "postgresql":
+            db.session.execute(db.select(func.pg_advisory_xact_lock(_CREATE_LOCK_CLASS, alert.user_id)))
+        db.session.add(alert)
+        db.session.flush()
+        if _count_alerts(alert.user_id) > limit:
+            db.session.rollback()
+            return False
+        db.session.commit()
     return True
 
 
