@@ -13,10 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import operations as ops
 from .alerts.cli import check_alerts_command
 from .extensions import db
-from .units import unit_to_quota
-
-#: The gateways keep quota in signed 64-bit columns.
-MAX_QUOTA = 2**63 - 1
+from .units import MAX_QUOTA, unit_to_quota
 
 
 def _operator_command(func):

@@ -7,7 +7,9 @@ Nothing here touches floats, so a balance is exact to the last displayed digit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 #: Decimal places of USD/CNY amounts in responses (one millionth of a unit).
 DISPLAY_PLACES = Decimal("0.000001")
@@ -17,6 +19,18 @@ CENT_PLACES = Decimal("0.0001")
 
 #: The sentinel the API uses for "no limit" instead of an amount.
 UNLIMITED = -1
+
+#: The gateways keep quota in signed 64-bit (BIGINT) columns.
+MAX_QUOTA = 2**63 - 1
+
+
+def conversion(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``quota_to_unit`` / ``unit_to_quota`` that the app's settings give."""
+    return {
+        "unit": config["BALANCE_UNIT"],
+        "quota_per_unit": config["QUOTA_PER_UNIT"],
+        "exchange_rate": config["USD_EXCHANGE_RATE"],
+    }
 
 
 def quota_to_unit(quota: int, unit: str, quota_per_unit: Decimal, exchange_rate: Decimal) -> Decimal | int:

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Row
 from ..auth import role_is_unlimited, token_refusal
 from ..extensions import db
 from ..models import USER_DISABLED, Token, User, soft_delete_columns
-from ..units import quota_to_unit, remaining_for_display
+from ..units import conversion, quota_to_unit, remaining_for_display
 from .delivery import deliver
 from .models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW, BalanceAlert, utcnow
 
@@ -115,19 +115,15 @@ def claim(alert_id: int) -> bool:
 
 def _notify(row: Row, quota: int, now: int) -> tuple[bool, str | None]:
     cfg = current_app.config
-    conversion = {
-        "unit": cfg["BALANCE_UNIT"],
-        "quota_per_unit": cfg["QUOTA_PER_UNIT"],
-        "exchange_rate": cfg["USD_EXCHANGE_RATE"],
-    }
+    settings = conversion(cfg)
     payload = {
         "event": EVENT_BELOW_THRESHOLD,
         "alert_id": row.id,
         "scope": SCOPE_ACCOUNT if row.token_id is None else SCOPE_TOKEN,
         "user_id": row.user_id,
         "token_id": row.token_id,
-        "balance": remaining_for_display(quota, False, **conversion),
-        "threshold": quota_to_unit(row.threshold, **conversion),
+        "balance": remaining_for_display(quota, False, **settings),
+        "threshold": quota_to_unit(row.threshold, **settings),
         "unit": cfg["BALANCE_UNIT"],
         "timestamp": now,
     }

@@ -20,22 +20,16 @@ from ..alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, BalanceAler
 from ..alerts.targets import TargetError, check_url
 from ..errors import ApiError
 from ..extensions import db
-from ..units import quota_to_unit, unit_to_quota
+from ..units import MAX_QUOTA, conversion, quota_to_unit, unit_to_quota
 
 bp = Blueprint("alerts", __name__)
 
 _FIELDS = ("threshold", "webhook_url", "scope")
-_MAX_QUOTA = 2**63 - 1  # BIGINT
 _MAX_ID = 2**31 - 1  # INTEGER; a larger id cannot exist and would be a database error on PostgreSQL
 
 
 def _conversion() -> dict[str, Any]:
-    cfg = current_app.config
-    return {
-        "unit": cfg["BALANCE_UNIT"],
-        "quota_per_unit": cfg["QUOTA_PER_UNIT"],
-        "exchange_rate": cfg["USD_EXCHANGE_RATE"],
-    }
+    return conversion(current_app.config)
 
 
 def _threshold_quota(value: Any) -> int:
@@ -51,10 +45,10 @@ def _threshold_quota(value: Any) -> int:
     conversion = _conversion()
     if conversion["unit"] == "tokens" and amount != amount.to_integral_value():
         raise ApiError(400, "threshold in tokens must be a whole number")
-    if amount > _MAX_QUOTA:
+    if amount > MAX_QUOTA:
         raise ApiError(400, "threshold is too large")
     quota = unit_to_quota(amount, **conversion)
-    if quota > _MAX_QUOTA:
+    if quota > MAX_QUOTA:
         raise ApiError(400, "threshold is too large")
     return quota
 

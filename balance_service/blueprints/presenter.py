@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify
 
-from ..units import quota_to_unit, remaining_for_display
+from ..units import conversion, quota_to_unit, remaining_for_display
 
 
 def balance_response(remaining: int, used: int, unlimited: bool) -> Response:
-    cfg = current_app.config
-    conversion = {
-        "unit": cfg["BALANCE_UNIT"],
-        "quota_per_unit": cfg["QUOTA_PER_UNIT"],
-        "exchange_rate": cfg["USD_EXCHANGE_RATE"],
-    }
+    settings = conversion(current_app.config)
     return jsonify(
         success=True,
-        balance=remaining_for_display(remaining, unlimited, **conversion),
-        used=quota_to_unit(used, **conversion),
+        balance=remaining_for_display(remaining, unlimited, **settings),
+        used=quota_to_unit(used, **settings),
         unlimited_quota=unlimited,
-        unit=cfg["BALANCE_UNIT"],
+        unit=settings["unit"],
     )
