@@ -24,6 +24,7 @@ from .models import (
     Token,
     User,
     exact_string,
+    live,
     soft_delete_columns,
 )
 
@@ -91,16 +92,12 @@ def _lookup_statement(tokens_soft: bool, users_soft: bool) -> tuple[Select, tupl
         parts.append((tuple(a.key for a in attrs), [a.columns[0] for a in attrs]))
     (token_attrs, token_columns), (user_attrs, user_columns) = parts
     tokens, users = Token.__table__, User.__table__
-    owner = users.c.id == tokens.c.user_id
-    if users_soft:
-        owner = and_(owner, users.c.deleted_at.is_(None))
+    owner = and_(users.c.id == tokens.c.user_id, live(User, users_soft))
     stmt = (
         select(*token_columns, *user_columns)
         .select_from(tokens.outerjoin(users, owner))
-        .where(tokens.c.key == exact_string(bindparam("key")))
+        .where(tokens.c.key == exact_string(bindparam("key")), live(Token, tokens_soft))
     )
-    if tokens_soft:
-        stmt = stmt.where(tokens.c.deleted_at.is_(None))
     return stmt.limit(1), token_attrs, user_attrs
 
 

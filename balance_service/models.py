@@ -10,7 +10,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import CHAR, BigInteger, Boolean, ColumnElement, DateTime, Engine, Integer, String, inspect
+from sqlalchemy import CHAR, BigInteger, Boolean, ColumnElement, DateTime, Engine, Integer, String, inspect, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.functions import FunctionElement
@@ -99,6 +99,11 @@ def _exact_string_mysql(element: exact_string, compiler: Any, **kw: Any) -> str:
 def key_equals(key: str) -> ColumnElement[bool]:
     """``tokens.key = <key>``, exact and case-sensitive on every backend (see ``exact_string``)."""
     return Token.key == exact_string(key)
+
+
+def live(model: type[Token] | type[User], soft_delete: bool) -> ColumnElement[bool]:
+    """``deleted_at IS NULL`` where the table has soft delete (new-api), else TRUE (one-api)."""
+    return model.deleted_at.is_(None) if soft_delete else true()
 
 
 @lru_cache(maxsize=32)

@@ -12,7 +12,7 @@ import string
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import case, func, insert, true, update
+from sqlalchemy import case, func, insert, update
 from sqlalchemy.orm import defer
 
 from .auth import normalize_key
@@ -27,6 +27,7 @@ from .models import (
     Token,
     User,
     key_equals,
+    live,
     soft_delete_columns,
 )
 
@@ -64,10 +65,6 @@ def parse_expiry(value: str | None, now: int | None = None) -> int:
     return int(moment.timestamp())
 
 
-def _live(model, column_present: bool):
-    return model.deleted_at.is_(None) if column_present else true()
-
-
 def _load(model, row_id: int):
     """One row as a model instance, without ``deleted_at`` (one-api's tables do not have it)."""
     stmt = db.select(model).where(model.id == row_id).options(defer(model.deleted_at, raiseload=True))
@@ -87,10 +84,10 @@ def find_user(name_or_id: str) -> User:
     The username wins, so a user named "42" is never confused with user 42.
     """
     _, users_soft = soft_delete_columns(db.engine)
-    live = _live(User, users_soft)
-    user_id = db.session.execute(db.select(User.id).where(User.username == name_or_id, live)).scalar()
+    alive = live(User, users_soft)
+    user_id = db.session.execute(db.select(User.id).where(User.username == name_or_id, alive)).scalar()
     if user_id is None and name_or_id.isdigit():
-        user_id = db.session.execute(db.select(User.id).where(User.id == int(name_or_id), live)).scalar()
+        user_id = db.session.execute(db.select(User.id).where(User.id == int(name_or_id), alive)).scalar()
     if user_id is None:
         raise OperationError(f"no user {name_or_id!r}")
     return _load(User, user_id)
@@ -147,7 +144,7 @@ def _token_id(key: str) -> int:
     except ApiError as e:
         raise OperationError(e.message) from None
     tokens_soft, _ = soft_delete_columns(db.engine)
-    stmt = db.select(Token.id).where(key_equals(stored), _live(Token, tokens_soft))
+    stmt = db.select(Token.id).where(key_equals(stored), live(Token, tokens_soft))
     token_id = db.session.execute(stmt).scalar()
     if token_id is None:
         raise OperationError("no such key")

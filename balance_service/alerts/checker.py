@@ -26,7 +26,7 @@ from sqlalchemy.engine import Row
 
 from ..auth import role_is_unlimited, token_refusal
 from ..extensions import db
-from ..models import USER_DISABLED, Token, User, soft_delete_columns
+from ..models import USER_DISABLED, Token, User, live, soft_delete_columns
 from ..units import conversion, quota_to_unit, remaining_for_display
 from .delivery import deliver
 from .models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW, BalanceAlert, utcnow
@@ -56,12 +56,8 @@ class CheckSummary:
 def _alerts_with_balances() -> list[Row]:
     """Every alert with the balance it watches, in one statement."""
     tokens_soft, users_soft = soft_delete_columns(db.engine)
-    user_on = User.id == BalanceAlert.user_id
-    if users_soft:
-        user_on = and_(user_on, User.deleted_at.is_(None))
-    token_on = and_(Token.id == BalanceAlert.token_id, Token.user_id == BalanceAlert.user_id)
-    if tokens_soft:
-        token_on = and_(token_on, Token.deleted_at.is_(None))
+    user_on = and_(User.id == BalanceAlert.user_id, live(User, users_soft))
+    token_on = and_(Token.id == BalanceAlert.token_id, Token.user_id == BalanceAlert.user_id, live(Token, tokens_soft))
     stmt = (
         db.select(
             BalanceAlert.id,
