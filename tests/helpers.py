@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -204,3 +205,27 @@ def running_gunicorn(env: dict[str, str], log: Path, *args: str) -> Iterator[tup
         yield f"http://127.0.0.1:{port}", process
     finally:
         stop(process)
+
+
+def run_concurrently(targets: list[Callable[[], object]], timeout: float = 120) -> None:
+    """Run each target in a thread of its own, all released at once; fail on any thread's exception."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(targets))
+
+    def wrap(target: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                start.wait()
+                target()
+            except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+                errors.append(e)
+
+        return run
+
+    threads = [threading.Thread(target=wrap(t)) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    assert not any(thread.is_alive() for thread in threads), "a thread did not finish"
+    assert not errors, errors

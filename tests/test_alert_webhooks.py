@@ -33,6 +33,7 @@ from balance_service.alerts.checker import check_alerts, claim
 from balance_service.alerts.models import BalanceAlert
 from balance_service.extensions import db as _db
 from balance_service.models import TOKEN_DISABLED, Token, User
+from tests.helpers import run_concurrently
 
 URL = "/v1/user/balance/alerts"
 USD = 500_000  # quota units per dollar
@@ -399,12 +400,8 @@ def test_two_runs_at_once_send_one_notification(app, receiver, create_user, crea
         with app.app_context():
             results.append(check_alerts())
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_concurrently([run, run])
     finally:
         event.remove(engine, "before_cursor_execute", hold_first_claims)
     assert len(held) == 2

@@ -16,6 +16,7 @@ from balance_service.alerts.models import BalanceAlert
 from balance_service.config import ConfigError, from_env
 from balance_service.extensions import db as _db
 from balance_service.models import Token
+from tests.helpers import run_concurrently
 
 URL = "/v1/user/balance/alerts"
 # Loopback targets need ALERT_ALLOW_PRIVATE_TARGETS; nothing is sent to them in this file.
@@ -318,12 +319,8 @@ def test_concurrent_creations_cannot_exceed_the_per_account_cap(backend, make_ap
         response = app.test_client().post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(key))
         statuses.append(response.status_code)
 
-    threads = [threading.Thread(target=post, args=(key,)) for key in keys[1:]]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_concurrently([lambda key=key: post(key) for key in keys[1:]])
     finally:
         event.remove(engine, "before_cursor_execute", meet_at_the_insert)
     assert sorted(statuses) == [201, 409]

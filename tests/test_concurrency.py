@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from decimal import Decimal
 
 import pytest
@@ -11,6 +10,7 @@ from sqlalchemy import text
 from balance_service import operations as ops
 from balance_service.extensions import db
 from balance_service.models import Token, User
+from tests.helpers import run_concurrently
 
 THREADS = 8
 ROUNDS = 40
@@ -20,28 +20,6 @@ ROUNDS = 40
 def backend():
     """Concurrency needs a server database: these tests run on PostgreSQL only."""
     return "postgresql"
-
-
-def _run_threads(targets):
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(targets))
-
-    def wrap(target):
-        def run():
-            try:
-                start.wait()
-                target()
-            except BaseException as e:  # noqa: BLE001 - reported by the assertion below
-                errors.append(e)
-
-        return run
-
-    threads = [threading.Thread(target=wrap(t)) for t in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
 
 
 def test_concurrent_top_ups_and_gateway_debits_lose_nothing(app, create_user, create_token):
@@ -69,7 +47,7 @@ def test_concurrent_top_ups_and_gateway_debits_lose_nothing(app, create_user, cr
             assert response.status_code == 200, response.get_data(as_text=True)
             reads.append(response.get_json()["balance"])
 
-    _run_threads([top_ups] * 4 + [debits] * 2 + [readers] * 2)
+    run_concurrently([top_ups] * 4 + [debits] * 2 + [readers] * 2)
 
     top_up_total = 4 * sum(1000 + i for i in range(ROUNDS))
     expected = 1_000_000 + top_up_total - 2 * ROUNDS * 300
@@ -90,6 +68,6 @@ def test_eight_threads_of_top_ups_give_an_exact_balance_over_http(app, create_us
             for _ in range(ROUNDS):
                 ops.top_up_user(str(user_id), 12_345)
 
-    _run_threads([worker] * THREADS)
+    run_concurrently([worker] * THREADS)
     body = app.test_client().get("/v1/user/balance", headers={"Authorization": f"Bearer {key}"}).get_json()
     assert body["balance"] == Decimal(THREADS * ROUNDS * 12_345) / 500_000
