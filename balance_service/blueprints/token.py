@@ -2,6 +2,7 @@
 
 from flask import Blueprint, g
 
+from ..gateway import Balance
 from .presenter import balance_response
 
 bp = Blueprint("token", __name__)
@@ -9,5 +10,4 @@ bp = Blueprint("token", __name__)
 
 @bp.get("/v1/balance")
 def token_balance():
-    token = g.token
-    return balance_response(token.remain_quota, token.used_quota, bool(token.unlimited_quota))
+    return balance_response(Balance.of_token(g.token))
