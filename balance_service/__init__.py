@@ -17,8 +17,9 @@ from . import observability, ratelimit
 from .errors import register_error_handlers
 from .extensions import cors, db
 from .logging_setup import configure as configure_logging
+from .version import __version__
 
-__version__ = "1.0.0"
+__all__ = ["__version__", "create_app"]
 
 
 class ExactJSONProvider(JSONProvider):
@@ -75,9 +76,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     ratelimit.init_app(app)
 
-    from .blueprints import api, docs, health
+    from .blueprints import api, docs, health, metrics
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(api)
 

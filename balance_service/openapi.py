@@ -10,10 +10,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from . import __version__
 from .alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW
 from .alerts.targets import MAX_URL_LENGTH
 from .units import BILLING_UNLIMITED_USD
+from .version import __version__
 
 _JSON = "application/json"
 

@@ -3,7 +3,7 @@
 from flask import Blueprint, current_app, g
 
 from ..gateway import Balance
-from .presenter import balance_response
+from ..presenter import balance_response
 
 bp = Blueprint("account", __name__)
 

@@ -3,7 +3,7 @@
 from flask import Blueprint, g
 
 from ..gateway import Balance
-from .presenter import balance_response
+from ..presenter import balance_response
 
 bp = Blueprint("token", __name__)
 

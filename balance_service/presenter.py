@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify
 
-from ..gateway import Balance
-from ..units import conversion, quota_to_unit, remaining_for_display
+from .gateway import Balance
+from .units import conversion, quota_to_unit, remaining_for_display
 
 
 def balance_response(balance: Balance) -> Response:
