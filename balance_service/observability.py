@@ -75,7 +75,8 @@ def start_request() -> None:
 
 
 def finish_request(response: Response) -> Response:
-    """Runs for every response, error handlers' included: header, metrics, one log line."""
+    """``after_request``, the last to run: header, metrics, one log line, for every response
+    (error handlers' and other hooks' included)."""
     duration = time.perf_counter() - g.get("request_started", time.perf_counter())
     rid = request_id()
     response.headers[REQUEST_ID_HEADER] = rid
@@ -107,7 +108,5 @@ def registry() -> CollectorRegistry:
 
 
 def init_app(app: Flask) -> None:
-    """Register the hooks first among the app's, so every later hook's response is seen too."""
+    """Give the app its own metrics; ``create_app`` installs ``start_request`` and ``finish_request``."""
     app.extensions[_EXTENSION] = Metrics()
-    app.before_request(start_request)
-    app.after_request(finish_request)
