@@ -17,8 +17,9 @@ from . import observability, ratelimit
 from .errors import register_error_handlers
 from .extensions import cors, db
 from .logging_setup import configure as configure_logging
+from .version import __version__
 
-__version__ = "1.0.0"
+__all__ = ["__version__", "create_app"]
 
 
 class ExactJSONProvider(JSONProvider):
@@ -62,7 +63,21 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
     observability.init_app(app)
     db.init_app(app)
-    cors.init_app(
+    register_error_handlers(app)
+    limiting = ratelimit.init_app(app)
+
+    # Request hooks, all in this one place, in the order they must run. Flask runs
+    # the app's before_request hooks in the order registered (then the blueprints'
+    # own: the api blueprint's ``authenticate`` comes after all of these) and the
+    # after_request hooks in the reverse order; error handlers' responses go
+    # through the after_request hooks too.
+    #   before: 1. start_request (clock, request id)  2. refuse_blocked_client (429)
+    #   after:  1. count_failed_auth (sees the 401)  2. CORS headers  3. finish_request
+    # finish_request is registered first so that it runs last and its header,
+    # metrics and access-log line describe the response exactly as it is sent.
+    app.before_request(observability.start_request)
+    app.after_request(observability.finish_request)
+    cors.init_app(  # registers the CORS after_request hook (and wraps the exception handlers)
         app,
         resources={r"/v1/*": {}, r"/dashboard/*": {}, r"/openapi.json": {}},
         origins=app.config["CORS_ORIGINS"],
@@ -72,12 +87,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         max_age=app.config["CORS_MAX_AGE"],
         supports_credentials=False,
     )
-    register_error_handlers(app)
-    ratelimit.init_app(app)
+    if limiting:
+        app.before_request(ratelimit.refuse_blocked_client)
+        app.after_request(ratelimit.count_failed_auth)
 
-    from .blueprints import api, docs, health
+    from .blueprints import api, docs, health, metrics
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(api)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from decimal import Decimal, InvalidOperation
 
 import click
 from flask import Flask, current_app
@@ -13,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import operations as ops
 from .alerts.cli import check_alerts_command
 from .extensions import db
-from .units import MAX_QUOTA, unit_to_quota
+from .units import AmountTooLarge, NotANumber, NotWhole, parse_amount
 
 
 def _operator_command(func):
@@ -34,25 +33,20 @@ def _operator_command(func):
 
 def _to_quota(amount: str, unit: str) -> int:
     """AMOUNT in quota units, or in USD/CNY when --unit says so."""
+    cfg = current_app.config
+    settings = {
+        "unit": "tokens" if unit == "quota" else unit,  # raw quota units, whole numbers
+        "quota_per_unit": cfg["QUOTA_PER_UNIT"],
+        "exchange_rate": cfg["USD_EXCHANGE_RATE"],
+    }
     try:
-        value = Decimal(amount)
-    except InvalidOperation:
+        return parse_amount(amount, settings)
+    except NotANumber:
         raise click.BadParameter(f"{amount!r} is not a number", param_hint="AMOUNT") from None
-    if not value.is_finite():
-        raise click.BadParameter(f"{amount!r} is not a number", param_hint="AMOUNT")
-    if unit == "quota":
-        if value != value.to_integral_value():
-            raise click.BadParameter("quota units are whole numbers", param_hint="AMOUNT")
-        quota = int(value)
-    else:
-        cfg = current_app.config
-        try:
-            quota = unit_to_quota(value, unit, cfg["QUOTA_PER_UNIT"], cfg["USD_EXCHANGE_RATE"])
-        except ArithmeticError:
-            raise click.BadParameter(f"{amount!r} is out of range", param_hint="AMOUNT") from None
-    if abs(quota) > MAX_QUOTA:
-        raise click.BadParameter(f"{amount!r} is more than a quota column can hold", param_hint="AMOUNT")
-    return quota
+    except NotWhole:
+        raise click.BadParameter("quota units are whole numbers", param_hint="AMOUNT") from None
+    except AmountTooLarge:
+        raise click.BadParameter(f"{amount!r} is more than a quota column can hold", param_hint="AMOUNT") from None
 
 
 @click.command("init-db")

@@ -1,9 +1,23 @@
-"""Logging that can never print an API key, whatever a message or exception contains."""
+"""The service's one logging set-up: a JSON object per line on stderr, the request id inside a request,
+and never an API key, whatever a message or exception contains.
+
+Every record reaching the root logger (the service's own, the access log,
+third-party libraries') is written by one handler with ``JsonFormatter``:
+``ts``, ``level``, ``logger``, ``message``, ``request_id`` when logged while
+answering a request, ``exception`` when there is one, and any ``fields`` the
+caller passed (``extra={"fields": {...}}``, as the access log does).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import g, has_request_context
 
 # "sk-" followed by anything key-like, or a bare run of 32+ key characters. The
 # bounds are explicit, not \b: "_" and non-ASCII letters count as word
@@ -16,17 +30,88 @@ def redact(text: str) -> str:
     return _KEY_PATTERN.sub(lambda m: m.group(0)[:4] + "…[redacted]", text)
 
 
-class RedactKeys(logging.Filter):
-    """Rewrites each record's final message (and traceback) with keys masked."""
+def _redact_value(value: Any) -> Any:
+    return redact(value) if isinstance(value, str) else value
+
+
+class RequestId(logging.Filter):
+    """Puts the current request's id (``flask.g.request_id``) on records logged while answering a request."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if has_request_context():
+            request_id = g.get("request_id")
+            if request_id is not None:
+                record.request_id = request_id
+        return True
+
+
+class RedactKeys(logging.Filter):
+    """Rewrites each record's final message, traceback, request id and fields with keys masked.
+
+    A caller's ``X-Request-ID`` may itself be key-shaped, so it is masked too.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Several handlers may carry this filter and they share the record: mask once.
+        if getattr(record, "keys_redacted", False):
+            return True
+        record.keys_redacted = True
         message = record.getMessage()
         record.msg, record.args = redact(message), None
         if record.exc_info:
             formatter = logging.Formatter()
             record.exc_text = redact(formatter.formatException(record.exc_info))
             record.exc_info = None
+        if getattr(record, "request_id", None) is not None:
+            record.request_id = redact(str(record.request_id))
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            record.fields = {name: _redact_value(value) for name, value in fields.items()}
         return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line; time in UTC with milliseconds."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None)
+        if request_id is not None:
+            entry["request_id"] = request_id
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the call (gunicorn, pytest capture)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(JsonFormatter())
+        # Order matters: the request id is added first, so that it is masked too.
+        self.addFilter(RequestId())
+        self.addFilter(RedactKeys())
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 #: gunicorn's loggers have handlers of their own and do not propagate to the root.
@@ -34,17 +119,17 @@ _GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
 
 
 def configure(level: str) -> None:
-    """Attach the redacting filter to the root handlers and to gunicorn's own log handlers.
+    """Install the JSON stderr handler on the root logger once; mask keys in every other handler too.
 
-    Under gunicorn the app is built in each worker after gunicorn has set up its
-    loggers, so its access log (path with ``GUNICORN_ACCESS_LOG``) and its
-    "Invalid request" errors (the request line) are masked too.
+    Handlers someone else put on the root (a test runner's capture) and
+    gunicorn's own (its access log with ``GUNICORN_ACCESS_LOG``, its "Invalid
+    request" errors quoting the request line) keep their format but get the
+    redacting filter. Under gunicorn the app is built in each worker after
+    gunicorn has set up its loggers, so those are in place by then.
     """
     root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        root.addHandler(_StderrHandler())
     handlers = list(root.handlers)
     for name in _GUNICORN_LOGGERS:
         handlers.extend(logging.getLogger(name).handlers)

@@ -1,4 +1,4 @@
-"""Request ids, one JSON access-log line per request, and Prometheus metrics at ``/metrics``.
+"""Request ids, one JSON access-log line per request, and the Prometheus metrics ``/metrics`` serves.
 
 Metrics are labelled by route *template* (``/v1/balance``), never by the raw
 path: a client choosing paths must not be able to create new time series.
@@ -9,18 +9,13 @@ on any one worker still reports the whole service.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import sys
 import time
 import uuid
-from datetime import UTC, datetime
 
-from flask import Blueprint, Flask, Response, current_app, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
-
-from .logging_setup import RedactKeys
+from flask import Flask, Response, current_app, g, request
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -30,7 +25,6 @@ _EXTENSION = "balance_metrics"
 _MAX_LOGGED_PATH = 512
 
 access_log = logging.getLogger("balance_service.access")
-bp = Blueprint("metrics", __name__)
 
 
 class Metrics:
@@ -74,13 +68,15 @@ def request_id() -> str:
     return g.request_id
 
 
-def _start_request() -> None:
+def start_request() -> None:
+    """``before_request``: the clock starts and the request id is fixed."""
     g.request_started = time.perf_counter()
     request_id()
 
 
-def _finish_request(response: Response) -> Response:
-    """Runs for every response, error handlers' included: header, metrics, one log line."""
+def finish_request(response: Response) -> Response:
+    """``after_request``, the last to run: header, metrics, one log line, for every response
+    (error handlers' and other hooks' included)."""
     duration = time.perf_counter() - g.get("request_started", time.perf_counter())
     rid = request_id()
     response.headers[REQUEST_ID_HEADER] = rid
@@ -91,63 +87,26 @@ def _finish_request(response: Response) -> Response:
     metrics.latency.labels(route=route).observe(duration)
     if access_log.isEnabledFor(logging.INFO):
         # Deliberately no headers at all: Authorization carries the key. A key
-        # pasted into the path is masked by the RedactKeys filter on this logger.
-        line = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        # pasted into the path is masked by the RedactKeys filter of the log handlers.
+        path = request.path[:_MAX_LOGGED_PATH]
+        fields = {
             "method": request.method[:16],
             "route": route,
-            "path": request.path[:_MAX_LOGGED_PATH],
+            "path": path,
             "status": response.status_code,
             "duration_ms": round(duration * 1000, 3),
             "request_id": rid,
             "remote_addr": request.remote_addr,
         }
-        access_log.info(json.dumps(line, ensure_ascii=False))
+        access_log.info("%s %s %s", fields["method"], path, response.status_code, extra={"fields": fields})
     return response
 
 
-@bp.get("/metrics")
-def metrics_endpoint() -> Response:
-    """Prometheus text exposition; no auth, so keep it off the public side of the proxy."""
-    directory = current_app.config.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=directory)
-    else:
-        registry = current_app.extensions[_EXTENSION].registry
-    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of the call (gunicorn, pytest capture)."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self):  # type: ignore[override]
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def _configure_access_log() -> None:
-    """Bare JSON lines on stderr, keys masked; not propagated, so no second, prefixed copy."""
-    if not any(isinstance(f, RedactKeys) for f in access_log.filters):
-        access_log.addFilter(RedactKeys())
-    if not any(isinstance(h, _StderrHandler) for h in access_log.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(handler)
-    access_log.propagate = False
+def registry() -> CollectorRegistry:
+    """The current app's own metrics registry (``/metrics`` reads it unless in multiprocess mode)."""
+    return current_app.extensions[_EXTENSION].registry
 
 
 def init_app(app: Flask) -> None:
-    """Register the hooks first among the app's, so every later hook's response is seen too."""
+    """Give the app its own metrics; ``create_app`` installs ``start_request`` and ``finish_request``."""
     app.extensions[_EXTENSION] = Metrics()
-    _configure_access_log()
-    app.before_request(_start_request)
-    app.after_request(_finish_request)
-    app.register_blueprint(bp)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from . import __version__
 from .alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW
-from .alerts.targets import MAX_URL_LENGTH
+from .alerts.targets import MAX_URL_LENGTH, describe_policy
 from .units import BILLING_UNLIMITED_USD
+from .version import __version__
 
 _JSON = "application/json"
 
@@ -165,8 +165,7 @@ _SCHEMAS: dict[str, Any] = {
                 "format": "uri",
                 "maxLength": MAX_URL_LENGTH,
                 "description": (
-                    "http:// or https://, with a host and without user name or password. The host must resolve "
-                    "only to public addresses (ALERT_ALLOW_PRIVATE_TARGETS also allows private and loopback ones)."
+                    "http:// or https://, with a host and without user name or password. " + describe_policy()
                 ),
             },
             "scope": {

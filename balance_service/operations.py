@@ -15,9 +15,8 @@ from datetime import UTC, datetime
 from sqlalchemy import case, func, insert, update
 from sqlalchemy.orm import defer
 
-from .auth import normalize_key
-from .errors import ApiError
 from .extensions import db
+from .gateway import InvalidKey, normalize_key
 from .models import (
     NEVER_EXPIRES,
     TOKEN_DISABLED,
@@ -141,8 +140,8 @@ def top_up_user(name_or_id: str, amount: int) -> int:
 def _token_id(key: str) -> int:
     try:
         stored = normalize_key(key)
-    except ApiError as e:
-        raise OperationError(e.message) from None
+    except InvalidKey as e:
+        raise OperationError(str(e)) from None
     tokens_soft, _ = soft_delete_columns(db.engine)
     stmt = db.select(Token.id).where(key_equals(stored), live(Token, tokens_soft))
     token_id = db.session.execute(stmt).scalar()

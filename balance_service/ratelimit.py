@@ -76,7 +76,8 @@ def _client_address() -> str:
     return request.remote_addr or "unknown"
 
 
-def _refuse_blocked_client() -> Response | None:
+def refuse_blocked_client() -> Response | None:
+    """``before_request``: a blocked address gets 429 before its key is even looked up."""
     if not _guarded():
         return None
     retry_after = current_app.extensions[_EXTENSION].retry_after(_client_address())
@@ -88,17 +89,17 @@ def _refuse_blocked_client() -> Response | None:
     return response
 
 
-def _count_failed_auth(response: Response) -> Response:
+def count_failed_auth(response: Response) -> Response:
+    """``after_request``: count the 401s of the guarded blueprints."""
     if response.status_code == 401 and _guarded():
         current_app.extensions[_EXTENSION].record_failure(_client_address())
     return response
 
 
-def init_app(app: Flask) -> None:
-    """Install the check (before authentication) and the count (after it), unless the limit is off."""
+def init_app(app: Flask) -> bool:
+    """Set up the limiter unless the limit is off; True when ``create_app`` should install the two hooks."""
     limit = app.config.get("AUTH_FAILURE_LIMIT")
     if not limit:
-        return
+        return False
     app.extensions[_EXTENSION] = FailedAuthLimiter(limit, app.config.get("RATELIMIT_STORAGE_URI") or "memory://")
-    app.before_request(_refuse_blocked_client)
-    app.after_request(_count_failed_auth)
+    return True

@@ -8,7 +8,7 @@ Nothing here touches floats, so a balance is exact to the last displayed digit.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 #: Decimal places of USD/CNY amounts in responses (one millionth of a unit).
@@ -68,6 +68,53 @@ def unit_to_quota(amount: Decimal, unit: str, quota_per_unit: Decimal, exchange_
     else:
         raise ValueError(f"unknown unit {unit!r}")
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+class AmountError(ValueError):
+    """An amount that cannot become quota units; each caller words the message for its own users."""
+
+
+class NotANumber(AmountError):
+    """Not a decimal number, or not a finite one."""
+
+
+class NotWhole(AmountError):
+    """A fraction where only whole quota units make sense (the unit is tokens / quota)."""
+
+
+class AmountTooLarge(AmountError):
+    """More (or, negative, less) than a BIGINT quota column can hold."""
+
+
+def parse_amount(value: str | int | Decimal, conversion: Mapping[str, Any]) -> int:
+    """An amount in ``conversion["unit"]`` (a number or its text) as whole quota units, rounded half up.
+
+    Used by the alert API (thresholds) and the operator CLI (top-ups); each
+    checks its own rules first (a JSON number, not negative, ...) and maps the
+    ``AmountError`` subclasses to its own messages. The size is checked before
+    converting, so an exponent like ``1e999999999`` never becomes a huge integer.
+    """
+    try:
+        amount = Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise NotANumber(f"{value!r} is not a number") from None
+    if not amount.is_finite():
+        raise NotANumber(f"{value!r} is not a number")
+    try:
+        whole = amount == amount.to_integral_value()
+    except ArithmeticError:  # an exponent past the decimal context's limit: far beyond any column
+        raise AmountTooLarge(f"{value!r} is too large") from None
+    if conversion["unit"] == "tokens" and not whole:
+        raise NotWhole(f"{value!r} is not a whole number")
+    if amount.copy_abs() > MAX_QUOTA:  # copy_abs, unlike abs(), never overflows the context
+        raise AmountTooLarge(f"{value!r} is too large")
+    try:
+        quota = unit_to_quota(amount, **conversion)
+    except ArithmeticError:
+        raise AmountTooLarge(f"{value!r} is too large") from None
+    if abs(quota) > MAX_QUOTA:
+        raise AmountTooLarge(f"{value!r} is too large")
+    return quota
 
 
 #: The limit OpenAI-style billing reports for unlimited credit, in USD (one-api reports the same figure).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
 from contextlib import suppress
 from decimal import Decimal
 
@@ -12,11 +13,12 @@ import pytest
 from sqlalchemy import event, inspect
 
 from balance_service import create_app
+from balance_service.alerts import store
 from balance_service.alerts.models import BalanceAlert
 from balance_service.config import ConfigError, from_env
 from balance_service.extensions import db as _db
-from balance_service.models import Token
-from tests.helpers import run_concurrently
+from balance_service.models import Token, User
+from tests.helpers import run_concurrently, temporary_mariadb_database
 
 URL = "/v1/user/balance/alerts"
 # Loopback targets need ALERT_ALLOW_PRIVATE_TARGETS; nothing is sent to them in this file.
@@ -327,6 +329,36 @@ def test_concurrent_creations_cannot_exceed_the_per_account_cap(backend, make_ap
     assert len(stored_alerts(app)) == 2
 
 
+def test_alert_creations_in_two_databases_of_one_mariadb_server_do_not_wait_for_each_other(mariadb_url, auth):
+    """GET_LOCK names are global to the server: the database name in them keeps two services' accounts apart."""
+    with temporary_mariadb_database() as other_url:
+        first, second = (
+            create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "ALERT_ALLOW_PRIVATE_TARGETS": True})
+            for url in (mariadb_url, other_url)
+        )
+        try:
+            with second.app_context():
+                _db.create_all()
+                user = User(username="same-id-elsewhere")
+                _db.session.add(user)
+                _db.session.commit()
+                user_id = user.id
+                _db.session.add(Token(user_id=user_id, key="k" * 48, created_time=int(time.time())))
+                _db.session.commit()
+            # The first database's service is storing an alert for its account with the same id.
+            with first.app_context(), store.account_lock(user_id):
+                started = time.monotonic()
+                body = {"threshold": 1, "webhook_url": HOOK}
+                response = second.test_client().post(URL, json=body, headers=auth("sk-" + "k" * 48))
+                waited = time.monotonic() - started
+            assert response.status_code == 201, response.get_json()
+            assert waited < 5
+        finally:
+            for app in (first, second):
+                with app.app_context():
+                    _db.engine.dispose()
+
+
 def test_the_list_holds_the_account_alerts_and_no_one_elses(client, auth, create_user, create_token):
     owner = create_user()
     key, sibling = create_token(user_id=owner), create_token(user_id=owner)
@@ -439,3 +471,9 @@ def test_alert_settings_are_read_from_the_environment():
 def test_bad_alert_settings_stop_the_service(env):
     with pytest.raises(ConfigError):
         from_env(env)
+
+
+def test_a_lock_name_fits_mysql_limit_whatever_the_database_name():
+    assert store.lock_name("gateway", 42) == "balance_alerts.create.gateway.42"
+    long = store.lock_name("d" * 64, 2**31 - 1)
+    assert len(long) <= 64 and long != store.lock_name("e" * 64, 2**31 - 1)

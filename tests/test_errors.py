@@ -1,5 +1,6 @@
 """Every failure is JSON with success=false; database trouble is a 503 that leaks no key."""
 
+import json
 import logging
 
 import pytest
@@ -68,6 +69,25 @@ def test_database_down_gives_503_json_and_the_key_never_reaches_the_log(backend,
     assert "database error" in caplog.text
     assert key[3:] not in caplog.text
     assert key[3:11] not in caplog.text
+
+
+@pytest.mark.parametrize("backend", DEAD_DATABASES)
+def test_a_database_error_is_logged_as_a_json_line_with_the_request_id(backend, capsys):
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": DEAD_DATABASES[backend]})
+    key = "sk-" + "Z9" * 24
+    capsys.readouterr()
+    headers = {"Authorization": f"Bearer {key}", "X-Request-ID": "outage-check-1"}
+    assert app.test_client().get("/v1/balance", headers=headers).status_code == 503
+    output = capsys.readouterr().err
+    lines = [json.loads(line) for line in output.splitlines()]  # every line is one JSON object
+    [error] = [line for line in lines if line["logger"] == "balance_service.errors"]
+    assert error["level"] == "ERROR"
+    assert error["message"].startswith("database error: ")
+    assert error["ts"].endswith("+00:00")
+    # Every line written while answering the request carries its id: the error's and the access line.
+    assert [line["request_id"] for line in lines] == ["outage-check-1"] * len(lines)
+    assert len(lines) == 2
+    assert key[3:11] not in output
 
 
 def test_missing_tables_give_503_not_500(tmp_path, auth):

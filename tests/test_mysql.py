@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
-from balance_service.auth import lookup
-from balance_service.errors import ApiError
 from balance_service.extensions import db as _db
+from balance_service.gateway import KeyRejected
+from balance_service.lookup import lookup
 
 pytestmark = pytest.mark.parametrize("backend", ["mariadb"])
 
@@ -39,7 +39,7 @@ def test_the_key_lookup_refuses_the_stored_key_followed_by_spaces(db, create_tok
     key = create_token(remain_quota=1).removeprefix("sk-")
     assert lookup(key)[0].key == key
     for padded in (key + " ", key + "   "):
-        with pytest.raises(ApiError, match="Invalid token"):
+        with pytest.raises(KeyRejected, match="Invalid token"):
             lookup(padded)
 
 

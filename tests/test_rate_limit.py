@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
@@ -85,6 +86,21 @@ def test_the_429_can_be_read_by_a_page_on_another_origin(limited):
     assert response.status_code == 429
     assert response.headers["Access-Control-Allow-Origin"] in ("*", "https://a.example")
     assert "retry-after" in response.headers["Access-Control-Expose-Headers"].lower()
+
+
+def test_the_429_gets_its_request_id_and_is_counted_and_logged_like_any_answer(limited, capsys):
+    """The request hooks' order: the 429 and the 401s before it pass through the request-id, metrics and log hook."""
+    client = limited.test_client()
+    fail(client, 3)
+    capsys.readouterr()
+    response = client.get("/v1/balance", headers={**BAD_KEY, "X-Request-ID": "blocked-1"})
+    assert response.status_code == 429
+    assert response.headers["X-Request-ID"] == "blocked-1"
+    [line] = [json.loads(line) for line in capsys.readouterr().err.splitlines() if '"route"' in line]
+    assert (line["status"], line["request_id"]) == (429, "blocked-1")
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'route="/v1/balance",status="401"} 3.0' in metrics
+    assert 'route="/v1/balance",status="429"} 1.0' in metrics
 
 
 @pytest.fixture

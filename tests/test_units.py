@@ -4,7 +4,15 @@ from decimal import Decimal
 
 import pytest
 
-from balance_service.units import quota_to_unit, remaining_for_display, unit_to_quota
+from balance_service.units import (
+    AmountTooLarge,
+    NotANumber,
+    NotWhole,
+    parse_amount,
+    quota_to_unit,
+    remaining_for_display,
+    unit_to_quota,
+)
 
 DEFAULTS = {"quota_per_unit": Decimal(500000), "exchange_rate": Decimal("7.3")}
 
@@ -73,3 +81,24 @@ def test_unknown_unit_is_an_error():
 )
 def test_amounts_convert_back_to_whole_quota_units(amount, unit, expected):
     assert unit_to_quota(amount, unit, **DEFAULTS) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "error"),
+    [
+        ("twelve", "USD", NotANumber),
+        ("NaN", "USD", NotANumber),
+        ("1.5", "tokens", NotWhole),
+        ("1e999999999", "tokens", AmountTooLarge),  # refused before it could become a huge integer
+        (Decimal(2**63), "tokens", AmountTooLarge),
+        ("-1e300", "CNY", AmountTooLarge),
+    ],
+)
+def test_amounts_that_cannot_be_quota_are_refused_with_the_reason(value, unit, error):
+    with pytest.raises(error):
+        parse_amount(value, {"unit": unit, **DEFAULTS})
+
+
+def test_an_amount_becomes_whole_quota_units_from_text_or_a_number():
+    assert parse_amount("0.01", {"unit": "USD", **DEFAULTS}) == 5000
+    assert parse_amount(Decimal("7"), {"unit": "tokens", **DEFAULTS}) == 7

@@ -23,9 +23,10 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import and_, update
 from sqlalchemy.engine import Row
+from sqlalchemy.orm import Bundle
 
-from ..auth import role_is_unlimited, token_refusal
 from ..extensions import db
+from ..gateway import Balance, token_refusal
 from ..models import USER_DISABLED, Token, User, live, soft_delete_columns
 from ..units import conversion, quota_to_unit, remaining_for_display
 from .delivery import deliver
@@ -67,14 +68,17 @@ def _alerts_with_balances() -> list[Row]:
             BalanceAlert.state,
             BalanceAlert.webhook_url,
             BalanceAlert.secret,
-            User.quota,
-            User.role,
-            User.status.label("user_status"),
-            Token.id.label("live_token_id"),
-            Token.remain_quota,
-            Token.unlimited_quota,
-            Token.status.label("token_status"),
-            Token.expired_time,
+            Bundle("user", User.quota, User.used_quota, User.role, User.status),
+            # All None when the key is gone (outer join): ``row.token.id is None``.
+            Bundle(
+                "token",
+                Token.id,
+                Token.remain_quota,
+                Token.used_quota,
+                Token.unlimited_quota,
+                Token.status,
+                Token.expired_time,
+            ),
         )
         .select_from(BalanceAlert)
         .join(User, user_on)
@@ -84,15 +88,15 @@ def _alerts_with_balances() -> list[Row]:
     return list(db.session.execute(stmt).all())
 
 
-def _balance(row: Row, now: int) -> tuple[int, bool] | None:
-    """``(quota, unlimited)`` of what the alert watches, or None when that key or account is unusable."""
-    if row.user_status == USER_DISABLED:
+def _balance(row: Row, now: int) -> Balance | None:
+    """The balance the alert watches, or None when that key or account is unusable."""
+    if row.user.status == USER_DISABLED:
         return None
     if row.token_id is None:
-        return int(row.quota), role_is_unlimited(row.role)
-    if row.live_token_id is None or token_refusal(row.token_status, row.expired_time, now):
+        return Balance.of_user(row.user, current_app.config["UNLIMITED_USER_ROLES"])
+    if row.token.id is None or token_refusal(row.token.status, row.token.expired_time, now):
         return None
-    return int(row.remain_quota), bool(row.unlimited_quota)
+    return Balance.of_token(row.token)
 
 
 def _set_state(alert_id: int, expected: str, **values: Any) -> bool:
@@ -149,8 +153,7 @@ def check_alerts() -> CheckSummary:
         if balance is None:
             summary.skipped += 1
             continue
-        quota, unlimited = balance
-        if unlimited or quota >= row.threshold:
+        if balance.unlimited or balance.remaining >= row.threshold:
             # Rising back to the threshold re-arms the alert; it sends nothing.
             if row.state == STATE_BELOW and _set_state(row.id, STATE_BELOW, state=STATE_ABOVE):
                 summary.rearmed += 1
@@ -158,7 +161,7 @@ def check_alerts() -> CheckSummary:
         if row.state != STATE_ABOVE or not claim(row.id):
             continue  # already notified, or another run is notifying right now
         try:
-            ok, error = _notify(row, quota, now)
+            ok, error = _notify(row, balance.remaining, now)
         except Exception as e:  # noqa: BLE001 - a claimed crossing must never stay "below" unsent
             # Only the type: a message could quote the URL, which may carry the receiver's token.
             ok, error = False, f"unexpected error while sending ({type(e).__name__})"

@@ -5,11 +5,11 @@ unchecked URL would let anyone with a key reach the operator's internal network
 (metadata endpoints, admin ports). Host names are resolved and every address
 checked both when an alert is created and again right before each send, and the
 send connects to exactly the address that was checked, so a name that changes
-its answer later (DNS rebinding) cannot redirect the request. The operator
-setting ALERT_ALLOW_PRIVATE_TARGETS opens the private networks (10/8,
-172.16/12, 192.168/16, fc00::/7) and loopback (an internal receiver) and
-nothing else: never link-local (cloud metadata endpoints), multicast,
-reserved, shared (CGNAT) or documentation ranges.
+its answer later (DNS rebinding) cannot redirect the request.
+
+``INTERNAL_RANGES`` and ``ALWAYS_REFUSED`` below are the one written source of
+the address policy: the checks use them, and the OpenAPI document's text
+(``describe_policy``) and the README point to them.
 """
 
 from __future__ import annotations
@@ -22,11 +22,62 @@ from urllib.parse import urlsplit
 MAX_URL_LENGTH = 2048
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
-#: What ALERT_ALLOW_PRIVATE_TARGETS opens: where an operator's internal receiver can live.
-INTERNAL_NETWORKS = tuple(
-    ipaddress.ip_network(n)
-    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7")
+
+
+@dataclass(frozen=True)
+class AddressRange:
+    """Networks of one kind, with why the policy treats them as it does."""
+
+    kind: str
+    networks: tuple[str, ...]
+    reason: str
+
+
+#: What ALERT_ALLOW_PRIVATE_TARGETS opens, and nothing else: where an operator's internal receiver can live.
+INTERNAL_RANGES = (
+    AddressRange("private", ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"), "an internal receiver"),
+    AddressRange("loopback", ("127.0.0.0/8", "::1/128"), "a receiver on the same host"),
 )
+
+#: Refused even with ALERT_ALLOW_PRIVATE_TARGETS. ``is_public`` refuses these (and anything else the
+#: ``ipaddress`` module does not call globally routable); ``is_allowed`` refuses them by name as well.
+ALWAYS_REFUSED = (
+    AddressRange("link-local", ("169.254.0.0/16", "fe80::/10"), "cloud metadata endpoints such as 169.254.169.254"),
+    AddressRange("multicast", ("224.0.0.0/4", "ff00::/8"), "not one receiver"),
+    AddressRange("unspecified", ("0.0.0.0/8", "::/128"), "this host, or no host at all"),
+    AddressRange("reserved", ("240.0.0.0/4",), "not in use"),
+    AddressRange("shared/CGNAT", ("100.64.0.0/10",), "a carrier's internal network"),
+    AddressRange(
+        "documentation",
+        ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"),
+        "examples, never a real receiver",
+    ),
+    AddressRange("site-local", ("fec0::/10",), "IPv6's deprecated private range"),
+)
+
+#: IPv6 forms that stand for an IPv4 address; the address inside is judged too.
+IPV6_WRAPPERS = ("IPv4-mapped ::ffff:a.b.c.d", "IPv4-compatible ::a.b.c.d", "6to4", "NAT64", "Teredo")
+
+INTERNAL_NETWORKS = tuple(ipaddress.ip_network(n) for r in INTERNAL_RANGES for n in r.networks)
+_REFUSED_NETWORKS = tuple(ipaddress.ip_network(n) for r in ALWAYS_REFUSED for n in r.networks)
+
+
+def _listed(ranges: tuple[AddressRange, ...], with_reasons: bool = False) -> str:
+    parts = []
+    for r in ranges:
+        reason = f": {r.reason}" if with_reasons else ""
+        parts.append(f"{r.kind} ({', '.join(r.networks)}{reason})")
+    return ", ".join(parts)
+
+
+def describe_policy() -> str:
+    """The address policy in one paragraph, for the API description."""
+    return (
+        "The host must resolve only to public addresses; refused are "
+        f"{_listed(ALWAYS_REFUSED, with_reasons=True)} and every other address that is not globally routable, "
+        f"also inside IPv6 ({', '.join(IPV6_WRAPPERS)}). ALERT_ALLOW_PRIVATE_TARGETS=true also allows "
+        f"{_listed(INTERNAL_RANGES)}, and nothing else. The check is repeated before every send."
+    )
 
 
 class TargetError(ValueError):
@@ -141,7 +192,13 @@ def is_internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 def is_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> bool:
     """May a webhook be sent to this address? Public ones always; internal ones with the setting on."""
+    judged = (_ipv4_inside(address) or address) if isinstance(address, ipaddress.IPv6Address) else address
+    if any(judged in network for network in _REFUSED_NETWORKS):
+        return False
     return is_public(address) or (allow_private and is_internal(address))
+
+
+_INTERNAL_LIST = ", ".join(n for r in INTERNAL_RANGES for n in r.networks)
 
 
 def resolve(target: Target, allow_private: bool) -> list[str]:
@@ -164,8 +221,7 @@ def resolve(target: Target, allow_private: bool) -> list[str]:
         if allow_private:
             raise TargetError(
                 "webhook_url must point to a public address or to a private network or loopback one "
-                f"(10/8, 172.16/12, 192.168/16, 127/8, fc00::/7, ::1); {target.host!r} resolves to {text}, "
-                "which is neither"
+                f"({_INTERNAL_LIST}); {target.host!r} resolves to {text}, which is neither"
             )
         raise TargetError(
             f"webhook_url must point to a public address; {target.host!r} resolves to {text}, "

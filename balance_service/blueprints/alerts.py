@@ -2,30 +2,29 @@
 
 The caller is the account behind the key. An alert watches either that
 account's balance (``scope: account``) or the balance of the key making the
-request (``scope: token``); ``flask check-alerts`` does the watching.
+request (``scope: token``); ``flask check-alerts`` does the watching. Storage
+and the per-account cap are in ``alerts/store.py``; this module checks
+requests and shapes answers.
 """
 
 from __future__ import annotations
 
 import secrets
-from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
-from sqlalchemy import delete, func, text
 
+from ..alerts import store
 from ..alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, BalanceAlert
 from ..alerts.targets import TargetError, check_url
 from ..errors import ApiError
-from ..extensions import db
-from ..units import MAX_QUOTA, conversion, quota_to_unit, unit_to_quota
+from ..units import AmountError, NotWhole, conversion, parse_amount, quota_to_unit
 
 bp = Blueprint("alerts", __name__)
 
 _FIELDS = ("threshold", "webhook_url", "scope")
-_MAX_ID = 2**31 - 1  # INTEGER; a larger id cannot exist and would be a database error on PostgreSQL
 
 
 def _conversion() -> dict[str, Any]:
@@ -39,18 +38,14 @@ def _threshold_quota(value: Any) -> int:
     # bool is an int in Python but `true` is not a number in JSON.
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
         raise ApiError(400, "threshold must be a JSON number")
-    amount = Decimal(value)
-    if not amount.is_finite() or amount < 0:
+    if not Decimal(value).is_finite() or value < 0:
         raise ApiError(400, "threshold must be a non-negative number")
-    conversion = _conversion()
-    if conversion["unit"] == "tokens" and amount != amount.to_integral_value():
-        raise ApiError(400, "threshold in tokens must be a whole number")
-    if amount > MAX_QUOTA:
-        raise ApiError(400, "threshold is too large")
-    quota = unit_to_quota(amount, **conversion)
-    if quota > MAX_QUOTA:
-        raise ApiError(400, "threshold is too large")
-    return quota
+    try:
+        return parse_amount(value, _conversion())
+    except NotWhole:
+        raise ApiError(400, "threshold in tokens must be a whole number") from None
+    except AmountError:
+        raise ApiError(400, "threshold is too large") from None
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -71,55 +66,6 @@ def _present(alert: BalanceAlert) -> dict[str, Any]:
         "last_notified_at": _iso(alert.last_notified_at),
         "last_error": alert.last_error,
     }
-
-
-#: First key of the PostgreSQL advisory lock that serializes alert creation per account ("bal\x01").
-_CREATE_LOCK_CLASS = 0x62616C01
-
-
-def _count_alerts(user_id: int) -> int:
-    stmt = db.select(func.count()).select_from(BalanceAlert).where(BalanceAlert.user_id == user_id)
-    return db.session.execute(stmt).scalar_one()
-
-
-@contextmanager
-def _named_lock(user_id: int):
-    """MySQL/MariaDB: hold ``GET_LOCK`` for the account on a connection of its own.
-
-    Named locks belong to a connection, not a transaction, so the lock is
-    taken and released on a separate pooled connection that lives exactly as
-    long as the session's insert-and-count transaction.
-    """
-    name = f"balance_alerts.create.{user_id}"
-    with db.engine.connect() as connection:
-        if connection.execute(text("SELECT GET_LOCK(:name, 10)"), {"name": name}).scalar() != 1:
-            raise ApiError(503, "Another request for this account is still being stored; retry")
-        try:
-            yield
-        finally:
-            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
-
-
-def _insert_within_cap(alert: BalanceAlert, limit: int) -> bool:
-    """Insert and count in one transaction; keep the row only if the account is still within ``limit``.
-
-    Counting after the insert makes concurrent POSTs of one account see each
-    other once they take turns: on PostgreSQL a transaction-scoped advisory
-    lock on the account (released at commit or rollback), on MySQL/MariaDB a
-    named lock held around the transaction, and SQLite has one writer at a time.
-    """
-    dialect = db.session.get_bind().dialect.name
-    lock = _named_lock(alert.user_id) if dialect in ("mysql", "mariadb") else nullcontext()
-    with lock:
-        if dialect == "postgresql":
-            db.session.execute(db.select(func.pg_advisory_xact_lock(_CREATE_LOCK_CLASS, alert.user_id)))
-        db.session.add(alert)
-        db.session.flush()
-        if _count_alerts(alert.user_id) > limit:
-            db.session.rollback()
-            return False
-        db.session.commit()
-    return True
 
 
 @bp.post("/v1/user/balance/alerts")
@@ -152,7 +98,11 @@ def create_alert():
         secret=secret,
         state=STATE_ABOVE,
     )
-    if not _insert_within_cap(alert, limit):
+    try:
+        stored = store.add_within_cap(alert, limit)
+    except store.StoreBusy:
+        raise ApiError(503, "Another request for this account is still being stored; retry") from None
+    if not stored:
         raise ApiError(409, f"An account can have at most {limit} alerts; delete one first")
     # The secret is shown this once; no other response carries it.
     return jsonify(success=True, alert={**_present(alert), "secret": secret}), 201
@@ -160,19 +110,12 @@ def create_alert():
 
 @bp.get("/v1/user/balance/alerts")
 def list_alerts():
-    stmt = db.select(BalanceAlert).where(BalanceAlert.user_id == g.user.id).order_by(BalanceAlert.id)
-    alerts = db.session.execute(stmt).scalars().all()
-    return jsonify(success=True, alerts=[_present(alert) for alert in alerts])
+    return jsonify(success=True, alerts=[_present(alert) for alert in store.alerts_of(g.user.id)])
 
 
 @bp.delete("/v1/user/balance/alerts/<int:alert_id>")
 def delete_alert(alert_id: int):
     """Someone else's alert gets the same 404 as a missing one: ids reveal nothing."""
-    deleted = 0
-    if alert_id <= _MAX_ID:
-        stmt = delete(BalanceAlert).where(BalanceAlert.id == alert_id, BalanceAlert.user_id == g.user.id)
-        deleted = db.session.execute(stmt).rowcount
-        db.session.commit()
-    if not deleted:
+    if not store.delete_alert(alert_id, g.user.id):
         raise ApiError(404, "No such alert")
     return jsonify(success=True, deleted=alert_id)

@@ -21,7 +21,7 @@ from decimal import Decimal
 
 from flask import Blueprint, Response, current_app, g, jsonify
 
-from ..auth import role_is_unlimited
+from ..gateway import Balance
 from ..units import billing_amounts
 
 bp = Blueprint("billing", __name__)
@@ -31,14 +31,10 @@ def _amounts() -> tuple[Decimal, Decimal]:
     """``(hard_limit_usd, total_usage_cents)`` of the key or of its owner, per ``BILLING_SOURCE``."""
     cfg = current_app.config
     if cfg["BILLING_SOURCE"] == "user":
-        user = g.user
-        unlimited = role_is_unlimited(user.role)
-        remaining, used = user.quota, user.used_quota
+        balance = Balance.of_user(g.user, cfg["UNLIMITED_USER_ROLES"])
     else:
-        token = g.token
-        unlimited = bool(token.unlimited_quota)
-        remaining, used = token.remain_quota, token.used_quota
-    return billing_amounts(remaining, used, unlimited, cfg["QUOTA_PER_UNIT"])
+        balance = Balance.of_token(g.token)
+    return billing_amounts(balance.remaining, balance.used, balance.unlimited, cfg["QUOTA_PER_UNIT"])
 
 
 @bp.get("/v1/dashboard/billing/subscription")

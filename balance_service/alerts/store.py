@@ -1,0 +1,106 @@
+"""Storing balance alerts: insert within the per-account cap, list and delete an account's alerts.
+
+No HTTP here; the blueprint (``blueprints/alerts.py``) validates requests and
+turns the outcomes into answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+
+from sqlalchemy import delete, func, text
+
+from ..extensions import db
+from .models import BalanceAlert
+
+#: INTEGER ids; a larger id cannot exist and would be a database error on PostgreSQL.
+MAX_ID = 2**31 - 1
+
+#: First key of the PostgreSQL advisory lock that serializes alert creation per account ("bal\x01").
+_CREATE_LOCK_CLASS = 0x62616C01
+#: MySQL/MariaDB refuse lock names longer than this.
+_MAX_LOCK_NAME = 64
+#: Seconds a creation waits for another one of the same account on MySQL/MariaDB.
+_LOCK_WAIT = 10
+
+
+class StoreBusy(Exception):
+    """Another creation for the same account held its lock for too long; the caller may retry."""
+
+
+def lock_name(database: str, user_id: int) -> str:
+    """The MySQL/MariaDB ``GET_LOCK`` name for creating alerts of one account in one database.
+
+    Named locks are global to the server, not per database: without the
+    database name, two services (or a test and a service) on one server would
+    make each other's accounts wait. A database name too long for the 64
+    characters a lock name may have is replaced by a digest of it.
+    """
+    name = f"balance_alerts.create.{database}.{user_id}"
+    if len(name) > _MAX_LOCK_NAME:
+        name = f"balance_alerts.create.{hashlib.sha256(database.encode()).hexdigest()[:24]}.{user_id}"
+    return name
+
+
+@contextmanager
+def account_lock(user_id: int) -> Iterator[None]:
+    """MySQL/MariaDB: hold ``GET_LOCK`` for the account on a connection of its own.
+
+    Named locks belong to a connection, not a transaction, so the lock is
+    taken and released on a separate pooled connection that lives exactly as
+    long as the session's insert-and-count transaction.
+    """
+    name = lock_name(db.engine.url.database or "", user_id)
+    with db.engine.connect() as connection:
+        if connection.execute(text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": _LOCK_WAIT}).scalar() != 1:
+            raise StoreBusy(name)
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+
+
+def count_alerts(user_id: int) -> int:
+    stmt = db.select(func.count()).select_from(BalanceAlert).where(BalanceAlert.user_id == user_id)
+    return db.session.execute(stmt).scalar_one()
+
+
+def add_within_cap(alert: BalanceAlert, limit: int) -> bool:
+    """Insert and count in one transaction; keep the row only if the account is still within ``limit``.
+
+    Counting after the insert makes concurrent creations of one account see
+    each other once they take turns: on PostgreSQL a transaction-scoped
+    advisory lock on the account (released at commit or rollback), on
+    MySQL/MariaDB a named lock held around the transaction (``StoreBusy`` if
+    it cannot be had), and SQLite has one writer at a time.
+    """
+    dialect = db.session.get_bind().dialect.name
+    lock = account_lock(alert.user_id) if dialect in ("mysql", "mariadb") else nullcontext()
+    with lock:
+        if dialect == "postgresql":
+            db.session.execute(db.select(func.pg_advisory_xact_lock(_CREATE_LOCK_CLASS, alert.user_id)))
+        db.session.add(alert)
+        db.session.flush()
+        if count_alerts(alert.user_id) > limit:
+            db.session.rollback()
+            return False
+        db.session.commit()
+    return True
+
+
+def alerts_of(user_id: int) -> list[BalanceAlert]:
+    """The account's alerts, oldest first."""
+    stmt = db.select(BalanceAlert).where(BalanceAlert.user_id == user_id).order_by(BalanceAlert.id)
+    return list(db.session.execute(stmt).scalars().all())
+
+
+def delete_alert(alert_id: int, user_id: int) -> bool:
+    """Delete one of the account's alerts; False when the account has no alert with that id."""
+    if alert_id > MAX_ID:
+        return False
+    stmt = delete(BalanceAlert).where(BalanceAlert.id == alert_id, BalanceAlert.user_id == user_id)
+    deleted = db.session.execute(stmt).rowcount
+    db.session.commit()
+    return bool(deleted)

@@ -1,0 +1,25 @@
+"""``GET /metrics``: Prometheus text exposition, without authentication.
+
+Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` makes every worker write its
+numbers to files there and this endpoint adds them up, so a scrape that lands
+on any one worker still reports the whole service.
+"""
+
+from flask import Blueprint, Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+
+from ..observability import registry
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def metrics_endpoint() -> Response:
+    """No auth, so keep it off the public side of the proxy."""
+    directory = current_app.config.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        collected = CollectorRegistry()
+        multiprocess.MultiProcessCollector(collected, path=directory)
+    else:
+        collected = registry()
+    return Response(generate_latest(collected), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,102 @@
+"""The gateway's rules for keys and balances, as plain Python: no Flask, no HTTP.
+
+What a key looks like, when a key or its owner may not be used, and what a
+balance is, the way one-api / new-api define them. The HTTP hook
+(``auth.py``), the alert checker and the operator commands all ask here, and
+each turns the exceptions below into its own kind of answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from .models import NEVER_EXPIRES, TOKEN_DISABLED, TOKEN_EXPIRED, USER_DISABLED
+
+KEY_LENGTH = 48
+_KEY_RE = re.compile(rf"[A-Za-z0-9]{{1,{KEY_LENGTH}}}")
+
+
+class KeyRejected(Exception):
+    """The key cannot be used (unknown, disabled, expired); the message says why, for the caller."""
+
+
+class InvalidKey(KeyRejected, ValueError):
+    """The text is not shaped like a key at all (empty, wrong characters, too long)."""
+
+
+class OwnerMissing(Exception):
+    """The key is fine but the account it belongs to is gone."""
+
+
+class OwnerDisabled(Exception):
+    """The key is fine but the account it belongs to is disabled."""
+
+
+def normalize_key(value: str) -> str:
+    """``sk-<key>-<suffix>`` → ``<key>``, the form stored in ``tokens.key``; the suffix is a channel selector."""
+    value = value.strip()
+    if value.startswith("sk-"):
+        value = value[3:]
+    key = value.split("-", 1)[0]
+    if not key:
+        raise InvalidKey("Empty API key")
+    if not _KEY_RE.fullmatch(key):
+        raise InvalidKey("Malformed API key")
+    return key
+
+
+def token_refusal(status: int, expired_time: int, now: int) -> str | None:
+    """Why a key may not be used (disabled, expired), or None; an exhausted key is still usable."""
+    if status == TOKEN_DISABLED:
+        return "Token is disabled"
+    if status == TOKEN_EXPIRED or (expired_time != NEVER_EXPIRES and expired_time < now):
+        return "Token has expired"
+    return None
+
+
+def check_token(token: Any, now: int) -> None:
+    """Refuse a disabled or expired key (``KeyRejected``); an exhausted one may still read its zero balance."""
+    refusal = token_refusal(token.status, token.expired_time, now)
+    if refusal:
+        raise KeyRejected(refusal)
+
+
+def check_owner(user: Any | None) -> Any:
+    """The key's owner, if it exists and is enabled; ``OwnerMissing`` / ``OwnerDisabled`` otherwise."""
+    if user is None:
+        raise OwnerMissing("Failed to get user quota: the key's owner does not exist")
+    if user.status == USER_DISABLED:
+        raise OwnerDisabled("User is disabled")
+    return user
+
+
+def role_is_unlimited(role: int, unlimited_roles: Collection[int]) -> bool:
+    """The gateway's users table has no "unlimited" column: the roles in ``unlimited_roles`` count as unlimited
+    (the service's UNLIMITED_USER_ROLES setting)."""
+    return role in unlimited_roles
+
+
+@dataclass(frozen=True)
+class Balance:
+    """What is left and what was spent, in raw quota units; ``unlimited`` means ``remaining`` does not matter.
+
+    ``remaining`` may be negative: the gateway can overdraw a little. How that
+    is shown is the presenter's business (``units.remaining_for_display``).
+    """
+
+    remaining: int
+    used: int
+    unlimited: bool
+
+    @classmethod
+    def of_user(cls, user: Any, unlimited_roles: Collection[int]) -> Balance:
+        """An account's balance: anything with ``quota``, ``used_quota`` and ``role`` (a User, a result row)."""
+        return cls(int(user.quota), int(user.used_quota), role_is_unlimited(user.role, unlimited_roles))
+
+    @classmethod
+    def of_token(cls, token: Any) -> Balance:
+        """A key's own balance: anything with ``remain_quota``, ``used_quota`` and ``unlimited_quota``."""
+        return cls(int(token.remain_quota), int(token.used_quota), bool(token.unlimited_quota))
