@@ -31,10 +31,13 @@ from tests.helpers import temporary_mariadb_database, temporary_postgres_databas
 
 BACKENDS = ["sqlite", "postgresql", "mariadb"]
 
-# Property tests run repeatably (the same examples every run) and keep no
-# example database (.hypothesis/ only holds caches and is git-ignored);
-# requests to PostgreSQL may take a while, so no per-example deadline.
-settings.register_profile("balance", derandomize=True, database=None, deadline=None)
+# Property tests (tests/test_fuzz.py) in CI run repeatably (the same examples
+# every run) and keep no example database (.hypothesis/ only holds caches and is
+# git-ignored); requests to PostgreSQL may take a while, so no per-example
+# deadline. HYPOTHESIS_PROFILE=deep explores instead: new random examples each
+# run, ten times as many, and failures kept in .hypothesis/ to be replayed first.
+settings.register_profile("balance", derandomize=True, database=None, deadline=None, max_examples=100)
+settings.register_profile("deep", derandomize=False, deadline=None, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "balance"))
 
 
