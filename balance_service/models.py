@@ -17,7 +17,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from .extensions import db
 
-# Gateway status codes, see ../shared/gateway-schema.md.
+# Gateway status codes, see docs/gateway-schema.md.
 USER_ENABLED, USER_DISABLED = 1, 2
 TOKEN_ENABLED, TOKEN_DISABLED, TOKEN_EXPIRED, TOKEN_EXHAUSTED = 1, 2, 3, 4
 NEVER_EXPIRES = -1
