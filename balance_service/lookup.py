@@ -22,8 +22,8 @@ def lookup(key: str) -> tuple[Token, User | None]:
     Raises ``KeyRejected`` when no live token has this key. One SQL statement,
     built once per table layout. Both come back as detached model instances
     made from one Core row: building an ORM select and loading it through the
-    session cost about a third of a balance request's CPU (README,
-    "Performance"), and nothing here needs a session-bound object.
+    session cost about a third of a balance request's CPU (bench/README.md),
+    and nothing here needs a session-bound object.
     """
     stmt, token_attrs, user_attrs = _lookup_statement(*soft_delete_columns(db.engine))
     row = _first_row_without_transaction(stmt, {"key": key})

@@ -1,8 +1,12 @@
 """Fixtures: the real app on a real SQLite file, on the real PostgreSQL and on the real MariaDB.
 
-Every test that takes ``app`` (or ``client``) runs once per backend. PostgreSQL
-and MariaDB tests get a throw-away database created for the session; they skip
+Every test that takes ``app`` (or ``client``) runs once per backend, unless it
+is marked ``backend_independent``: then it runs on SQLite only. PostgreSQL and
+MariaDB tests get a throw-away database created for the session; they skip
 when the server is unreachable, except under ``CI=true`` where that is an error.
+They are marked ``postgresql`` / ``mariadb``, so ``-m`` can leave them out.
+A module for one backend says so with
+``pytestmark = pytest.mark.parametrize("backend", ["postgresql"])``.
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from tests.helpers import temporary_mariadb_database, temporary_postgres_databas
 
 BACKENDS = ["sqlite", "postgresql", "mariadb"]
 
-# Property tests run repeatably (the same examples every run) and keep no
-# example database (.hypothesis/ only holds caches and is git-ignored);
-# requests to PostgreSQL may take a while, so no per-example deadline.
-settings.register_profile("balance", derandomize=True, database=None, deadline=None)
+# Property tests (tests/test_fuzz.py) in CI run repeatably (the same examples
+# every run) and keep no example database (.hypothesis/ only holds caches and is
+# git-ignored); requests to PostgreSQL may take a while, so no per-example
+# deadline. HYPOTHESIS_PROFILE=deep explores instead: new random examples each
+# run, ten times as many, and failures kept in .hypothesis/ to be replayed first.
+settings.register_profile("balance", derandomize=True, database=None, deadline=None, max_examples=100)
+settings.register_profile("deep", derandomize=False, deadline=None, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "balance"))
 
 
@@ -60,9 +67,33 @@ def empty_mariadb_database():
         yield url
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
+def _parametrized_by_the_test(metafunc, name: str) -> bool:
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        if name in ([n.strip() for n in names.split(",")] if isinstance(names, str) else names):
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc):
+    """``backend``: every backend, or SQLite alone for a test whose answer cannot depend on the database."""
+    if "backend" in metafunc.fixturenames and not _parametrized_by_the_test(metafunc, "backend"):
+        independent = metafunc.definition.get_closest_marker("backend_independent") is not None
+        metafunc.parametrize("backend", ["sqlite"] if independent else BACKENDS)
+
+
+_SERVER_FIXTURES = {"postgres_url": "postgresql", "mariadb_url": "mariadb", "empty_mariadb_database": "mariadb"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark tests that need the PostgreSQL or MariaDB server, so the fast lane can leave them out."""
+    for item in items:
+        servers = {_SERVER_FIXTURES[name] for name in getattr(item, "fixturenames", ()) if name in _SERVER_FIXTURES}
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("backend") in ("postgresql", "mariadb"):
+            servers.add(callspec.params["backend"])
+        for server in sorted(servers):
+            item.add_marker(server)
 
 
 @pytest.fixture

@@ -6,6 +6,9 @@ import json
 
 import pytest
 
+# Whether and how this works cannot depend on the database: SQLite only (conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 
 def access_lines(capsys) -> list[dict]:
     """The JSON access-log lines written to stderr since the last call."""

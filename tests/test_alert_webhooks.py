@@ -194,20 +194,20 @@ def test_falling_below_the_threshold_sends_one_signed_notification(app, receiver
     assert state["last_error"] is None
 
 
-def readme_verify():
-    """The ``verify()`` function exactly as the README shows it to receivers."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    match = re.search(r"```python\n(.*?def verify\(.*?)```", readme, re.S)
-    assert match, "README.md has no python block with verify()"
+def documented_verify():
+    """The ``verify()`` function exactly as docs/alerts.md shows it to receivers."""
+    document = (Path(__file__).resolve().parent.parent / "docs" / "alerts.md").read_text()
+    match = re.search(r"```python\n(.*?def verify\(.*?)```", document, re.S)
+    assert match, "docs/alerts.md has no python block with verify()"
     namespace = {}
-    exec(match.group(1), namespace)  # our own README's example, not outside input
+    exec(match.group(1), namespace)  # our own documentation's example, not outside input
     return namespace["verify"]
 
 
-def test_the_readme_verify_accepts_a_real_notification_and_rejects_a_tampered_one(
+def test_the_documented_verify_accepts_a_real_notification_and_rejects_a_tampered_one(
     app, receiver, create_user, create_token
 ):
-    verify = readme_verify()
+    verify = documented_verify()
     owner = create_user(quota=0)
     alert = create_alert(app, create_token(user_id=owner), receiver.url, "1")
     run_check(app)

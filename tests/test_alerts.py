@@ -113,19 +113,7 @@ def test_the_threshold_is_read_in_the_configured_unit(make_app, create_token, au
         ('{"threshold": 1, "webhook_url": "http://127.0.0.1/", "extra": 1}', "Unknown field(s): extra"),
         ('{"threshold": 1, "webhook_url": "http://127.0.0.1/", "scope": "team"}', "scope must be"),
         ('{"threshold": 1}', "webhook_url is required"),
-        ('{"threshold": 1, "webhook_url": 42}', "webhook_url is required"),
         ('{"threshold": 1, "webhook_url": "ftp://127.0.0.1/"}', "http:// or https://"),
-        ('{"threshold": 1, "webhook_url": "javascript:alert(1)"}', "http:// or https://"),
-        ('{"threshold": 1, "webhook_url": "127.0.0.1/hook"}', "http:// or https://"),
-        ('{"threshold": 1, "webhook_url": "http:///hook"}', "must have a host"),
-        ('{"threshold": 1, "webhook_url": "http://user:pw@127.0.0.1/"}', "user name or password"),
-        ('{"threshold": 1, "webhook_url": "http://127.0.0.1:99999/"}', "invalid port"),
-        ('{"threshold": 1, "webhook_url": "http://[::1]:99999/"}', "invalid port"),
-        ('{"threshold": 1, "webhook_url": "http://127.0.0.1:http/"}', "invalid port"),
-        ('{"threshold": 1, "webhook_url": "http://[::1/"}', "not a valid URL"),
-        ('{"threshold": 1, "webhook_url": "http://[::1]x/"}', "not a valid URL"),
-        ('{"threshold": 1, "webhook_url": "http://[not-an-address]/"}', "not a valid URL"),
-        ('{"threshold": 1, "webhook_url": "http://127.0.0.1/a b"}', "ASCII without spaces"),
         ('{"threshold": 1, "webhook_url": "http://host.invalid/"}', "cannot resolve"),
     ],
 )
@@ -157,34 +145,12 @@ def test_a_body_sent_without_json_content_type_is_refused(client, app, auth, cre
     assert stored_alerts(app) == []
 
 
-@pytest.mark.parametrize(
-    "webhook_url",
-    [
-        "http://127.0.0.1/hook",
-        "http://127.1.2.3:8080/hook",
-        "http://2130706433/hook",
-        "http://10.0.0.1/hook",
-        "http://192.168.1.10/hook",
-        "http://172.16.0.1/hook",
-        "http://100.64.0.1/hook",
-        "http://169.254.169.254/latest/meta-data/",
-        "http://0.0.0.0/hook",
-        "http://224.0.0.1/hook",
-        "http://240.0.0.1/hook",
-        "http://[::1]/hook",
-        "http://[fe80::1]/hook",
-        "http://[fc00::1]/hook",
-        "http://[::ffff:127.0.0.1]/hook",
-        "http://[64:ff9b::a9fe:a9fe]/hook",
-        "http://[fec0::1]/hook",
-        "https://localhost/hook",
-        "https://LOCALHOST./hook",
-    ],
-)
-def test_private_and_loopback_targets_are_refused_by_default(make_app, create_token, auth, webhook_url):
+# The full address matrix is tested on the policy itself (tests/test_alert_targets.py);
+# these requests prove that the endpoint applies it, with and without the setting.
+def test_a_loopback_target_is_refused_by_default(make_app, create_token, auth):
     app = make_app()
     response = app.test_client().post(
-        URL, json={"threshold": 1, "webhook_url": webhook_url}, headers=auth(create_token())
+        URL, json={"threshold": 1, "webhook_url": "http://127.0.0.1/hook"}, headers=auth(create_token())
     )
     assert response.status_code == 400
     assert "must point to a public address" in response.get_json()["message"]
@@ -192,30 +158,9 @@ def test_private_and_loopback_targets_are_refused_by_default(make_app, create_to
 
 
 @pytest.mark.parametrize(
-    "webhook_url",
-    [
-        "http://169.254.169.254/latest/meta-data/",
-        "http://[fe80::1]/hook",
-        "http://[::ffff:169.254.169.254]/hook",
-        "http://[::a9fe:a9fe]/hook",  # IPv4-compatible form of 169.254.169.254
-        "http://[::169.254.169.254]/hook",
-        "http://[64:ff9b::a9fe:a9fe]/hook",
-        "http://[2002:a9fe:a9fe::1]/hook",  # 6to4 around 169.254.169.254
-        "http://224.0.0.1/hook",
-        "http://[ff02::1]/hook",
-        "http://0.0.0.0/hook",
-        "http://[::]/hook",
-        "http://240.0.0.1/hook",  # reserved
-        "http://255.255.255.255/hook",
-        "http://100.64.0.1/hook",  # shared address space (CGNAT)
-        "http://198.51.100.7/hook",  # documentation
-        "http://198.18.0.1/hook",  # benchmarking
-        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",  # Teredo
-        "http://[2001:db8::1]/hook",  # documentation
-        "http://[fec0::1]/hook",  # deprecated site-local
-    ],
+    "webhook_url", ["http://169.254.169.254/latest/meta-data/", "http://[::ffff:169.254.169.254]/hook"]
 )
-def test_only_private_networks_and_loopback_are_opened_when_private_targets_are_allowed(
+def test_the_metadata_endpoint_stays_refused_when_private_targets_are_allowed(
     client, app, auth, create_token, webhook_url
 ):
     response = client.post(URL, json={"threshold": 1, "webhook_url": webhook_url}, headers=auth(create_token()))
@@ -224,23 +169,8 @@ def test_only_private_networks_and_loopback_are_opened_when_private_targets_are_
     assert stored_alerts(app) == []
 
 
-@pytest.mark.parametrize(
-    "webhook_url",
-    [
-        "http://10.1.2.3/hook",
-        "http://172.31.255.254/hook",
-        "http://192.168.1.10/hook",
-        "http://127.0.0.1/hook",
-        "http://2130706433/hook",
-        "http://[::1]/hook",
-        "http://[fd12:3456::1]/hook",
-        "http://[::ffff:10.0.0.1]/hook",
-        "http://[::ffff:127.0.0.1]/hook",
-        "https://localhost:8443/hook",
-        "https://1.1.1.1/hook",
-    ],
-)
-def test_private_networks_loopback_and_public_addresses_are_accepted_when_private_targets_are_allowed(
+@pytest.mark.parametrize("webhook_url", ["http://10.1.2.3/hook", "https://localhost:8443/hook"])
+def test_a_private_network_or_loopback_target_is_accepted_when_private_targets_are_allowed(
     client, app, auth, create_token, webhook_url
 ):
     response = client.post(URL, json={"threshold": 1, "webhook_url": webhook_url}, headers=auth(create_token()))

@@ -21,11 +21,13 @@ def refusal(response, status):
     return body["message"]
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("path", ENDPOINTS)
 def test_missing_header_is_rejected_with_401(client, path):
     assert refusal(client.get(path), 401) == "No Authorization header"
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     ("value", "message"),
     [

@@ -16,10 +16,8 @@ THREADS = 8
 ROUNDS = 40
 
 
-@pytest.fixture
-def backend():
-    """Concurrency needs a server database: these tests run on PostgreSQL only."""
-    return "postgresql"
+# Concurrency needs a server database: these tests run on PostgreSQL only.
+pytestmark = pytest.mark.parametrize("backend", ["postgresql"])
 
 
 def test_concurrent_top_ups_and_gateway_debits_lose_nothing(app, create_user, create_token):

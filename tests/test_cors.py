@@ -2,6 +2,9 @@
 
 import pytest
 
+# Whether and how this works cannot depend on the database: SQLite only (conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 ORIGIN = "https://dashboard.example"
 PREFLIGHT = {
     "Origin": ORIGIN,

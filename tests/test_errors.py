@@ -8,6 +8,7 @@ import pytest
 from balance_service import create_app
 
 
+@pytest.mark.backend_independent
 def test_unknown_path_is_a_json_404(client):
     response = client.get("/v1/nothing-here")
     assert response.status_code == 404
@@ -15,6 +16,7 @@ def test_unknown_path_is_a_json_404(client):
     assert response.get_json()["success"] is False
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("path", ["/v1//balance", "/v1/user//balance", "/healthz//"])
 def test_a_doubled_slash_is_a_json_404_not_an_html_redirect(client, auth, path):
     response = client.get("/", headers=auth("sk-" + "a" * 48), environ_overrides={"PATH_INFO": path})
@@ -23,6 +25,7 @@ def test_a_doubled_slash_is_a_json_404_not_an_html_redirect(client, auth, path):
     assert response.get_json()["success"] is False
 
 
+@pytest.mark.backend_independent
 def test_wrong_method_is_a_json_405_that_keeps_the_allow_header(client, auth):
     response = client.post("/v1/balance", headers=auth("sk-whatever"))
     assert response.status_code == 405
@@ -31,6 +34,7 @@ def test_wrong_method_is_a_json_405_that_keeps_the_allow_header(client, auth):
     assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
 
 
+@pytest.mark.backend_independent
 def test_healthz_answers_without_auth(client):
     response = client.get("/healthz")
     assert response.status_code == 200
@@ -97,6 +101,7 @@ def test_missing_tables_give_503_not_500(tmp_path, auth):
     assert response.is_json
 
 
+@pytest.mark.backend_independent
 def test_unexpected_errors_are_json_500_without_the_traceback(app, caplog):
     @app.get("/boom")
     def boom():

@@ -6,11 +6,8 @@ from sqlalchemy import event
 
 from balance_service.extensions import db as _db
 
-
-@pytest.fixture
-def backend():
-    """Only PostgreSQL: the BEGIN/ROLLBACK this saves is psycopg2's."""
-    return "postgresql"
+# Only PostgreSQL: the BEGIN/ROLLBACK this saves is psycopg2's.
+pytestmark = pytest.mark.parametrize("backend", ["postgresql"])
 
 
 def test_lookup_runs_in_autocommit_and_hands_the_connection_back_in_transaction_mode(app, client, auth, create_token):

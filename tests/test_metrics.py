@@ -36,6 +36,7 @@ def scrape(client) -> str:
     return response.get_data(as_text=True)
 
 
+@pytest.mark.backend_independent
 def test_requests_are_counted_by_route_template_and_status(client, create_token, auth):
     key = create_token(remain_quota=10)
     for _ in range(3):
@@ -48,6 +49,7 @@ def test_requests_are_counted_by_route_template_and_status(client, create_token,
     assert samples(text, LATENCY_COUNT, route="/v1/balance") == 5
 
 
+@pytest.mark.backend_independent
 def test_unknown_paths_share_one_label_instead_of_one_series_each(client):
     for path in ("/v1/a", "/v1/b", "/v1/sk-" + "k" * 48, "/nothing"):
         assert client.get(path).status_code == 404
@@ -57,6 +59,7 @@ def test_unknown_paths_share_one_label_instead_of_one_series_each(client):
     assert "k" * 48 not in text
 
 
+@pytest.mark.backend_independent
 def test_invented_methods_are_counted_as_other(client):
     assert client.open("/v1/balance", method="BREW").status_code == 405
     text = scrape(client)
@@ -64,6 +67,7 @@ def test_invented_methods_are_counted_as_other(client):
     assert "BREW" not in text
 
 
+@pytest.mark.backend_independent
 def test_metrics_need_no_key_and_are_not_offered_to_other_origins(client):
     response = client.get("/metrics", headers={"Origin": "https://dashboard.example"})
     assert response.status_code == 200

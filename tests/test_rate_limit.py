@@ -13,6 +13,9 @@ from balance_service import create_app
 from balance_service.config import ConfigError, from_env
 from balance_service.extensions import db
 
+# Whether and how this works cannot depend on the database: SQLite only (conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 BODY = {"success": False, "message": "Too many failed authentication attempts; retry later"}
 BAD_KEY = {"Authorization": "Bearer sk-" + "b" * 48}
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -2,6 +2,9 @@
 
 import pytest
 
+# Whether and how this works cannot depend on the database: SQLite only (conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 ALERTS = "/v1/user/balance/alerts"
 
 

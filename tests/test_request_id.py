@@ -8,6 +8,9 @@ import pytest
 
 from balance_service import create_app
 
+# Whether and how this works cannot depend on the database: SQLite only (conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 FRESH = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
