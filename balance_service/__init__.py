@@ -17,8 +17,7 @@ from . import observability, ratelimit
 from .errors import register_error_handlers
 from .extensions import cors, db
 from .logging_setup import configure as configure_logging
-
-__version__ = "1.0.0"
+from .version import __version__ as __version__
 
 
 class ExactJSONProvider(JSONProvider):
