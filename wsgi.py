@@ -1,5 +1,5 @@
-"""WSGI entry point for gunicorn (``wsgi:app``) and the Flask CLI (``flask --app wsgi``)."""
+"""WSGI entry point for gunicorn (``wsgi:app``) and the Flask CLI (``flask --app wsgi``) in a checkout."""
 
-from balance_service import create_app
+from balance_service.wsgi import app
 
-app = create_app()
+__all__ = ["app"]

@@ -187,18 +187,21 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> None:
 
 
 @contextmanager
-def running_gunicorn(env: dict[str, str], log: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+def running_gunicorn(
+    env: dict[str, str], log: Path, *args: str, command: list[str] | None = None, cwd: Path = REPO
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """gunicorn with the project's gunicorn.conf.py on a kernel-chosen loopback port; yields (base URL, process).
 
     ``env`` comes from :func:`clean_environment`; ``BIND`` is set here. The
     output is appended to ``log``; only what this run writes is searched for
-    the port, so one log can serve several runs.
+    the port, so one log can serve several runs. ``command`` replaces the
+    whole command line (an installed gunicorn, ``balance-service serve``).
     """
     offset = log.stat().st_size if log.exists() else 0
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args, "wsgi:app"]
+    command = command or [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args, "wsgi:app"]
     with log.open("ab") as out:
         process = subprocess.Popen(
-            command, cwd=REPO, env={**env, "BIND": "127.0.0.1:0"}, stdout=out, stderr=subprocess.STDOUT
+            command, cwd=cwd, env={**env, "BIND": "127.0.0.1:0"}, stdout=out, stderr=subprocess.STDOUT
         )
     try:
         port = _listening_port(log, offset, process, timeout=30)

@@ -131,7 +131,7 @@ def test_env_settings_lists_every_variable_from_env_reads():
 
 
 def test_child_processes_get_none_of_the_settings_gunicorn_conf_reads(monkeypatch):
-    source = (REPO / "gunicorn.conf.py").read_text()
+    source = (REPO / "balance_service" / "gunicorn_conf.py").read_text()
     names = set(re.findall(r"""os\.environ(?:\.get\(|\[)["'](\w+)["']""", source))
     assert {"BIND", "LOG_LEVEL", "PROMETHEUS_MULTIPROC_DIR"} <= names  # the pattern does find them
     for name in names | set(ENV_SETTINGS):
