@@ -111,6 +111,13 @@ def inspect_gateway(main: Engine, logs_engine: Engine, separate_logs: bool) -> l
     configured = current_app.config["QUOTA_PER_UNIT"]
     if qpu is not None and _number(qpu) != configured:
         out.append(f"  note: QuotaPerUnit is {qpu} but the service's QUOTA_PER_UNIT is {configured}")
+    token_stat = found.get("DisplayTokenStatEnabled", "true") == "true"
+    source = current_app.config["BILLING_SOURCE"]
+    if token_stat != (source == "token"):
+        out.append(
+            f"  note: DisplayTokenStatEnabled is {'true' if token_stat else 'false'} but the service's "
+            f"BILLING_SOURCE is {source} (the billing endpoints report the {'key' if source == 'token' else 'account'})"
+        )
 
     where = f"{_url(logs_engine)} (LOG_DATABASE_URL)" if separate_logs else "the main database"
     out += ["", f"log database: {where} ({logs_engine.dialect.name})"]

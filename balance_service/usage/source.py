@@ -26,6 +26,7 @@ from sqlalchemy import (
     Engine,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
@@ -159,12 +160,12 @@ class SqlLogSource:
 
     def _where(self, scope: Scope, start: date, end: date) -> ColumnElement[bool]:
         c = logs.c
-        who = [c.user_id == scope.user_id]
-        if scope.is_key:
-            if "token_id" in (self._columns() or ()):
-                who.append(c.token_id == scope.token_id)
-            else:  # one-api: no token_id; the key's rows carry its owner and its name (exact, case and all)
-                who.append(c.token_name == exact_string(scope.token_name or ""))
+        if not scope.is_key:
+            who = [c.user_id == scope.user_id]
+        elif "token_id" in (self._columns() or ()):  # new-api: the key's id alone (index on token_id, created_at)
+            who = [c.token_id == scope.token_id]
+        else:  # one-api: no token_id; the key's rows carry its owner and its name (exact, case and all)
+            who = [c.user_id == scope.user_id, c.token_name == exact_string(scope.token_name or "")]
         return and_(
             *who,
             c.created_at >= day_start(start),
@@ -178,18 +179,21 @@ class SqlLogSource:
         consume = literal_column(str(LOG_CONSUME), Integer)
         return func.sum(case((logs.c.type == consume, logs.c.quota), else_=-logs.c.quota))
 
-    def daily_usage(self, scope: Scope, start: date, end: date) -> list[UsageRow]:
+    def daily_statement(self, scope: Scope, start: date, end: date) -> Select:
+        """``SELECT day, model_name, net quota, requests … GROUP BY day, model_name`` (also for EXPLAIN)."""
         c = logs.c
         day = c.created_at // literal_column(str(SECONDS_PER_DAY), BigInteger)
         consume = literal_column(str(LOG_CONSUME), Integer)
         requests = func.sum(case((c.type == consume, literal_column("1", Integer)), else_=literal_column("0", Integer)))
-        stmt = (
+        return (
             select(day, c.model_name, self._net(), requests)
             .where(self._where(scope, start, end))
             .group_by(day, c.model_name)
         )
+
+    def daily_usage(self, scope: Scope, start: date, end: date) -> list[UsageRow]:
         with self.engine.connect() as connection:
-            rows = connection.execute(stmt).all()
+            rows = connection.execute(self.daily_statement(scope, start, end)).all()
         return [
             UsageRow(EPOCH + timedelta(days=int(d)), model or "", int(net or 0), int(n or 0))
             for d, model, net, n in rows
