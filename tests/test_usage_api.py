@@ -7,6 +7,8 @@ from decimal import Decimal
 
 import pytest
 
+from balance_service.usage.report import scope_forecast
+from balance_service.usage.source import Scope
 from tests.gateway_logs import CONSUME, REFUND, Log, at, seed_november, token_id
 
 USAGE = "/v1/usage"
@@ -283,3 +285,16 @@ def test_an_exhausted_balance_runs_out_today(app, client, auth, create_user, cre
 def test_without_spend_the_forecast_has_no_end(client, auth, create_token, logs):
     forecast = usage(client, auth, create_token(remain_quota=5))["forecast"]
     assert forecast == {"daily_rate": Decimal(0), "days_left": None, "runs_out_on": None}
+
+
+def test_an_alert_check_gets_the_same_forecast_outside_a_request(app, make_app, last_week, flavour):
+    today, _, _, owner = last_week
+    with app.app_context():
+        result = scope_forecast(Scope(user_id=owner), 700000, False)
+    assert (result.days_left, result.runs_out_on) == (
+        (Decimal("14.0"), today + timedelta(days=14))
+        if flavour == "new-api"
+        else (Decimal("10.8"), today + timedelta(10))
+    )
+    with make_app(LOG_DATABASE_URL="sqlite://").app_context():  # no logs table there
+        assert scope_forecast(Scope(user_id=owner), 700000, False) is None

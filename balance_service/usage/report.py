@@ -129,8 +129,13 @@ def present_forecast(result: Forecast) -> dict[str, Any]:
     }
 
 
-def scope_forecast(scope: Scope, remaining_quota: int, unlimited: bool, today: date | None = None) -> Forecast:
-    """The forecast of a scope from the logs (for alert checks); needs an app context."""
+def scope_forecast(scope: Scope, remaining_quota: int, unlimited: bool, today: date | None = None) -> Forecast | None:
+    """The forecast of a scope from the logs, or None when they cannot tell (for alert checks; needs an app context).
+
+    One query (the net spend of ``forecast_window(today)``) after the availability checks.
+    """
+    if logs_unavailable() is not None:
+        return None
     today = today or utc_today()
     return forecast(log_source().net_spend(scope, *forecast_window(today)), remaining_quota, unlimited, today)
 
