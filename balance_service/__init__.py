@@ -63,6 +63,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
     observability.init_app(app)
     db.init_app(app)
+    # The "logs" bind (LOG_DATABASE_URL) only holds gateway tables: create_all() must never touch it,
+    # in this app or (Flask-SQLAlchemy keeps bind keys per extension) in any other.
+    db.metadatas.pop("logs", None)
     register_error_handlers(app)
     limiting = ratelimit.init_app(app)
 

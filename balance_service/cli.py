@@ -13,6 +13,7 @@ from . import operations as ops
 from .alerts.cli import check_alerts_command
 from .extensions import db
 from .units import AmountTooLarge, NotANumber, NotWhole, parse_amount
+from .usage.doctor import doctor_command
 
 
 def _operator_command(func):
@@ -137,3 +138,4 @@ def register_commands(app: Flask) -> None:
     for command in (init_db, create_user, create_token, top_up, disable_token, demo):
         app.cli.add_command(command)
     app.cli.add_command(check_alerts_command)
+    app.cli.add_command(doctor_command)

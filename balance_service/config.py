@@ -18,6 +18,7 @@ from limits import parse_many
 #: developer's own settings cannot change what a test sees).
 ENV_SETTINGS = (
     "DATABASE_URL",
+    "LOG_DATABASE_URL",
     "BALANCE_UNIT",
     "QUOTA_PER_UNIT",
     "USD_EXCHANGE_RATE",
@@ -231,6 +232,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     }
     if url:
         config["SQLALCHEMY_DATABASE_URI"] = url
+    log_url = env.get("LOG_DATABASE_URL", "").strip()
+    if log_url:
+        config["LOG_DATABASE_URL"] = log_url
     return config
 
 
@@ -247,4 +251,12 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
             config.get("DB_STATEMENT_TIMEOUT_MS", 5000),
         ),
     )
+    if config.get("LOG_DATABASE_URL"):
+        # The gateway's request logs in a database of their own (its LOG_SQL_DSN): a second engine,
+        # the "logs" bind, with the same pool and timeout settings as the main one.
+        log_url = config["LOG_DATABASE_URL"] = normalize_database_url(config["LOG_DATABASE_URL"])
+        timeouts = (config.get("DB_CONNECT_TIMEOUT", 3), config.get("DB_STATEMENT_TIMEOUT_MS", 5000))
+        binds = dict(config.get("SQLALCHEMY_BINDS") or {})
+        binds.setdefault("logs", {"url": log_url, **engine_options(log_url, *timeouts)})
+        config["SQLALCHEMY_BINDS"] = binds
     return config

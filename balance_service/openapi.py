@@ -75,6 +75,82 @@ def _alert_schema(with_secret: bool) -> dict[str, Any]:
     }
 
 
+def _usage_schema() -> dict[str, Any]:
+    """The answer of ``GET /v1/usage``."""
+    used = {**_AMOUNT, "description": "Net spend (consumed minus refunded) in `unit`; negative if refunds exceed it."}
+    requests = {"type": "integer", "minimum": 0, "description": "Requests charged (consume rows of the log)."}
+
+    def listing(key: str, key_schema: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "required": [key, "used", "requests"],
+            "additionalProperties": False,
+            "properties": {key: key_schema, "used": used, "requests": requests},
+        }
+
+    forecast = {
+        "type": "object",
+        "required": ["daily_rate", "days_left", "runs_out_on"],
+        "additionalProperties": False,
+        "description": (
+            "At the rate of the 7 whole UTC days before today. `days_left` and `runs_out_on` are null when the "
+            "credit is unlimited or nothing was spent in those days."
+        ),
+        "properties": {
+            "daily_rate": {
+                **_AMOUNT,
+                "minimum": 0,
+                "description": "Net spend of the 7 days before today divided by 7, in `unit` (0 if none).",
+            },
+            "days_left": {
+                "type": ["number", "null"],
+                "minimum": 0,
+                "description": "Remaining credit of the scope divided by the daily rate, rounded down to 0.1 day.",
+            },
+            "runs_out_on": {
+                "type": ["string", "null"],
+                "format": "date",
+                "description": "Today plus the whole days left (UTC); null also when beyond the year 9999.",
+            },
+        },
+    }
+    return {
+        "type": "object",
+        "required": [
+            "success",
+            "scope",
+            "unit",
+            "start_date",
+            "end_date",
+            "total_used",
+            "days",
+            "models",
+            "forecast",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "success": {"const": True},
+            "scope": {"enum": ["account", "key"]},
+            "unit": _UNIT,
+            "start_date": {"type": "string", "format": "date", "description": "First day, included."},
+            "end_date": {"type": "string", "format": "date", "description": "Day after the last, excluded."},
+            "total_used": {**used, "description": "Net spend of the whole range, in `unit`."},
+            "days": {
+                "type": "array",
+                "maxItems": 366,
+                "items": listing("date", {"type": "string", "format": "date"}),
+                "description": "Every UTC day of the range, oldest first; days without requests show 0.",
+            },
+            "models": {
+                "type": "array",
+                "items": listing("model", {"type": "string"}),
+                "description": "Each model with spend or refunds in the range, largest spend first.",
+            },
+            "forecast": forecast,
+        },
+    }
+
+
 _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -143,9 +219,16 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "success": {"const": True},
             "object": {"const": "list"},
-            "total_usage": {**_AMOUNT, "minimum": 0, "description": "Lifetime usage in US cents."},
+            "total_usage": {
+                **_AMOUNT,
+                "description": (
+                    "US cents: the net spend (consumed minus refunded) of the date range, or the lifetime usage "
+                    "without dates. Negative only if refunds in the range exceed what was spent in it."
+                ),
+            },
         },
     },
+    "Usage": _usage_schema(),
     "AlertRequest": {
         "type": "object",
         "description": "A new alert. Unknown fields are refused (400); nothing is stored unless all is valid.",
@@ -265,10 +348,14 @@ _DATE_PARAMETERS = [
         "name": name,
         "in": "query",
         "required": False,
-        "schema": {"type": "string"},
-        "description": "Sent by OpenAI clients (YYYY-MM-DD); accepted and ignored: usage is the lifetime total.",
+        "schema": {"type": "string", "format": "date"},
+        "description": (
+            f"{text} (YYYY-MM-DD, a UTC day), as OpenAI clients send it. Give both for the net spend of "
+            "[start_date, end_date) from the gateway's logs, or neither for the lifetime usage; without a logs "
+            "table or with the gateway's LogConsumeEnabled off, the lifetime usage is reported either way."
+        ),
     }
-    for name in ("start_date", "end_date")
+    for name, text in (("start_date", "First day, included"), ("end_date", "Day after the last, excluded"))
 ]
 
 
@@ -311,7 +398,11 @@ _SUBSCRIPTION_TEXT = (
     "Total credit as OpenAI's billing subscription, always in USD. BILLING_SOURCE chooses whether it is the "
     "key's credit (token, the default) or the owner account's (user)."
 )
-_USAGE_TEXT = "Lifetime usage in US cents, of the key or the account per BILLING_SOURCE."
+_USAGE_TEXT = (
+    "Usage in US cents, of the key or the account per BILLING_SOURCE: the net spend of the date range when "
+    "one is given (from the gateway's request logs; LOG_DATABASE_URL if they have a database of their own), "
+    "else the lifetime usage."
+)
 
 
 def _subscription(operation_id: str) -> dict[str, Any]:
@@ -321,9 +412,19 @@ def _subscription(operation_id: str) -> dict[str, Any]:
 
 
 def _usage(operation_id: str) -> dict[str, Any]:
-    return _authenticated(
-        operation_id, "Billing usage (OpenAI-compatible)", _USAGE_TEXT, "BillingUsage", parameters=_DATE_PARAMETERS
-    )
+    return {
+        "get": _secured(
+            operation_id,
+            "Billing usage (OpenAI-compatible)",
+            _USAGE_TEXT,
+            "balance",
+            {
+                "200": _json("Billing usage (OpenAI-compatible)", _ref("schemas", "BillingUsage")),
+                "400": _json("A malformed date, only one of the two dates, or end_date not after start_date.", _ERROR),
+            },
+            parameters=_DATE_PARAMETERS,
+        )
+    }
 
 
 _DOCUMENT: dict[str, Any] = {
@@ -359,6 +460,60 @@ _DOCUMENT: dict[str, Any] = {
         "/dashboard/billing/subscription": _subscription("getBillingSubscriptionWithoutV1"),
         "/v1/dashboard/billing/usage": _usage("getBillingUsage"),
         "/dashboard/billing/usage": _usage("getBillingUsageWithoutV1"),
+        "/v1/usage": {
+            "get": _secured(
+                "getUsage",
+                "Spend per day and per model, and when the credit runs out",
+                (
+                    "From the gateway's request logs (LOG_DATABASE_URL when they have a database of their own). "
+                    "Amounts are net spend (consumed minus refunded) in BALANCE_UNIT, with the balance endpoints' "
+                    "precision; a refund is negative spend on its own day and model. `days` lists every UTC day "
+                    "of the range, days without requests included (zero), oldest first, so a chart needs no gaps "
+                    "filled. `models` are ordered by spend, largest first. `forecast` divides the net spend of the "
+                    "7 whole UTC days before today by 7 (today's partial day is not counted) and the scope's "
+                    "remaining credit by that rate."
+                ),
+                "balance",
+                {
+                    "200": _json("Usage of the range.", _ref("schemas", "Usage")),
+                    "400": _json(
+                        "A malformed date, end_date not after start_date, more than 366 days, or an unknown scope.",
+                        _ERROR,
+                    ),
+                    "409": _json(
+                        "The gateway's logs cannot tell: there is no logs table (in LOG_DATABASE_URL, if set), or "
+                        "the gateway's LogConsumeEnabled option is off.",
+                        _ERROR,
+                    ),
+                },
+                parameters=[
+                    {
+                        "name": "start_date",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "format": "date"},
+                        "description": "First UTC day, included (YYYY-MM-DD). Default: end_date minus 30 days.",
+                    },
+                    {
+                        "name": "end_date",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "format": "date"},
+                        "description": (
+                            "UTC day after the last one, excluded (YYYY-MM-DD). Default: tomorrow, so that the "
+                            "default range is the last 30 days, today included. At most 366 days after start_date."
+                        ),
+                    },
+                    {
+                        "name": "scope",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"enum": ["account", "key"], "default": "account"},
+                        "description": "The spend of the key's whole account, or of this key only.",
+                    },
+                ],
+            )
+        },
         "/v1/user/balance/alerts": {
             "post": _secured(
                 "createBalanceAlert",

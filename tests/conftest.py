@@ -27,6 +27,7 @@ from balance_service.alerts.models import BalanceAlert
 from balance_service.config import ENV_SETTINGS
 from balance_service.extensions import db as _db
 from balance_service.models import Token, User
+from tests.gateway_logs import GatewayTables
 from tests.helpers import temporary_mariadb_database, temporary_postgres_database
 
 BACKENDS = ["sqlite", "postgresql", "mariadb"]
@@ -268,3 +269,33 @@ def _no_dns_lookups():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket, "getaddrinfo", offline_getaddrinfo)
         yield
+
+
+@pytest.fixture
+def gateway_tables(database_url):
+    """The gateway's ``logs``/``options`` tables (tests/gateway_logs.py) in the test database or at a URL given;
+    dropped after the test, so other tests on the shared database never see them."""
+    made = []
+
+    def factory(url=None):
+        tables = GatewayTables(url or database_url)
+        made.append(tables)
+        return tables
+
+    yield factory
+    for tables in made:
+        tables.drop()
+
+
+@pytest.fixture
+def log_database_url(backend, tmp_path):
+    """A second, empty database on the same backend: where a gateway's ``LOG_SQL_DSN`` would keep the logs.
+
+    Request it before ``gateway_tables`` so that it is torn down after the tables made in it are dropped.
+    """
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gateway-logs.sqlite3'}"
+        return
+    databases = {"postgresql": temporary_postgres_database, "mariadb": temporary_mariadb_database}
+    with databases[backend]() as url:
+        yield url

@@ -138,14 +138,11 @@ def test_quota_per_unit_is_honoured(make_app, auth, create_token):
     assert client.get(USAGE_PATHS[0], headers=auth(key)).get_json()["total_usage"] == 1
 
 
-@pytest.mark.parametrize(
-    "query",
-    ["?start_date=2024-01-01&end_date=2024-02-01", "?start_date=yesterday&end_date=", "?end_date=2024-1-5"],
-)
-def test_date_range_is_accepted_and_ignored(client, auth, create_token, query):
+def test_date_range_without_gateway_logs_reports_the_lifetime_usage(client, auth, create_token):
+    """No ``logs`` table here (a standalone install): ranged usage falls back to lifetime (test_usage_billing.py)."""
     key = create_token(remain_quota=1, used_quota=500000)
     plain = client.get(USAGE_PATHS[0], headers=auth(key))
-    dated = client.get(USAGE_PATHS[0] + query, headers=auth(key))
+    dated = client.get(USAGE_PATHS[0] + "?start_date=2024-01-01&end_date=2024-02-01", headers=auth(key))
     assert dated.status_code == 200
     assert dated.get_json() == plain.get_json()
 

@@ -27,6 +27,8 @@ PUBLIC = [(path, method) for path, method in OPERATIONS if (path, method) not in
 DEAD_DATABASE = "sqlite:////nonexistent-dir/sub/balance.sqlite3"
 ALERTS = "/v1/user/balance/alerts"
 ALERT = "/v1/user/balance/alerts/{alert_id}"
+USAGE = "/v1/usage"
+BILLING_USAGE = ("/v1/dashboard/billing/usage", "/dashboard/billing/usage")
 # A literal public address: accepted without DNS. Creating an alert sends nothing
 # (only `check-alerts` does, and these tests never run it), so no traffic leaves.
 PUBLIC_HOOK = "https://93.184.215.14/hook"
@@ -194,16 +196,50 @@ def alert_deletion_answers(client, make_app, auth, key, create_token):
     return answers
 
 
+def billing_usage_answers(path):
+    def answers(client, make_app, auth, key, create_token):
+        """A malformed date is a 400; a valid range without gateway logs is the lifetime figure (200)."""
+        bad = client.get(path + "?start_date=2025-11-01&end_date=soon", headers=auth(key))
+        ranged = client.get(path + "?start_date=2025-11-01&end_date=2025-12-01", headers=auth(key))
+        assert [bad.status_code, ranged.status_code] == [400, 200]
+        return [bad, ranged]
+
+    return answers
+
+
+def usage_answers(client, make_app, auth, key, create_token):
+    """Bad ranges and scopes are 400s; a log database without a logs table is a 409; both scopes answer."""
+    bad = [
+        client.get(USAGE + query, headers=auth(key))
+        for query in ("?start_date=2025-02-30", "?start_date=2025-12-01&end_date=2025-11-01", "?scope=team")
+    ]
+    assert [r.status_code for r in bad] == [400, 400, 400]
+    no_logs = make_app(LOG_DATABASE_URL="sqlite://").test_client().get(USAGE, headers=auth(key))
+    assert no_logs.status_code == 409
+    scoped = client.get(USAGE + "?scope=key&start_date=2025-01-01&end_date=2026-01-02", headers=auth(key))
+    assert scoped.status_code == 200
+    return [*bad, no_logs, scoped]
+
+
 #: What each operation can answer beyond the refusals every authenticated operation shares.
 OWN_ANSWERS = {
     (ALERTS, "post"): alert_creation_answers,
     (ALERTS, "get"): alert_list_answers,
     (ALERT, "delete"): alert_deletion_answers,
+    (USAGE, "get"): usage_answers,
+    **{
+        (path, "get"): billing_usage_answers(path)
+        for path in ("/v1/dashboard/billing/usage", "/dashboard/billing/usage")
+    },
 }
 
 
 @pytest.mark.parametrize(("path", "method"), AUTHENTICATED)
-def test_authenticated_operations_answer_as_documented(client, make_app, auth, create_user, create_token, path, method):
+def test_authenticated_operations_answer_as_documented(
+    client, make_app, auth, create_user, create_token, gateway_tables, path, method
+):
+    if path == USAGE:  # without the gateway's logs table it answers 409 (usage_answers)
+        gateway_tables().create_logs("new-api")
     good = create_token(user_id=create_user(quota=1500000, used_quota=3), remain_quota=750001, used_quota=1)
     unlimited = create_token(unlimited_quota=True, expired_time=int(time.time()) + 60)
     blocked = create_token(user_id=create_user(status=USER_DISABLED))

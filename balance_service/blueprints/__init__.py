@@ -3,7 +3,7 @@
 from flask import Blueprint
 
 from ..auth import authenticate
-from . import account, alerts, billing, token
+from . import account, alerts, billing, token, usage
 
 api = Blueprint("api", __name__)
 api.before_request(authenticate)
@@ -11,3 +11,4 @@ api.register_blueprint(account.bp)
 api.register_blueprint(token.bp)
 api.register_blueprint(billing.bp)
 api.register_blueprint(alerts.bp)
+api.register_blueprint(usage.bp)

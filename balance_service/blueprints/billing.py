@@ -9,20 +9,23 @@ these clients assume.
 
 ``BILLING_SOURCE`` chooses whose numbers are shown: the key's (``token``, the
 default, like one-api's DisplayTokenStatEnabled) or its owner's account
-(``user``). The ``start_date``/``end_date`` query parameters the clients send
-are accepted and ignored, as one-api does: the gateway tables keep lifetime
-totals only, and refusing a parameter that could not change the answer would
-only break clients that format dates differently.
+(``user``). With ``start_date``/``end_date`` (UTC days, end exclusive, as
+NextChat sends them) the usage is the net spend of that range from the
+gateway's request logs (``balance_service.usage``); without them, or where the
+logs cannot tell (no ``logs`` table, consume logging off), it is the lifetime
+figure of the gateway tables, as one-api reports it.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from flask import Blueprint, Response, current_app, g, jsonify
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..gateway import Balance
 from ..units import billing_amounts
+from ..usage.report import billing_range, ranged_billing_cents
+from ..usage.source import Scope
 
 bp = Blueprint("billing", __name__)
 
@@ -57,6 +60,16 @@ def subscription() -> Response:
 @bp.get("/v1/dashboard/billing/usage")
 @bp.get("/dashboard/billing/usage")
 def usage() -> Response:
-    """Lifetime usage in US cents; ``start_date``/``end_date`` are ignored (see the module docstring)."""
+    """Usage in US cents: of the date range when one is given and the logs can tell, else lifetime."""
+    dates = billing_range(request.args)
+    if dates is not None:
+        token = g.token
+        if current_app.config["BILLING_SOURCE"] == "user":
+            scope = Scope(user_id=g.user.id)
+        else:
+            scope = Scope(user_id=token.user_id, token_id=token.id, token_name=token.name)
+        cents = ranged_billing_cents(scope, *dates)
+        if cents is not None:
+            return jsonify(success=True, object="list", total_usage=cents)
     _, cents = _amounts()
     return jsonify(success=True, object="list", total_usage=cents)

@@ -1,0 +1,36 @@
+"""``GET /v1/usage``: spend per day and per model over a date range, and when the credit runs out.
+
+Read from the gateway's request logs (``balance_service.usage``); the key
+authenticates as for the balance endpoints and nothing is written.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from ..errors import ApiError
+from ..gateway import Balance
+from ..usage.report import usage_range, usage_report, utc_today
+from ..usage.source import Scope
+
+bp = Blueprint("usage", __name__)
+
+SCOPES = ("account", "key")
+
+
+@bp.get("/v1/usage")
+def usage() -> Response:
+    scope_name = request.args.get("scope", "account").strip() or "account"
+    if scope_name not in SCOPES:
+        raise ApiError(400, "scope must be 'account' or 'key'")
+    today = utc_today()
+    start, end = usage_range(request.args, today)
+    token, user = g.token, g.user
+    if scope_name == "key":
+        scope = Scope(user_id=token.user_id, token_id=token.id, token_name=token.name)
+        balance = Balance.of_token(token)
+    else:
+        scope = Scope(user_id=user.id)
+        balance = Balance.of_user(user, current_app.config["UNLIMITED_USER_ROLES"])
+    body = usage_report(scope_name, scope, balance.remaining, balance.unlimited, start, end, today)
+    return jsonify(success=True, **body)

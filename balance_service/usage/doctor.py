@@ -1,0 +1,183 @@
+"""``flask --app wsgi doctor``: what the gateway database holds, and the index the usage queries want.
+
+Read-only: it inspects tables, columns and indexes, reads a few rows of
+``options`` and prints what it found. The ``CREATE INDEX`` it recommends is
+printed for the operator to run (the service never writes gateway tables).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+from sqlalchemy import Engine, inspect, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..extensions import db
+from .source import log_engine, options
+
+#: The gateway options that change what the service should show (gateway-schema.md), with their defaults.
+OPTIONS = {
+    "QuotaPerUnit": "500000",
+    "general_setting.quota_display_type": "USD (new-api); one-api: see DisplayInCurrencyEnabled",
+    "DisplayInCurrencyEnabled": "true",
+    "DisplayTokenStatEnabled": "true",
+    "LogConsumeEnabled": "true",
+}
+
+#: Columns of ``logs`` the usage queries read; ``token_id`` only exists on new-api.
+LOG_COLUMNS = ("user_id", "created_at", "type", "quota", "model_name", "token_name")
+
+
+@dataclass(frozen=True)
+class UsageIndex:
+    """An index the usage queries of one scope want: equality on ``column``, a range on ``created_at``."""
+
+    scope: str
+    column: str
+
+    @property
+    def name(self) -> str:
+        return f"idx_logs_{self.column}_created_at"
+
+    def statement(self, dialect: str) -> str:
+        """The exact statement for the backend: online where the backend can build an index online."""
+        columns = f"({self.column}, created_at)"
+        if dialect == "postgresql":
+            return f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {self.name} ON logs {columns};"
+        if dialect in ("mysql", "mariadb"):
+            return f"ALTER TABLE logs ADD INDEX {self.name} {columns}, ALGORITHM=INPLACE, LOCK=NONE;"
+        return f"CREATE INDEX IF NOT EXISTS {self.name} ON logs {columns};"
+
+
+def _url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _indexes(engine: Engine, table: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(name, columns) of every index on the table, the primary key included."""
+    inspector = inspect(engine)
+    found = [(i["name"] or "?", tuple(c or "?" for c in i["column_names"])) for i in inspector.get_indexes(table)]
+    primary = inspector.get_pk_constraint(table).get("constrained_columns") or []
+    if primary:
+        found.insert(0, ("PRIMARY KEY", tuple(primary)))
+    return found
+
+
+def _serving(indexes: Iterable[tuple[str, tuple[str, ...]]], column: str) -> tuple[str | None, str | None]:
+    """The index that serves ``column = ? AND created_at range`` fully, and one that serves only the equality."""
+    full = partial = None
+    for name, columns in indexes:
+        if columns[:2] == (column, "created_at"):
+            full = full or name
+        elif columns[:1] == (column,):
+            partial = partial or name
+    return full, partial
+
+
+def _read_options(engine: Engine) -> dict[str, str]:
+    stmt = select(options.c.key, options.c.value).where(options.c.key.in_(list(OPTIONS)))
+    with engine.connect() as connection:
+        return {key: value for key, value in connection.execute(stmt)}
+
+
+def inspect_gateway(main: Engine, logs_engine: Engine, separate_logs: bool) -> list[str]:
+    """The report, line by line."""
+    out = ["balance-service doctor (read-only: nothing is written)", ""]
+    tables = set(inspect(main).get_table_names())
+    out.append(f"main database: {_url(main)} ({main.dialect.name})")
+    for table in ("users", "tokens", "options"):
+        out.append(f"  {table:8} {'present' if table in tables else 'MISSING'}")
+
+    out += ["", "gateway options:"]
+    found = _read_options(main) if "options" in tables else {}
+    if "options" not in tables:
+        out.append("  (no options table: the gateway's defaults apply)")
+    for key, default in OPTIONS.items():
+        value = found.get(key)
+        out.append(f"  {key} = {value}" if value is not None else f"  {key}: not set (default {default})")
+    consume_on = found.get("LogConsumeEnabled", "true") == "true"
+    out.append(
+        "  consume logging: on"
+        if consume_on
+        else "  consume logging: OFF (the gateway writes no consume rows: date-ranged billing usage falls back to "
+        "lifetime, GET /v1/usage answers 409)"
+    )
+    qpu = found.get("QuotaPerUnit")
+    configured = current_app.config["QUOTA_PER_UNIT"]
+    if qpu is not None and _number(qpu) != configured:
+        out.append(f"  note: QuotaPerUnit is {qpu} but the service's QUOTA_PER_UNIT is {configured}")
+    token_stat = found.get("DisplayTokenStatEnabled", "true") == "true"
+    source = current_app.config["BILLING_SOURCE"]
+    if token_stat != (source == "token"):
+        out.append(
+            f"  note: DisplayTokenStatEnabled is {'true' if token_stat else 'false'} but the service's "
+            f"BILLING_SOURCE is {source} (the billing endpoints report the {'key' if source == 'token' else 'account'})"
+        )
+
+    where = f"{_url(logs_engine)} (LOG_DATABASE_URL)" if separate_logs else "the main database"
+    out += ["", f"log database: {where} ({logs_engine.dialect.name})"]
+    log_inspector = inspect(logs_engine)
+    if not log_inspector.has_table("logs"):
+        out.append("  logs     MISSING: ranged billing usage falls back to lifetime, GET /v1/usage answers 409")
+        return out
+    columns = {c["name"] for c in log_inspector.get_columns("logs")}
+    new_api = "token_id" in columns
+    flavour = "new-api layout (with token_id)" if new_api else "one-api layout (no token_id)"
+    out.append(f"  logs     present, {flavour}")
+    missing = [c for c in LOG_COLUMNS if c not in columns]
+    if missing:
+        out.append(f"  columns  MISSING {', '.join(missing)}: the usage queries cannot run on this table")
+    indexes = _indexes(logs_engine, "logs")
+    out.append("  indexes:")
+    out += [f"    {name} ({', '.join(cols)})" for name, cols in indexes] or ["    (none)"]
+
+    wanted = [UsageIndex("account", "user_id")]
+    if new_api:
+        wanted.append(UsageIndex("key", "token_id"))
+    else:
+        out.append("  key scope (one-api): user_id and token_name; served by the account's index")
+    out += ["", "usage queries:"]
+    recommend: list[UsageIndex] = []
+    for want in wanted:
+        full, partial = _serving(indexes, want.column)
+        if full:
+            out.append(f"  {want.scope}: {want.column} = ? AND created_at range -> served by {full}")
+            continue
+        recommend.append(want)
+        how = (
+            f"only {want.column} is indexed ({partial}): every row of the {want.scope} is read"
+            if partial
+            else (f"no index on {want.column}: the whole table is scanned")
+        )
+        out.append(f"  {want.scope}: {want.column} = ? AND created_at range -> {how}")
+    out += ["", f"recommended ({logs_engine.dialect.name}):"]
+    if recommend:
+        out += [f"  {want.statement(logs_engine.dialect.name)}" for want in recommend]
+    else:
+        out.append("  nothing: the usage queries have the indexes they need")
+    return out
+
+
+def _number(text: str) -> Decimal | None:
+    try:
+        return Decimal(text.strip())
+    except InvalidOperation:
+        return None
+
+
+@click.command("doctor")
+@with_appcontext
+def doctor_command() -> None:
+    """Inspect the gateway database (read-only) and print the indexes the usage queries need."""
+    try:
+        lines: Sequence[str] = inspect_gateway(
+            db.engine, log_engine(), bool(current_app.config.get("LOG_DATABASE_URL"))
+        )
+    except SQLAlchemyError as e:
+        raise click.ClickException(f"database error: {getattr(e, 'orig', None) or e}") from None
+    click.echo("\n".join(lines))

@@ -1,0 +1,186 @@
+"""The usage figures the endpoints show: date ranges from the query string, amounts in the display unit.
+
+Routes call ``usage_report`` (``GET /v1/usage``) and ``ranged_billing_cents``
+(the OpenAI-style billing usage); both read the logs through ``log_source()``
+and convert quota with the settings ``_conversion()`` returns, the one place
+that knows where the display unit comes from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from flask import current_app
+
+from ..errors import ApiError
+from ..units import CENT_PLACES, DISPLAY_PLACES, conversion, quota_to_unit
+from .forecast import Forecast, forecast, forecast_window
+from .source import Scope, consume_logging_enabled, log_source
+
+#: Longest range ``GET /v1/usage`` answers, in days (a leap year).
+MAX_RANGE_DAYS = 366
+#: ``GET /v1/usage`` without dates: this many days, ending with today (``end_date`` is tomorrow).
+DEFAULT_RANGE_DAYS = 30
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def utc_today() -> date:
+    return datetime.now(UTC).date()
+
+
+def _conversion() -> dict[str, Any]:
+    """Unit, quota per unit and exchange rate, as the balance endpoints read them."""
+    return conversion(current_app.config)
+
+
+def parse_day(name: str, value: str) -> date:
+    """A ``YYYY-MM-DD`` query parameter as a date, or a 400 naming the parameter."""
+    if _DAY.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    shown = value if len(value) <= 40 else value[:40] + "…"
+    raise ApiError(400, f"{name} must be a date as YYYY-MM-DD, got {shown!r}")
+
+
+def _given(args: Mapping[str, str], name: str) -> str | None:
+    value = args.get(name, "").strip()
+    return value or None
+
+
+def _check_order(start: date, end: date) -> None:
+    if end <= start:
+        raise ApiError(400, "end_date must be after start_date (start_date is included, end_date is not)")
+
+
+def billing_range(args: Mapping[str, str]) -> tuple[date, date] | None:
+    """``start_date``/``end_date`` of the billing usage; None when neither is given (lifetime usage)."""
+    start, end = _given(args, "start_date"), _given(args, "end_date")
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        raise ApiError(400, "Give both start_date and end_date (YYYY-MM-DD), or neither for lifetime usage")
+    first, after = parse_day("start_date", start), parse_day("end_date", end)
+    _check_order(first, after)
+    return first, after
+
+
+def usage_range(args: Mapping[str, str], today: date) -> tuple[date, date]:
+    """The range of ``GET /v1/usage``: the last ``DEFAULT_RANGE_DAYS`` days up to tomorrow unless given."""
+    start, end = _given(args, "start_date"), _given(args, "end_date")
+    after = parse_day("end_date", end) if end else today + timedelta(days=1)
+    if start:
+        first = parse_day("start_date", start)
+    else:
+        try:
+            first = after - timedelta(days=DEFAULT_RANGE_DAYS)
+        except OverflowError:
+            raise ApiError(400, "end_date is too early") from None
+    _check_order(first, after)
+    if (after - first).days > MAX_RANGE_DAYS:
+        raise ApiError(400, f"The range may cover at most {MAX_RANGE_DAYS} days")
+    return first, after
+
+
+def logs_unavailable() -> str | None:
+    """Why the gateway's logs cannot tell spend over time, or None when they can."""
+    if not log_source().has_logs():
+        return "the gateway's logs table was not found"
+    if not consume_logging_enabled():
+        return "the gateway does not log consumption (LogConsumeEnabled is false)"
+    return None
+
+
+def ranged_billing_cents(scope: Scope, start: date, end: date) -> Decimal | None:
+    """Net spend over ``[start, end)`` in US cents, or None when the logs cannot answer (lifetime applies).
+
+    The same rounding as the lifetime figure: the USD amount to 6 places, then cents.
+    """
+    if logs_unavailable() is not None:
+        return None
+    net = log_source().net_spend(scope, start, end)
+    settings = {**_conversion(), "unit": "USD", "exchange_rate": Decimal(1)}
+    return (quota_to_unit(net, **settings) * 100).quantize(CENT_PLACES)
+
+
+def _rate_in_unit(rate_quota: Decimal, settings: Mapping[str, Any]) -> Decimal | int:
+    """A fractional quota amount (a daily rate) in the display unit, with the balance endpoints' precision."""
+    if settings["unit"] == "tokens":
+        return int(rate_quota.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    amount = rate_quota / settings["quota_per_unit"]
+    if settings["unit"] == "CNY":
+        amount *= settings["exchange_rate"]
+    return amount.quantize(DISPLAY_PLACES, rounding=ROUND_HALF_UP)
+
+
+def present_forecast(result: Forecast) -> dict[str, Any]:
+    """The ``forecast`` object of the answer, in the display unit."""
+    return {
+        "daily_rate": _rate_in_unit(result.daily_rate, _conversion()),
+        "days_left": result.days_left,
+        "runs_out_on": None if result.runs_out_on is None else result.runs_out_on.isoformat(),
+    }
+
+
+def scope_forecast(scope: Scope, remaining_quota: int, unlimited: bool, today: date | None = None) -> Forecast | None:
+    """The forecast of a scope from the logs, or None when they cannot tell (for alert checks; needs an app context).
+
+    One query (the net spend of ``forecast_window(today)``) after the availability checks.
+    """
+    if logs_unavailable() is not None:
+        return None
+    today = today or utc_today()
+    return forecast(log_source().net_spend(scope, *forecast_window(today)), remaining_quota, unlimited, today)
+
+
+def usage_report(
+    scope_name: str, scope: Scope, remaining_quota: int, unlimited: bool, start: date, end: date, today: date
+) -> dict[str, Any]:
+    """The body of ``GET /v1/usage`` (without ``success``): every day of the range, the models, the forecast."""
+    reason = logs_unavailable()
+    if reason is not None:
+        raise ApiError(409, f"Usage history is not available: {reason}")
+    source = log_source()
+    rows = source.daily_usage(scope, start, end)
+    by_day: dict[date, list[int]] = defaultdict(lambda: [0, 0])
+    by_model: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for row in rows:
+        for bucket in (by_day[row.day], by_model[row.model]):
+            bucket[0] += row.net_quota
+            bucket[1] += row.requests
+    window = forecast_window(today)
+    if start <= window[0] and window[1] <= end:  # the rows already hold the window: no second query
+        recent = sum(row.net_quota for row in rows if window[0] <= row.day < window[1])
+    else:
+        recent = source.net_spend(scope, *window)
+    settings = _conversion()
+
+    def amount(quota: int) -> Decimal | int:
+        return quota_to_unit(quota, **settings)
+
+    days = []
+    for offset in range((end - start).days):
+        day = start + timedelta(days=offset)
+        net, requests = by_day.get(day, (0, 0))
+        days.append({"date": day.isoformat(), "used": amount(net), "requests": requests})
+    models = [
+        {"model": model, "used": amount(net), "requests": requests}
+        for model, (net, requests) in sorted(by_model.items(), key=lambda item: (-item[1][0], item[0]))
+    ]
+    return {
+        "scope": scope_name,
+        "unit": settings["unit"],
+        "start_date": start.isoformat(),
+        "end_date": end.isoformat(),
+        "total_used": amount(sum(net for net, _ in by_model.values())),
+        "days": days,
+        "models": models,
+        "forecast": present_forecast(forecast(recent, remaining_quota, unlimited, today)),
+    }

@@ -1,0 +1,119 @@
+"""``flask doctor``: what the gateway database holds and the index the usage queries want, read-only."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from balance_service.config import normalize_database_url
+
+STATEMENTS = {
+    "sqlite": [
+        "CREATE INDEX IF NOT EXISTS idx_logs_user_id_created_at ON logs (user_id, created_at);",
+        "CREATE INDEX IF NOT EXISTS idx_logs_token_id_created_at ON logs (token_id, created_at);",
+    ],
+    "postgresql": [
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_logs_user_id_created_at ON logs (user_id, created_at);",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_logs_token_id_created_at ON logs (token_id, created_at);",
+    ],
+    "mariadb": [
+        "ALTER TABLE logs ADD INDEX idx_logs_user_id_created_at (user_id, created_at), ALGORITHM=INPLACE, LOCK=NONE;",
+        "ALTER TABLE logs ADD INDEX idx_logs_token_id_created_at (token_id, created_at), ALGORITHM=INPLACE, LOCK=NONE;",
+    ],
+}
+
+
+@pytest.fixture
+def doctor(app):
+    def run(application=None):
+        result = (application or app).test_cli_runner().invoke(args=["doctor"])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    return run
+
+
+def tables_of(url):
+    engine = create_engine(normalize_database_url(url))
+    names = set(inspect(engine).get_table_names())
+    engine.dispose()
+    return names
+
+
+def recommended(output: str) -> list[str]:
+    return [line.strip() for line in output.split("recommended (", 1)[1].splitlines()[1:] if line.strip()]
+
+
+def test_a_new_api_database_gets_both_indexes_recommended_for_its_backend(doctor, gateway_tables, backend):
+    logs = gateway_tables().create_logs("new-api")
+    logs.set_options({"QuotaPerUnit": "500000", "LogConsumeEnabled": "true"})
+    output = doctor()
+    assert "read-only: nothing is written" in output
+    for line in ("  users    present", "  tokens   present", "  options  present", "  QuotaPerUnit = 500000"):
+        assert line in output
+    assert "  DisplayTokenStatEnabled: not set (default true)" in output
+    assert "  consume logging: on" in output
+    assert "  logs     present, new-api layout (with token_id)" in output
+    assert "    idx_created_at_type (created_at, type)" in output
+    assert "    idx_user_id_id (user_id, id)" in output
+    assert "only user_id is indexed" in output and "only token_id is indexed" in output
+    assert recommended(output) == STATEMENTS[backend]
+
+
+def test_once_the_indexes_exist_nothing_more_is_recommended(doctor, gateway_tables, backend):
+    logs = gateway_tables().create_logs("new-api")
+    with logs.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for statement in STATEMENTS[backend]:  # exactly as printed: CONCURRENTLY needs autocommit
+            conn.execute(text(statement))
+    output = doctor()
+    assert "account: user_id = ? AND created_at range -> served by idx_logs_user_id_created_at" in output
+    assert "key: token_id = ? AND created_at range -> served by idx_logs_token_id_created_at" in output
+    assert recommended(output) == ["nothing: the usage queries have the indexes they need"]
+
+
+def test_a_one_api_database_needs_only_the_account_index(doctor, gateway_tables, backend):
+    gateway_tables().create_logs("one-api")
+    output = doctor()
+    assert "  logs     present, one-api layout (no token_id)" in output
+    assert "key scope (one-api): user_id and token_name" in output
+    assert recommended(output) == STATEMENTS[backend][:1]
+
+
+def test_consume_logging_off_and_mismatched_settings_are_pointed_out(doctor, gateway_tables):
+    logs = gateway_tables().create_logs("new-api")
+    logs.set_options({"LogConsumeEnabled": "false", "QuotaPerUnit": "1000000", "DisplayTokenStatEnabled": "false"})
+    output = doctor()
+    assert "  consume logging: OFF" in output
+    assert "  note: QuotaPerUnit is 1000000 but the service's QUOTA_PER_UNIT is 500000" in output
+    assert "  note: DisplayTokenStatEnabled is false but the service's BILLING_SOURCE is token" in output
+
+
+def test_a_database_without_gateway_logs_or_options_is_described(doctor, database_url):
+    output = doctor()
+    assert "  options  MISSING" in output
+    assert "  (no options table: the gateway's defaults apply)" in output
+    assert "  logs     MISSING" in output
+    assert "recommended (" not in output
+
+
+def test_a_separate_log_database_is_inspected_for_the_logs(log_database_url, make_app, doctor, gateway_tables):
+    gateway_tables().create_logs("new-api")  # the main database's empty table, as the gateway leaves it
+    gateway_tables(log_database_url).create_logs("one-api")
+    output = doctor(make_app(LOG_DATABASE_URL=log_database_url))
+    assert "(LOG_DATABASE_URL)" in output
+    assert "  logs     present, one-api layout (no token_id)" in output
+
+
+def test_the_doctor_writes_nothing(doctor, gateway_tables, database_url):
+    logs = gateway_tables().create_logs("new-api")
+    logs.set_options({"LogConsumeEnabled": "false"})
+    tables, rows = tables_of(database_url), logs.dump()
+    doctor()
+    assert (tables_of(database_url), logs.dump()) == (tables, rows)
+
+
+def test_an_unreachable_log_database_is_a_one_line_error(make_app):
+    dead = make_app(LOG_DATABASE_URL="sqlite:////nonexistent-dir/sub/logs.sqlite3")
+    result = dead.test_cli_runner().invoke(args=["doctor"])
+    assert result.exit_code == 1
+    assert "database error" in result.output and "Traceback" not in result.output
