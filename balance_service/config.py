@@ -37,6 +37,7 @@ ENV_SETTINGS = (
     "ALERT_WEBHOOK_TIMEOUT",
     "ALERT_WEBHOOK_ATTEMPTS",
     "ALERT_RETRY_BACKOFF",
+    "ALERT_DNS_TIMEOUT",
 )
 
 UNITS = ("USD", "CNY", "tokens")
@@ -228,6 +229,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "ALERT_RETRY_BACKOFF": _seconds(
             "ALERT_RETRY_BACKOFF", env.get("ALERT_RETRY_BACKOFF", "1"), allow_zero=True, maximum=60
         ),
+        # getaddrinfo has no timeout: a name server that never answers is given up on after this.
+        "ALERT_DNS_TIMEOUT": _seconds("ALERT_DNS_TIMEOUT", env.get("ALERT_DNS_TIMEOUT", "2"), maximum=30),
     }
     if url:
         config["SQLALCHEMY_DATABASE_URI"] = url

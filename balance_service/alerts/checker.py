@@ -137,6 +137,7 @@ def _notify(row: Row, quota: int, now: int) -> tuple[bool, str | None]:
         timeout=cfg["ALERT_WEBHOOK_TIMEOUT"],
         attempts=cfg["ALERT_WEBHOOK_ATTEMPTS"],
         backoff=cfg["ALERT_RETRY_BACKOFF"],
+        dns_timeout=cfg["ALERT_DNS_TIMEOUT"],
     )
     return result.ok, result.error
 

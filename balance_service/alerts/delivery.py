@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from .targets import Target, TargetError, parse_url, resolve
+from .targets import DEFAULT_DNS_TIMEOUT, Target, TargetError, parse_url, resolve
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ def deliver(
     timeout: float,
     attempts: int,
     backoff: float,
+    dns_timeout: float = DEFAULT_DNS_TIMEOUT,
 ) -> DeliveryResult:
     """POST ``body`` to ``url`` up to ``attempts`` times; never raises for a failed delivery.
 
@@ -135,7 +136,7 @@ def deliver(
             time.sleep(backoff * 2 ** (attempt - 2))
         try:
             target = parse_url(url)
-            _attempt(target, resolve(target, allow_private), body, headers, timeout)
+            _attempt(target, resolve(target, allow_private, dns_timeout), body, headers, timeout)
         except TargetError as e:
             if not e.retryable:
                 return DeliveryResult(False, attempt, e.message)

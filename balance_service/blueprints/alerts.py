@@ -85,7 +85,7 @@ def create_alert():
     try:
         # Resolving may be slow: it happens before any database transaction is opened,
         # so no connection sits idle in a transaction meanwhile.
-        check_url(url, current_app.config["ALERT_ALLOW_PRIVATE_TARGETS"])
+        check_url(url, current_app.config["ALERT_ALLOW_PRIVATE_TARGETS"], current_app.config["ALERT_DNS_TIMEOUT"])
     except TargetError as e:
         raise ApiError(400, e.message) from None
     limit = current_app.config["ALERT_MAX_PER_USER"]
