@@ -39,6 +39,7 @@ ENV_SETTINGS = (
     "ALERT_WEBHOOK_ATTEMPTS",
     "ALERT_RETRY_BACKOFF",
     "ALERT_DNS_TIMEOUT",
+    "GATEWAY_LAYOUT_TTL",
 )
 
 UNITS = ("USD", "CNY", "tokens")
@@ -254,6 +255,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # The only bodies the API reads are small alert definitions.
         "MAX_CONTENT_LENGTH": 16 * 1024,
         "BILLING_SOURCE": billing_source,
+        # Seconds before the gateway's table layout (soft delete or not) is inspected again.
+        "GATEWAY_LAYOUT_TTL": _int("GATEWAY_LAYOUT_TTL", env.get("GATEWAY_LAYOUT_TTL", "300"), 0, 86400),
         "AUTH_FAILURE_LIMIT": auth_failure_limit(env.get("AUTH_FAILURE_LIMIT", "20/minute")),
         "RATELIMIT_STORAGE_URI": ratelimit_storage_uri(env.get("RATELIMIT_STORAGE_URI", "")),
         "PROXY_FIX_X_FOR": _int("PROXY_FIX_X_FOR", env.get("PROXY_FIX_X_FOR", "0")),

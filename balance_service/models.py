@@ -6,10 +6,12 @@ that is fine. There is no foreign key: the gateway does not create one.
 
 from __future__ import annotations
 
+import time
+import weakref
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
+from flask import current_app, has_app_context
 from sqlalchemy import CHAR, BigInteger, Boolean, ColumnElement, DateTime, Engine, Integer, String, inspect, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
@@ -106,16 +108,30 @@ def live(model: type[Token] | type[User], soft_delete: bool) -> ColumnElement[bo
     return model.deleted_at.is_(None) if soft_delete else true()
 
 
-@lru_cache(maxsize=32)
+#: Seconds a detected table layout is trusted when the app sets no GATEWAY_LAYOUT_TTL.
+DEFAULT_LAYOUT_TTL = 300
+#: engine → (time.monotonic() of the inspection, (tokens have deleted_at, users have deleted_at))
+_layouts: weakref.WeakKeyDictionary[Engine, tuple[float, tuple[bool, bool]]] = weakref.WeakKeyDictionary()
+
+
 def soft_delete_columns(engine: Engine) -> tuple[bool, bool]:
     """Whether ``tokens`` and ``users`` have ``deleted_at`` (new-api has it, one-api does not).
 
-    Read once per engine and cached, so a balance lookup stays one statement.
-    A failed inspection raises and is not cached, so it is retried next time.
+    Cached per engine so a balance lookup stays one statement, and inspected
+    again once the answer is ``GATEWAY_LAYOUT_TTL`` seconds old: migrating
+    from one-api to new-api adds the column to a live database, and deleted
+    keys must stop working without a restart. A failed inspection raises and
+    is not cached, so it is retried next time.
     """
+    ttl = current_app.config.get("GATEWAY_LAYOUT_TTL", DEFAULT_LAYOUT_TTL) if has_app_context() else DEFAULT_LAYOUT_TTL
+    now = time.monotonic()
+    cached = _layouts.get(engine)
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
     inspector = inspect(engine)
     tokens, users = (
         any(column["name"] == "deleted_at" for column in inspector.get_columns(table))
         for table in (Token.__tablename__, User.__tablename__)
     )
+    _layouts[engine] = (now, (tokens, users))
     return tokens, users

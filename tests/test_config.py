@@ -165,3 +165,10 @@ def test_cors_origins_with_any_other_use_of_regex_characters_stop_the_start_up(v
 
 def test_cors_origins_star_alone_still_means_any_origin():
     assert from_env({"CORS_ORIGINS": " * "})["CORS_ORIGINS"] == "*"
+
+
+def test_the_gateway_layout_is_inspected_again_every_five_minutes_by_default():
+    assert from_env({})["GATEWAY_LAYOUT_TTL"] == 300
+    assert from_env({"GATEWAY_LAYOUT_TTL": "0"})["GATEWAY_LAYOUT_TTL"] == 0
+    with pytest.raises(ConfigError, match="GATEWAY_LAYOUT_TTL"):
+        from_env({"GATEWAY_LAYOUT_TTL": "-1"})

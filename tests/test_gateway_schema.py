@@ -201,3 +201,37 @@ def test_operator_commands_work_on_a_gateway_database(gateway_app):
     assert client.get("/v1/balance", headers={"Authorization": f"Bearer {new_key}"}).status_code == 401
     # A soft-deleted (new-api) or deleted (one-api) account cannot be topped up.
     assert runner.invoke(args=["top-up", "gone", "5"]).exit_code != 0
+
+
+@pytest.fixture
+def one_api_url(backend, tmp_path):
+    """One-api's tables (no deleted_at) and rows."""
+    if backend == "sqlite":
+        yield from _populate(f"sqlite:///{tmp_path / 'one-api.db'}", backend, soft=False)
+    else:
+        with temporary_postgres_database() as url:
+            yield from _populate(url, backend, soft=False)
+
+
+def test_soft_delete_added_to_a_live_database_is_seen_after_the_layout_ttl(backend, one_api_url):
+    """The one-api → new-api migration adds deleted_at while the service runs; no restart is needed."""
+    gateway_url = one_api_url
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": gateway_url, "GATEWAY_LAYOUT_TTL": 1})
+    client = app.test_client()
+    assert get(client, "/v1/balance", ALICE).status_code == 200
+
+    engine = create_engine(gateway_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    with engine.begin() as conn:
+        for table in ("users", "tokens"):
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN deleted_at {DELETED_COLUMN[backend].split()[-1]}"))
+        conn.execute(text("UPDATE tokens SET deleted_at = :t WHERE id = 1"), {"t": DELETED_VALUE[backend]})
+    engine.dispose()
+
+    time.sleep(1.1)
+    refused = get(client, "/v1/balance", ALICE)
+    assert (refused.status_code, refused.get_json()["message"]) == (401, "Invalid token")
+    assert get(client, "/v1/user/balance", BOB).status_code == 200
+    with app.app_context():
+        from balance_service.extensions import db
+
+        db.engine.dispose()

@@ -11,6 +11,7 @@ write them; the service must read them exactly and write nothing.
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pymysql
@@ -231,3 +232,40 @@ def test_refusals_on_a_gorm_mysql_database_write_nothing(gateway):
     with app.app_context():
         db.engine.dispose()
     assert dump(cur) == before
+
+
+@pytest.fixture
+def one_api_gateway(empty_mariadb_database):
+    """One-api's GORM tables (no deleted_at) with rows; yields (url, cursor of a separate client)."""
+    url = make_url(empty_mariadb_database)
+    conn = pymysql.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password or "",
+        database=url.database,
+        charset="utf8mb4",
+        autocommit=True,
+    )
+    with conn.cursor() as cur:
+        for statement in ONE_API_DDL:
+            cur.execute(statement)
+        seed(cur, "one-api", 1000)
+        yield empty_mariadb_database, cur
+    conn.close()
+
+
+def test_soft_delete_added_to_a_live_database_is_seen_after_the_layout_ttl(one_api_gateway):
+    """The one-api → new-api migration adds deleted_at while the service runs; no restart is needed."""
+    url, cur = one_api_gateway
+    app = serve(url, GATEWAY_LAYOUT_TTL=1)
+    assert get(app, "/v1/balance", KEY_RICH).status_code == 200
+    for table in ("users", "tokens"):
+        cur.execute(f"ALTER TABLE `{table}` ADD COLUMN `deleted_at` datetime(3) NULL")
+    cur.execute("UPDATE `tokens` SET `deleted_at` = '2026-01-02 03:04:05.678' WHERE `id` = 1")
+    time.sleep(1.1)
+    refused = get(app, "/v1/balance", KEY_RICH)
+    assert (refused.status_code, refused.get_json()["message"]) == (401, "Invalid token")
+    assert get(app, "/v1/balance", KEY_UNLIMITED).status_code == 200
+    with app.app_context():
+        db.engine.dispose()
