@@ -39,6 +39,9 @@ ENV_SETTINGS = (
     "ALERT_WEBHOOK_ATTEMPTS",
     "ALERT_RETRY_BACKOFF",
     "ALERT_DNS_TIMEOUT",
+    "ALERT_DELIVERY_WORKERS",
+    "ALERT_DELIVERY_DEADLINE",
+    "ALERT_FAILURE_BACKOFF_MAX",
     "GATEWAY_LAYOUT_TTL",
 )
 
@@ -273,6 +276,15 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         ),
         # getaddrinfo has no timeout: a name server that never answers is given up on after this.
         "ALERT_DNS_TIMEOUT": _seconds("ALERT_DNS_TIMEOUT", env.get("ALERT_DNS_TIMEOUT", "2"), maximum=30),
+        # check-alerts: deliveries at once, the time one alert's delivery may take in all, and the
+        # longest a failing alert is held back (its pause doubles from 60 s up to this).
+        "ALERT_DELIVERY_WORKERS": _int("ALERT_DELIVERY_WORKERS", env.get("ALERT_DELIVERY_WORKERS", "8"), 1, 64),
+        "ALERT_DELIVERY_DEADLINE": _seconds(
+            "ALERT_DELIVERY_DEADLINE", env.get("ALERT_DELIVERY_DEADLINE", "30"), maximum=600
+        ),
+        "ALERT_FAILURE_BACKOFF_MAX": _int(
+            "ALERT_FAILURE_BACKOFF_MAX", env.get("ALERT_FAILURE_BACKOFF_MAX", "3600"), 60, 7 * 86400
+        ),
     }
     if url:
         config["SQLALCHEMY_DATABASE_URI"] = url

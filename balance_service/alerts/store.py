@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, text
 
 from ..extensions import db
 from .models import BalanceAlert
+from .schema import ensure_upgraded
 
 #: INTEGER ids; a larger id cannot exist and would be a database error on PostgreSQL.
 MAX_ID = 2**31 - 1
@@ -60,6 +61,11 @@ def account_lock(user_id: int) -> Iterator[None]:
             yield
         finally:
             connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+
+
+def table_up_to_date() -> None:
+    """Add the columns a ``balance_alerts`` table from an earlier version lacks (once per process)."""
+    ensure_upgraded(db.engine)
 
 
 def count_alerts(user_id: int) -> int:

@@ -24,6 +24,13 @@ from ..units import AmountError, NotWhole, conversion, parse_amount, quota_to_un
 
 bp = Blueprint("alerts", __name__)
 
+
+@bp.before_request
+def _table_up_to_date() -> None:
+    """A table from an earlier version gets its new columns before the first use (once per process)."""
+    store.table_up_to_date()
+
+
 _FIELDS = ("threshold", "webhook_url", "scope")
 
 
