@@ -12,7 +12,20 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app, has_app_context
-from sqlalchemy import CHAR, BigInteger, Boolean, ColumnElement, DateTime, Engine, Integer, String, inspect, true
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    func,
+    inspect,
+    literal,
+    true,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.functions import FunctionElement
@@ -101,6 +114,21 @@ def _exact_string_mysql(element: exact_string, compiler: Any, **kw: Any) -> str:
 def key_equals(key: str) -> ColumnElement[bool]:
     """``tokens.key = <key>``, exact and case-sensitive on every backend (see ``exact_string``)."""
     return Token.key == exact_string(key)
+
+
+def or_default(column: Any) -> ColumnElement[Any]:
+    """The column's value, or the gateway's default where it is NULL, labelled with the column's name.
+
+    The gateways declare these columns with a DEFAULT but not NOT NULL, so a
+    row written by hand, by an older version or by another tool can hold NULL;
+    the gateway then reads its default (Go's zero value or the DEFAULT). The
+    defaults are the ones mapped above (``mapped_column(default=...)``).
+    """
+    column = column.property.columns[0] if hasattr(column, "property") else column  # a mapped attribute
+    default = column.default.arg if column.default is not None else None
+    if default is None or callable(default):
+        return column.label(column.key)
+    return func.coalesce(column, literal(default, type_=column.type)).label(column.key)
 
 
 def live(model: type[Token] | type[User], soft_delete: bool) -> ColumnElement[bool]:

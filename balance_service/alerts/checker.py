@@ -39,7 +39,7 @@ from sqlalchemy.orm import Bundle
 
 from ..extensions import db
 from ..gateway import Balance, token_refusal
-from ..models import USER_DISABLED, Token, User, live, soft_delete_columns
+from ..models import USER_DISABLED, Token, User, live, or_default, soft_delete_columns
 from ..units import conversion, quota_to_unit, remaining_for_display
 from .delivery import DeliveryResult, deliver
 from .models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW, BalanceAlert, utcnow
@@ -87,16 +87,22 @@ def _alerts_with_balances() -> list[Row]:
             BalanceAlert.secret,
             BalanceAlert.failures,
             BalanceAlert.next_attempt_at,
-            Bundle("user", User.quota, User.used_quota, User.role, User.status),
-            # All None when the key is gone (outer join): ``row.token.id is None``.
+            # NULLs read as the gateway's defaults, as in the key lookup (models.or_default).
+            Bundle("user", *(or_default(c) for c in (User.quota, User.used_quota, User.role, User.status))),
+            # ``row.token.id`` is None when the key is gone (outer join).
             Bundle(
                 "token",
                 Token.id,
-                Token.remain_quota,
-                Token.used_quota,
-                Token.unlimited_quota,
-                Token.status,
-                Token.expired_time,
+                *(
+                    or_default(c)
+                    for c in (
+                        Token.remain_quota,
+                        Token.used_quota,
+                        Token.unlimited_quota,
+                        Token.status,
+                        Token.expired_time,
+                    )
+                ),
             ),
         )
         .select_from(BalanceAlert)
