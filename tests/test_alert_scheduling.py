@@ -190,6 +190,7 @@ def timed_check(app, now=None):
     return summary, started, time.monotonic() - started
 
 
+@pytest.mark.backend_independent
 def test_never_answering_webhooks_do_not_delay_another_accounts_alert(make_app, create_user, create_token):
     """The report's case: three hung webhooks delayed a victim's alert by 55 s, one alert after another."""
     app = make_app(**SLOW_WEBHOOKS, ALERT_DELIVERY_WORKERS=4)
@@ -205,6 +206,7 @@ def test_never_answering_webhooks_do_not_delay_another_accounts_alert(make_app, 
     assert hung.connections == 3
 
 
+@pytest.mark.backend_independent
 def test_each_accounts_first_alert_goes_before_any_accounts_second(make_app, create_user, create_token):
     """With one delivery at a time, an account with many failing webhooks cannot make others wait behind all of them."""
     app = make_app(**SLOW_WEBHOOKS, ALERT_DELIVERY_WORKERS=1)

@@ -29,6 +29,8 @@ from balance_service.alerts.targets import TargetError, parse_url, resolve
 from balance_service.config import ConfigError, from_env
 from balance_service.extensions import db as _db
 
+pytestmark = pytest.mark.backend_independent
+
 URL = "/v1/user/balance/alerts"
 STALLED = "hooks.stalled.test"
 LIBC_TIMEOUT, LIBC_ATTEMPTS = 5.0, 2
