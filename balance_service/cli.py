@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import operations as ops
 from .alerts.cli import check_alerts_command
+from .alerts.schema import upgrade as upgrade_alerts_table
 from .extensions import db
 from .units import AmountTooLarge, NotANumber, NotWhole, parse_amount
 from .usage.doctor import doctor_command
@@ -53,8 +54,12 @@ def _to_quota(amount: str, unit: str) -> int:
 @click.command("init-db")
 @_operator_command
 def init_db() -> None:
-    """Create the users and tokens tables (standalone installs) and balance_alerts, if absent."""
+    """Create the users and tokens tables (standalone installs) and balance_alerts, if absent.
+
+    An existing balance_alerts table from an earlier version gets the columns it lacks.
+    """
     db.create_all()
+    upgrade_alerts_table(db.engine)
     click.echo(f"tables ready in {db.engine.url.render_as_string(hide_password=True)}")
 
 

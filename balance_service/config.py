@@ -7,6 +7,7 @@ configuration table); nothing else in the package reads ``os.environ``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -38,6 +39,11 @@ ENV_SETTINGS = (
     "ALERT_WEBHOOK_TIMEOUT",
     "ALERT_WEBHOOK_ATTEMPTS",
     "ALERT_RETRY_BACKOFF",
+    "ALERT_DNS_TIMEOUT",
+    "ALERT_DELIVERY_WORKERS",
+    "ALERT_DELIVERY_DEADLINE",
+    "ALERT_FAILURE_BACKOFF_MAX",
+    "GATEWAY_LAYOUT_TTL",
 )
 
 UNITS = ("USD", "CNY", "tokens")
@@ -118,6 +124,46 @@ def _seconds(name: str, raw: str, allow_zero: bool = False, maximum: int | None 
     return float(value)
 
 
+#: ``https://*.example.com`` (optionally with a port): any subdomain of example.com, at any depth.
+_DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_SUBDOMAIN_WILDCARD = re.compile(rf"(https?)://\*\.((?:{_DNS_LABEL}\.)+{_DNS_LABEL})(:\d{{1,5}})?")
+#: What flask-cors would take as a regular expression in an origin string.
+_REGEX_CHARACTERS = frozenset("*\\]?$^[()")
+
+
+def cors_origins(raw: str) -> str | list[str | re.Pattern[str]]:
+    """``CORS_ORIGINS``: ``*`` alone, or comma-separated exact origins and ``https://*.example.com`` entries.
+
+    flask-cors reads any origin containing ``*``, ``?``, ``$``, brackets or a
+    backslash as an unanchored regular expression, so ``https://*.example.com``
+    would also allow ``https://xexample.com.attacker.net``. Such an entry is
+    turned into an anchored, escaped pattern here (one or more subdomain
+    labels, then exactly that domain and port; the bare domain is not
+    included); every other entry with one of those characters stops the
+    service at start-up.
+    """
+    value = raw.strip() or "*"
+    if value == "*":
+        return "*"
+    origins: list[str | re.Pattern[str]] = []
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        if _REGEX_CHARACTERS.isdisjoint(entry):
+            origins.append(entry)
+            continue
+        wildcard = _SUBDOMAIN_WILDCARD.fullmatch(entry.lower())
+        if wildcard is None:
+            raise ConfigError(
+                "CORS_ORIGINS entries are exact origins (https://app.example.com), a subdomain wildcard "
+                f"(https://*.example.com), or '*' alone; got {entry!r}"
+            )
+        scheme, domain, port = wildcard.groups()
+        pattern = rf"{scheme}://(?:{_DNS_LABEL}\.)+{re.escape(domain + (port or ''))}\Z"
+        origins.append(re.compile(pattern, re.IGNORECASE))
+    return origins
+
+
 def ratelimit_storage_uri(raw: str) -> str:
     """``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) or a Redis URL (shared by all workers)."""
     value = raw.strip() or "memory://"
@@ -194,8 +240,6 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         raise ConfigError(f"BALANCE_UNIT must be one of {', '.join(UNITS)}, got {unit!r}")
     roles_raw = env.get("UNLIMITED_USER_ROLES", "").strip()
     roles = frozenset(_int("UNLIMITED_USER_ROLES", r.strip()) for r in roles_raw.split(",") if r.strip())
-    origins_raw = env.get("CORS_ORIGINS", "*").strip() or "*"
-    origins: str | list[str] = "*" if origins_raw == "*" else [o.strip() for o in origins_raw.split(",") if o.strip()]
     connect_timeout = _int("DB_CONNECT_TIMEOUT", env.get("DB_CONNECT_TIMEOUT", "3"), 1)
     statement_timeout = _int("DB_STATEMENT_TIMEOUT_MS", env.get("DB_STATEMENT_TIMEOUT_MS", "5000"), 0)
     url = env.get("DATABASE_URL", "").strip()  # normalized in finalize(), with URLs given by tests
@@ -207,7 +251,7 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "QUOTA_PER_UNIT": _decimal("QUOTA_PER_UNIT", env.get("QUOTA_PER_UNIT", "500000")),
         "USD_EXCHANGE_RATE": _decimal("USD_EXCHANGE_RATE", env.get("USD_EXCHANGE_RATE", "7.3")),
         "UNLIMITED_USER_ROLES": roles,
-        "CORS_ORIGINS": origins,
+        "CORS_ORIGINS": cors_origins(env.get("CORS_ORIGINS", "*")),
         "CORS_MAX_AGE": _int("CORS_MAX_AGE", env.get("CORS_MAX_AGE", "86400")),
         "DB_CONNECT_TIMEOUT": connect_timeout,
         "DB_STATEMENT_TIMEOUT_MS": statement_timeout,
@@ -215,6 +259,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # The only bodies the API reads are small alert definitions.
         "MAX_CONTENT_LENGTH": 16 * 1024,
         "BILLING_SOURCE": billing_source,
+        # Seconds before the gateway's table layout (soft delete or not) is inspected again.
+        "GATEWAY_LAYOUT_TTL": _int("GATEWAY_LAYOUT_TTL", env.get("GATEWAY_LAYOUT_TTL", "300"), 0, 86400),
         "AUTH_FAILURE_LIMIT": auth_failure_limit(env.get("AUTH_FAILURE_LIMIT", "20/minute")),
         "RATELIMIT_STORAGE_URI": ratelimit_storage_uri(env.get("RATELIMIT_STORAGE_URI", "")),
         "PROXY_FIX_X_FOR": _int("PROXY_FIX_X_FOR", env.get("PROXY_FIX_X_FOR", "0")),
@@ -228,6 +274,17 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "ALERT_WEBHOOK_ATTEMPTS": _int("ALERT_WEBHOOK_ATTEMPTS", env.get("ALERT_WEBHOOK_ATTEMPTS", "3"), 1, 10),
         "ALERT_RETRY_BACKOFF": _seconds(
             "ALERT_RETRY_BACKOFF", env.get("ALERT_RETRY_BACKOFF", "1"), allow_zero=True, maximum=60
+        ),
+        # getaddrinfo has no timeout: a name server that never answers is given up on after this.
+        "ALERT_DNS_TIMEOUT": _seconds("ALERT_DNS_TIMEOUT", env.get("ALERT_DNS_TIMEOUT", "2"), maximum=30),
+        # check-alerts: deliveries at once, the time one alert's delivery may take in all, and the
+        # longest a failing alert is held back (its pause doubles from 60 s up to this).
+        "ALERT_DELIVERY_WORKERS": _int("ALERT_DELIVERY_WORKERS", env.get("ALERT_DELIVERY_WORKERS", "8"), 1, 64),
+        "ALERT_DELIVERY_DEADLINE": _seconds(
+            "ALERT_DELIVERY_DEADLINE", env.get("ALERT_DELIVERY_DEADLINE", "30"), maximum=600
+        ),
+        "ALERT_FAILURE_BACKOFF_MAX": _int(
+            "ALERT_FAILURE_BACKOFF_MAX", env.get("ALERT_FAILURE_BACKOFF_MAX", "3600"), 60, 7 * 86400
         ),
     }
     if url:

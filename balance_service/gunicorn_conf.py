@@ -62,6 +62,29 @@ def on_starting(server):
             os.remove(os.path.join(directory, name))
 
 
+#: AUTH_FAILURE_LIMIT values that switch the limiter off (as balance_service/config.py reads them).
+_LIMIT_OFF = ("", "0", "off", "none", "false")
+
+
+def when_ready(server):
+    """Warn when several workers each keep failed-auth counts of their own (RATELIMIT_STORAGE_URI memory://).
+
+    Each worker then allows a client the whole AUTH_FAILURE_LIMIT, and a worker
+    recycled after ``max_requests`` forgets its counts. Read from the
+    environment here, without importing the package (see the module docstring).
+    """
+    storage = os.environ.get("RATELIMIT_STORAGE_URI", "").strip() or "memory://"
+    limit_on = os.environ.get("AUTH_FAILURE_LIMIT", "20/minute").strip().lower() not in _LIMIT_OFF
+    if server.cfg.workers > 1 and limit_on and storage.startswith("memory"):
+        server.log.warning(
+            "AUTH_FAILURE_LIMIT is counted in memory by each of the %d workers: a client gets up to %d times "
+            "the limit, and a recycled worker forgets its counts. Production sets RATELIMIT_STORAGE_URI to a "
+            "Redis URL.",
+            server.cfg.workers,
+            server.cfg.workers,
+        )
+
+
 def child_exit(server, worker):
     """A worker is gone: drop its live-gauge files (its counters stay in the sums)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -70,8 +70,17 @@ class RedactKeys(logging.Filter):
         return True
 
 
+#: Characters JSON leaves as they are but that line-oriented readers (Python's ``splitlines``,
+#: JavaScript, many log shippers) take as line breaks; written as ``\uXXXX`` escapes instead.
+_LINE_BREAKS = str.maketrans({c: f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"})
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, on one line; time in UTC with milliseconds."""
+    """One JSON object per record, on one line; time in UTC with milliseconds.
+
+    JSON escapes control characters but not U+0085, U+2028 or U+2029; a client
+    can put them in a path, so they are escaped here and a line stays one line.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -92,7 +101,7 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return json.dumps(entry, ensure_ascii=False, default=str).translate(_LINE_BREAKS)
 
 
 class _StderrHandler(logging.StreamHandler):

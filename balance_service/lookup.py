@@ -13,7 +13,7 @@ from sqlalchemy import Row, Select, and_, bindparam, inspect, select
 
 from .extensions import db
 from .gateway import KeyRejected
-from .models import Token, User, exact_string, live, soft_delete_columns
+from .models import Token, User, exact_string, live, or_default, soft_delete_columns
 
 
 def lookup(key: str) -> tuple[Token, User | None]:
@@ -43,11 +43,13 @@ def _lookup_statement(tokens_soft: bool, users_soft: bool) -> tuple[Select, tupl
     Soft-deleted rows are filtered in SQL and ``deleted_at`` is never selected:
     the gateways write it in formats that vary by driver and version. The key
     is compared exactly (case and all) on every backend, see ``exact_string``.
+    A NULL in a column with a gateway default comes back as that default
+    (``or_default``), so no caller ever sees a NULL quota, status or expiry.
     """
     parts = []
     for model in (Token, User):
         attrs = [a for a in inspect(model).column_attrs if a.key != "deleted_at"]
-        parts.append((tuple(a.key for a in attrs), [a.columns[0] for a in attrs]))
+        parts.append((tuple(a.key for a in attrs), [or_default(a.columns[0]) for a in attrs]))
     (token_attrs, token_columns), (user_attrs, user_columns) = parts
     tokens, users = Token.__table__, User.__table__
     owner = and_(users.c.id == tokens.c.user_id, live(User, users_soft))

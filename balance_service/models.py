@@ -6,11 +6,26 @@ that is fine. There is no foreign key: the gateway does not create one.
 
 from __future__ import annotations
 
+import time
+import weakref
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import CHAR, BigInteger, Boolean, ColumnElement, DateTime, Engine, Integer, String, inspect, true
+from flask import current_app, has_app_context
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    func,
+    inspect,
+    literal,
+    true,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.functions import FunctionElement
@@ -101,21 +116,50 @@ def key_equals(key: str) -> ColumnElement[bool]:
     return Token.key == exact_string(key)
 
 
+def or_default(column: Any) -> ColumnElement[Any]:
+    """The column's value, or the gateway's default where it is NULL, labelled with the column's name.
+
+    The gateways declare these columns with a DEFAULT but not NOT NULL, so a
+    row written by hand, by an older version or by another tool can hold NULL;
+    the gateway then reads its default (Go's zero value or the DEFAULT). The
+    defaults are the ones mapped above (``mapped_column(default=...)``).
+    """
+    column = column.property.columns[0] if hasattr(column, "property") else column  # a mapped attribute
+    default = column.default.arg if column.default is not None else None
+    if default is None or callable(default):
+        return column.label(column.key)
+    return func.coalesce(column, literal(default, type_=column.type)).label(column.key)
+
+
 def live(model: type[Token] | type[User], soft_delete: bool) -> ColumnElement[bool]:
     """``deleted_at IS NULL`` where the table has soft delete (new-api), else TRUE (one-api)."""
     return model.deleted_at.is_(None) if soft_delete else true()
 
 
-@lru_cache(maxsize=32)
+#: Seconds a detected table layout is trusted when the app sets no GATEWAY_LAYOUT_TTL.
+DEFAULT_LAYOUT_TTL = 300
+#: engine → (time.monotonic() of the inspection, (tokens have deleted_at, users have deleted_at))
+_layouts: weakref.WeakKeyDictionary[Engine, tuple[float, tuple[bool, bool]]] = weakref.WeakKeyDictionary()
+
+
 def soft_delete_columns(engine: Engine) -> tuple[bool, bool]:
     """Whether ``tokens`` and ``users`` have ``deleted_at`` (new-api has it, one-api does not).
 
-    Read once per engine and cached, so a balance lookup stays one statement.
-    A failed inspection raises and is not cached, so it is retried next time.
+    Cached per engine so a balance lookup stays one statement, and inspected
+    again once the answer is ``GATEWAY_LAYOUT_TTL`` seconds old: migrating
+    from one-api to new-api adds the column to a live database, and deleted
+    keys must stop working without a restart. A failed inspection raises and
+    is not cached, so it is retried next time.
     """
+    ttl = current_app.config.get("GATEWAY_LAYOUT_TTL", DEFAULT_LAYOUT_TTL) if has_app_context() else DEFAULT_LAYOUT_TTL
+    now = time.monotonic()
+    cached = _layouts.get(engine)
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
     inspector = inspect(engine)
     tokens, users = (
         any(column["name"] == "deleted_at" for column in inspector.get_columns(table))
         for table in (Token.__tablename__, User.__tablename__)
     )
+    _layouts[engine] = (now, (tokens, users))
     return tokens, users

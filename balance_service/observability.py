@@ -17,6 +17,8 @@ import uuid
 from flask import Flask, Response, current_app, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from .logging_setup import redact
+
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 #: Methods that get their own label value; anything else a client invents is "other".
@@ -87,8 +89,10 @@ def finish_request(response: Response) -> Response:
     metrics.latency.labels(route=route).observe(duration)
     if access_log.isEnabledFor(logging.INFO):
         # Deliberately no headers at all: Authorization carries the key. A key
-        # pasted into the path is masked by the RedactKeys filter of the log handlers.
-        path = request.path[:_MAX_LOGGED_PATH]
+        # pasted into the path is masked here, before the path is cut: cut first,
+        # a key's first characters before the cut would be too short to look
+        # like a key to the RedactKeys filter of the log handlers.
+        path = redact(request.path)[:_MAX_LOGGED_PATH]
         fields = {
             "method": request.method[:16],
             "route": route,

@@ -49,7 +49,11 @@ def _alert_schema(with_secret: bool) -> dict[str, Any]:
         },
         "threshold": {**_AMOUNT, "minimum": 0, "description": "In `unit`."},
         "unit": _UNIT,
-        "webhook_url": {"type": "string", "format": "uri"},
+        "webhook_url": {
+            "type": ["string", "null"],
+            "format": "uri",
+            "description": "Null only for an alert stored before the service recorded which key created it.",
+        },
         "state": {
             "enum": [STATE_ABOVE, STATE_BELOW],
             "description": "Where the balance was at the last check; `above` means armed (notifies on falling below).",
@@ -534,8 +538,9 @@ _DOCUMENT: dict[str, Any] = {
             ),
             "get": _secured(
                 "listBalanceAlerts",
-                "List the account's balance alerts",
-                "Every alert of the key's owner, whichever of its keys created it; never the secrets.",
+                "List the key's balance alerts",
+                "The alerts this key created (an account-scoped one still watches the whole account), and the "
+                "account's alerts stored before creators were recorded, without their URL; never the secrets.",
                 "alerts",
                 {"200": _json("The alerts, oldest first.", _ref("schemas", "AlertList"))},
             ),
@@ -544,12 +549,12 @@ _DOCUMENT: dict[str, Any] = {
             "delete": _secured(
                 "deleteBalanceAlert",
                 "Delete a balance alert",
-                "Deletes one of the account's alerts; another account's alert is answered like a missing one.",
+                "Deletes one of the alerts this key created; another key's alert is answered like a missing one.",
                 "alerts",
                 {
                     "200": _json("Deleted.", _ref("schemas", "AlertDeleted")),
                     "404": _json(
-                        "No such alert of this account (missing or someone else's), or the key's owner does not exist.",
+                        "No such alert of this key (missing or another key's), or the key's owner does not exist.",
                         _ERROR,
                     ),
                 },

@@ -1,7 +1,10 @@
 """Operator actions behind the CLI: create accounts and keys, top up, disable.
 
 Top-ups are a single ``UPDATE … SET quota = quota + n`` so concurrent top-ups
-(and the gateway's own concurrent debits) can never lose an update.
+(and the gateway's own concurrent debits) can never lose an update. The same
+statement refuses a sum beyond the BIGINT range in its WHERE clause: SQLite
+would store such a sum as a REAL (and lose later top-ups to rounding),
+PostgreSQL and MariaDB would fail with an overflow error.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import string
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import case, func, insert, update
-from sqlalchemy.orm import defer
+from sqlalchemy import ColumnElement, case, func, insert, update
+from sqlalchemy.orm import InstrumentedAttribute, defer
 
 from .extensions import db
 from .gateway import InvalidKey, normalize_key
@@ -29,6 +32,7 @@ from .models import (
     live,
     soft_delete_columns,
 )
+from .units import MAX_QUOTA
 
 _KEY_ALPHABET = string.ascii_letters + string.digits
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -127,14 +131,39 @@ def create_token(
     return token, "sk-" + key
 
 
+def _current(column: InstrumentedAttribute[int]) -> ColumnElement[int]:
+    """The column's value, a NULL (which the gateway reads as 0) counting as 0."""
+    return func.coalesce(column, 0)
+
+
+def _top_up(model, row_id: int, column: InstrumentedAttribute[int], amount: int, **values) -> int:
+    """``column += amount`` in one UPDATE whose WHERE refuses a result past the BIGINT range.
+
+    The range check and the write are one statement, so a concurrent top-up or
+    debit between a read and a write cannot slip past the check.
+    """
+    if amount <= 0:
+        raise OperationError("amount must be positive")
+    if amount > MAX_QUOTA:
+        raise OperationError(f"amount is more than a quota column can hold ({MAX_QUOTA})")
+    result = db.session.execute(
+        update(model)
+        .where(model.id == row_id, _current(column) <= MAX_QUOTA - amount)
+        .values({column: _current(column) + amount, **values})
+    )
+    db.session.commit()
+    if result.rowcount != 1:
+        raise OperationError(
+            f"top-up refused: the result would be more than {MAX_QUOTA}, the most a quota column holds; nothing changed"
+        )
+    return db.session.execute(db.select(column).where(model.id == row_id)).scalar_one()
+
+
 def top_up_user(name_or_id: str, amount: int) -> int:
     """Add ``amount`` quota to a user atomically; returns the quota after the top-up."""
     if amount <= 0:
         raise OperationError("amount must be positive")
-    user_id = find_user(name_or_id).id
-    db.session.execute(update(User).where(User.id == user_id).values(quota=User.quota + amount))
-    db.session.commit()
-    return db.session.execute(db.select(User.quota).where(User.id == user_id)).scalar_one()
+    return _top_up(User, find_user(name_or_id).id, User.quota, amount)
 
 
 def _token_id(key: str) -> int:
@@ -154,17 +183,8 @@ def top_up_token(key: str, amount: int) -> int:
     """Add ``amount`` to a key's remaining quota atomically; an exhausted key becomes enabled again."""
     if amount <= 0:
         raise OperationError("amount must be positive")
-    token_id = _token_id(key)
-    db.session.execute(
-        update(Token)
-        .where(Token.id == token_id)
-        .values(
-            remain_quota=Token.remain_quota + amount,
-            status=case((Token.status == TOKEN_EXHAUSTED, TOKEN_ENABLED), else_=Token.status),
-        )
-    )
-    db.session.commit()
-    return db.session.execute(db.select(Token.remain_quota).where(Token.id == token_id)).scalar_one()
+    status = case((Token.status == TOKEN_EXHAUSTED, TOKEN_ENABLED), else_=Token.status)
+    return _top_up(Token, _token_id(key), Token.remain_quota, amount, status=status)
 
 
 def disable_token(key: str) -> None:

@@ -7,14 +7,22 @@ leaves the window, valid keys included: a client guessing keys must not learn
 from a ``200`` that one guess was right. Health probes and ``/metrics`` are
 never blocked.
 
+Clients are counted by address, IPv6 ones by their /64 network: one IPv6
+host usually holds a whole /64 and could otherwise take a fresh address (and a
+fresh budget) per attempt. A request without an address (gunicorn bound to a
+unix socket, no trusted proxy header) is neither counted nor blocked: all such
+clients would share one count and lock each other out.
+
 The counts live in ``RATELIMIT_STORAGE_URI``: in memory (each gunicorn worker
-counts on its own) or in Redis (one count for all workers and hosts). If Redis
-is unreachable the check lets requests through: the limiter is a brake, not a
-gate, and must not take the service down with it.
+counts on its own, and a worker recycled after ``max_requests`` forgets its
+counts) or in Redis (one count for all workers and hosts; what production
+uses). If Redis is unreachable the check lets requests through: the limiter is
+a brake, not a gate, and must not take the service down with it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -72,15 +80,33 @@ def _guarded() -> bool:
     return _GUARDED_BLUEPRINT in request.blueprints and request.method != "OPTIONS"
 
 
-def _client_address() -> str:
-    return request.remote_addr or "unknown"
+#: A client address that is not an IP (a misconfigured proxy header) is counted as text, this long at most.
+_MAX_ADDRESS_LENGTH = 64
+
+
+def client_key(address: str | None) -> str | None:
+    """What a client is counted by: its IPv4 address or its IPv6 /64 network; None without an address."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:_MAX_ADDRESS_LENGTH]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
 
 
 def refuse_blocked_client() -> Response | None:
     """``before_request``: a blocked address gets 429 before its key is even looked up."""
     if not _guarded():
         return None
-    retry_after = current_app.extensions[_EXTENSION].retry_after(_client_address())
+    address = client_key(request.remote_addr)
+    if address is None:
+        return None
+    retry_after = current_app.extensions[_EXTENSION].retry_after(address)
     if retry_after is None:
         return None
     response = jsonify(error_body(MESSAGE))
@@ -91,8 +117,9 @@ def refuse_blocked_client() -> Response | None:
 
 def count_failed_auth(response: Response) -> Response:
     """``after_request``: count the 401s of the guarded blueprints."""
-    if response.status_code == 401 and _guarded():
-        current_app.extensions[_EXTENSION].record_failure(_client_address())
+    address = client_key(request.remote_addr)
+    if response.status_code == 401 and _guarded() and address is not None:
+        current_app.extensions[_EXTENSION].record_failure(address)
     return response
 
 

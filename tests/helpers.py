@@ -232,3 +232,32 @@ def run_concurrently(targets: list[Callable[[], object]], timeout: float = 120) 
         thread.join(timeout=timeout)
     assert not any(thread.is_alive() for thread in threads), "a thread did not finish"
     assert not errors, errors
+
+
+@contextmanager
+def recording_receiver() -> Iterator[tuple[str, list[dict]]]:
+    """A webhook receiver on a free loopback port that answers 204; yields (URL, JSON bodies received)."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -138,6 +138,13 @@ def set_token(app, key, **values):
         _db.session.commit()
 
 
+def pause_over(app):
+    """A failed alert is held back for a while (test_alert_scheduling.py); here that time has passed."""
+    with app.app_context():
+        _db.session.execute(update(BalanceAlert).values(next_attempt_at=None))
+        _db.session.commit()
+
+
 def listed(app, key):
     response = app.test_client().get(URL, headers={"Authorization": f"Bearer {key}"})
     return response.get_json()["alerts"]
@@ -260,6 +267,9 @@ def test_a_delivery_that_keeps_failing_is_recorded_and_sent_again_next_run(app, 
     assert alert["last_error"] == "the webhook answered HTTP 503"
     assert alert["last_notified_at"] is None
 
+    assert "1 held back" in run_check(app).output
+    assert len(receiver.requests) == 3
+    pause_over(app)
     assert run_check(app).exit_code == 0
     assert len(receiver.requests) == 4
     [alert] = listed(app, key)
@@ -445,6 +455,7 @@ def test_https_webhooks_check_the_certificate_against_the_url_host(
         assert all("CERTIFICATE_VERIFY_FAILED" in a["last_error"] for a in listed(app, api_key))
 
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now trusted, like a real CA's certificate
+        pause_over(app)
         assert run_check(app).exit_code == 1
         [request] = receiver.requests
         assert request.headers["host"] == f"localhost:{by_name.split(':')[2].split('/')[0]}"
@@ -511,6 +522,7 @@ def test_an_unexpected_error_while_sending_counts_as_a_failed_delivery(
     assert "ValueError" in caplog.text
     assert alert["secret"] not in caplog.text and key[3:7] not in caplog.text
 
+    pause_over(app)
     assert run_check(app).exit_code == 0
     assert len(receiver.requests) == 1
     assert listed(app, key)[0]["state"] == "below"

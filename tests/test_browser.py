@@ -193,8 +193,12 @@ def open_page(page: Page, page_origin: str, service_url: str) -> None:
 
 
 def check_balance(page: Page, key: str) -> None:
+    """Fill in the key and check; agree to send it when the page asks (the service came from ``?api=``)."""
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Check balance").click()
+    # The question is put up synchronously by the submit handler, before any request.
+    if page.get_by_test_id("confirm-origin").is_visible():
+        page.get_by_test_id("confirm-send").click()
     expect(page.get_by_test_id("results")).to_have_attribute("data-state", "done")
 
 
@@ -320,7 +324,8 @@ def test_the_key_is_remembered_only_in_session_storage_and_only_when_asked(page,
 
     page.get_by_label("Remember in this tab").check()
     check_balance(page, key)
-    assert page.evaluate("() => Object.values(sessionStorage)") == [key]
+    stored = page.evaluate("() => Object.values(sessionStorage)")
+    assert [json.loads(value) for value in stored] == [{"key": key, "origin": service.url}]
     assert page.evaluate("() => localStorage.length") == 0
     assert page.context.cookies() == []
 
@@ -337,3 +342,120 @@ def test_the_service_url_defaults_to_the_pages_own_origin(page, page_origin):
     expect(page.get_by_label("Service URL")).to_have_value(page_origin)
     expect(page.get_by_label("API key")).to_have_attribute("type", "password")
     expect(page.get_by_label("API key")).to_have_attribute("autocomplete", "off")
+
+
+def service_requests(traffic: Traffic, service: Service) -> list:
+    return [(method, url) for method, url, _ in traffic.requests if url.startswith(service.url + "/")]
+
+
+def test_a_service_url_from_the_link_asks_before_the_key_is_sent(page, traffic, page_origin, service):
+    """``?api=`` on someone else's link must not get a key in one click."""
+    key = service.keys["limited"]
+    open_page(page, page_origin, service.url)
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Check balance").click()
+
+    question = page.get_by_test_id("confirm-origin")
+    expect(question).to_be_visible()
+    expect(question).to_contain_text(f"set the service to {service.url}")
+    expect(page.get_by_test_id("confirm-send")).to_have_text(f"Send key to {service.url}")
+    page.get_by_test_id("confirm-cancel").click()
+    expect(question).to_be_hidden()
+    expect(page.get_by_test_id("results")).to_be_hidden()
+
+    # Asked again until the user agrees; nothing went to the service meanwhile.
+    page.get_by_role("button", name="Check balance").click()
+    expect(question).to_be_visible()
+    page.wait_for_timeout(300)
+    assert service_requests(traffic, service) == []
+
+    page.get_by_test_id("confirm-send").click()
+    expect(page.get_by_test_id("token-card").get_by_test_id("balance")).to_have_text("2.469134 USD")
+    # Agreed once for this origin on this page load: the next check goes straight out.
+    page.get_by_role("button", name="Check balance").click()
+    expect(question).to_be_hidden()
+    expect(page.get_by_test_id("results")).to_have_attribute("data-state", "done")
+    gets = [r for r in service_requests(traffic, service) if r[0] == "GET"]
+    assert len(gets) == 4
+
+
+def test_a_service_url_the_user_typed_is_not_asked_about(page, traffic, page_origin, service):
+    page.goto(f"{page_origin}/index.html")
+    expect(page.locator("#balance-form")).to_have_attribute("data-ready", "true")
+    page.get_by_label("Service URL").fill(service.url)
+    page.get_by_label("API key").fill(service.keys["limited"])
+    page.get_by_role("button", name="Check balance").click()
+    expect(page.get_by_test_id("token-card").get_by_test_id("balance")).to_have_text("2.469134 USD")
+    expect(page.get_by_test_id("confirm-origin")).to_be_hidden()
+
+
+def test_a_link_naming_the_pages_own_origin_is_not_asked_about(page, traffic, page_origin):
+    open_page(page, page_origin, page_origin)
+    page.get_by_label("API key").fill(INVALID_KEY)
+    page.get_by_role("button", name="Check balance").click()
+    expect(page.get_by_test_id("results")).to_have_attribute("data-state", "done")
+    expect(page.get_by_test_id("confirm-origin")).to_be_hidden()
+    assert any(u == page_origin + "/v1/balance" for _, u, _ in traffic.requests)
+
+
+def test_a_remembered_key_is_not_restored_for_another_service(page, traffic, page_origin, service):
+    key = service.keys["limited"]
+    open_page(page, page_origin, service.url)
+    page.get_by_label("Remember in this tab").check()
+    check_balance(page, key)
+
+    # The same tab follows a link that names another service: the key stays out of the form.
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        other = f"http://127.0.0.1:{reserved.getsockname()[1]}"
+        open_page(page, page_origin, other)
+        expect(page.get_by_label("API key")).to_have_value("")
+        expect(page.get_by_label("Remember in this tab")).not_to_be_checked()
+
+    # Back on the service it was remembered for, it is there again.
+    open_page(page, page_origin, service.url)
+    expect(page.get_by_label("API key")).to_have_value(key)
+
+
+def test_a_remembered_key_is_never_sent_to_another_origin(page, traffic, page_origin, service):
+    key = service.keys["limited"]
+    open_page(page, page_origin, service.url)
+    page.get_by_label("Remember in this tab").check()
+    check_balance(page, key)
+    page.reload()
+    expect(page.get_by_label("API key")).to_have_value(key)
+
+    # The user (or a script on a shared screen) points the form elsewhere: the restored key is not sent.
+    elsewhere = "http://127.0.0.2:9"
+    page.get_by_label("Service URL").fill(elsewhere)
+    before = len(traffic.requests)
+    page.get_by_role("button", name="Check balance").click()
+    error = page.get_by_test_id("form-error")
+    expect(error).to_have_text(f"The remembered key belongs to {service.url}. Type the key to send it to {elsewhere}.")
+    expect(page.get_by_label("API key")).to_have_value("")
+    page.wait_for_timeout(300)
+    assert [u for _, u, _ in traffic.requests[before:] if u.startswith(elsewhere)] == []
+
+
+@pytest.mark.parametrize(
+    ("pasted", "message"),
+    [
+        ("\u200b", "it contains an invisible character (such as a zero-width space)"),
+        ("\ufeff", "it contains an invisible character"),
+        (" x", "a key is sk- followed by letters and digits"),
+        ("é", "a key is sk- followed by letters and digits"),
+    ],
+)
+def test_a_malformed_key_is_named_as_such_before_anything_is_sent(page, traffic, page_origin, service, pasted, message):
+    """A zero-width space cannot go in an HTTP header: fetch failed and the page blamed the network or CORS."""
+    key = service.keys["limited"]
+    open_page(page, page_origin, service.url)
+    page.get_by_label("API key").fill(key[:10] + pasted + key[10:])
+    page.get_by_role("button", name="Check balance").click()
+    error = page.get_by_test_id("form-error")
+    expect(error).to_contain_text("This API key is malformed")
+    expect(error).to_contain_text(message)
+    expect(page.get_by_label("API key")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_test_id("confirm-origin")).to_be_hidden()
+    expect(page.get_by_test_id("results")).to_be_hidden()
+    assert service_requests(traffic, service) == []

@@ -158,3 +158,43 @@ def test_disable_token_stores_the_status_the_gateway_reads_as_disabled(app, cli,
     with app.app_context():
         status = db.session.execute(db.select(Token.status).where(Token.key == key[3:])).scalar_one()
     assert status == 2  # the gateway's number, not the service's constant: they must agree
+
+
+BIGINT_MAX = 2**63 - 1
+
+
+def test_a_user_top_up_past_the_bigint_range_is_refused_and_changes_nothing(cli, app, create_user):
+    """SQLite used to store the sum as a REAL; PostgreSQL and MariaDB failed with an overflow."""
+    create_user(username="ivy", quota=BIGINT_MAX - 10)
+    result = cli("top-up", "ivy", "11")
+    assert result.exit_code == 1
+    assert "top-up refused: the result would be more than 9223372036854775807" in result.output
+    assert "database error" not in result.output
+    quota = _user(app, "ivy").quota
+    assert (type(quota), quota) == (int, BIGINT_MAX - 10)
+
+    assert cli("top-up", "ivy", "10").exit_code == 0
+    quota = _user(app, "ivy").quota
+    assert (type(quota), quota) == (int, BIGINT_MAX)
+    assert cli("top-up", "ivy", "1").exit_code == 1
+    assert _user(app, "ivy").quota == BIGINT_MAX
+
+
+def test_a_key_top_up_past_the_bigint_range_is_refused_and_changes_nothing(cli, app, create_token):
+    key = create_token(remain_quota=BIGINT_MAX - 1, status=TOKEN_EXHAUSTED)
+    result = cli("top-up", "--token", key, "2")
+    assert result.exit_code == 1
+    assert "top-up refused" in result.output
+    with app.app_context():
+        token = db.session.execute(db.select(Token).where(Token.key == key[3:])).scalar_one()
+        assert (type(token.remain_quota), token.remain_quota, token.status) == (int, BIGINT_MAX - 1, TOKEN_EXHAUSTED)
+    assert cli("top-up", "--token", key, "1").exit_code == 0
+    with app.app_context():
+        token = db.session.execute(db.select(Token).where(Token.key == key[3:])).scalar_one()
+        assert (token.remain_quota, token.status) == (BIGINT_MAX, TOKEN_ENABLED)
+
+
+def test_a_top_up_of_an_overdrawn_account_is_not_refused(cli, app, create_user):
+    create_user(username="jude", quota=-5)
+    assert cli("top-up", "jude", str(BIGINT_MAX)).exit_code == 0
+    assert _user(app, "jude").quota == BIGINT_MAX - 5

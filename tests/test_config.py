@@ -139,3 +139,36 @@ def test_child_processes_get_none_of_the_settings_gunicorn_conf_reads(monkeypatc
     env = clean_environment(LOG_LEVEL="debug")
     assert env["LOG_LEVEL"] == "debug"
     assert not ((names | set(ENV_SETTINGS)) - {"LOG_LEVEL"}) & env.keys()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://*example.com",
+        "https://a.*.example.com",
+        "https://*.com",
+        "*.example.com",
+        "https://*",
+        "*, https://a.example",
+        "https://(a|b).example.com",
+        "https://a.example.com$",
+        "https://[ab].example.com",
+        "https://a?.example.com",
+        "ftp://*.example.com",
+        "https://*.example.com/path",
+    ],
+)
+def test_cors_origins_with_any_other_use_of_regex_characters_stop_the_start_up(value):
+    with pytest.raises(ConfigError, match="CORS_ORIGINS"):
+        from_env({"CORS_ORIGINS": value})
+
+
+def test_cors_origins_star_alone_still_means_any_origin():
+    assert from_env({"CORS_ORIGINS": " * "})["CORS_ORIGINS"] == "*"
+
+
+def test_the_gateway_layout_is_inspected_again_every_five_minutes_by_default():
+    assert from_env({})["GATEWAY_LAYOUT_TTL"] == 300
+    assert from_env({"GATEWAY_LAYOUT_TTL": "0"})["GATEWAY_LAYOUT_TTL"] == 0
+    with pytest.raises(ConfigError, match="GATEWAY_LAYOUT_TTL"):
+        from_env({"GATEWAY_LAYOUT_TTL": "-1"})

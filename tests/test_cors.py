@@ -44,3 +44,46 @@ def test_cors_origins_restricts_which_pages_may_read(client):
     other = client.options("/v1/balance", headers={**PREFLIGHT, "Origin": "https://evil.example"})
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://allowed.example"
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+@pytest.fixture
+def app_from_cors_env(make_app, monkeypatch):
+    """An app whose CORS_ORIGINS comes from the environment, as in production."""
+
+    def factory(value):
+        monkeypatch.setenv("CORS_ORIGINS", value)
+        return make_app()
+
+    return factory
+
+
+def allowed_origin(client, origin):
+    response = client.options("/v1/balance", headers={**PREFLIGHT, "Origin": origin})
+    return response.headers.get("Access-Control-Allow-Origin")
+
+
+def test_a_subdomain_wildcard_allows_subdomains_and_nothing_else(app_from_cors_env):
+    client = app_from_cors_env("https://*.example.com, https://exact.example.org").test_client()
+    for origin in ("https://a.example.com", "https://a.b.example.com", "https://A.Example.COM"):
+        assert allowed_origin(client, origin) == origin, origin
+    for origin in (
+        "https://xexample.com.attacker.net",
+        "https://example.com.attacker.net",
+        "https://a.example.com.attacker.net",
+        "https://attacker.net/.example.com",
+        "https://a.xexample.com",
+        "https://example.com",  # the bare domain is an entry of its own
+        "http://a.example.com",
+        "https://a.example.com:8443",
+        "https://a_b.example.com",
+        "https://exact.example.org.attacker.net",
+    ):
+        assert allowed_origin(client, origin) is None, origin
+    assert allowed_origin(client, "https://exact.example.org") == "https://exact.example.org"
+
+
+def test_a_subdomain_wildcard_with_a_port_needs_that_port(app_from_cors_env):
+    client = app_from_cors_env("http://*.dev.example:8080").test_client()
+    assert allowed_origin(client, "http://app.dev.example:8080") == "http://app.dev.example:8080"
+    assert allowed_origin(client, "http://app.dev.example") is None
+    assert allowed_origin(client, "http://app.dev.example:80801") is None

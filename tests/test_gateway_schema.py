@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from balance_service import create_app
-from tests.helpers import temporary_postgres_database
+from tests.helpers import recording_receiver, temporary_postgres_database
 
 SQLITE_DDL = """
 CREATE TABLE `users` (`id` integer,`username` text UNIQUE,`password` text NOT NULL,`display_name` text,
@@ -201,3 +201,110 @@ def test_operator_commands_work_on_a_gateway_database(gateway_app):
     assert client.get("/v1/balance", headers={"Authorization": f"Bearer {new_key}"}).status_code == 401
     # A soft-deleted (new-api) or deleted (one-api) account cannot be topped up.
     assert runner.invoke(args=["top-up", "gone", "5"]).exit_code != 0
+
+
+@pytest.fixture
+def one_api_url(backend, tmp_path):
+    """One-api's tables (no deleted_at) and rows."""
+    if backend == "sqlite":
+        yield from _populate(f"sqlite:///{tmp_path / 'one-api.db'}", backend, soft=False)
+    else:
+        with temporary_postgres_database() as url:
+            yield from _populate(url, backend, soft=False)
+
+
+def test_soft_delete_added_to_a_live_database_is_seen_after_the_layout_ttl(backend, one_api_url):
+    """The one-api → new-api migration adds deleted_at while the service runs; no restart is needed."""
+    gateway_url = one_api_url
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": gateway_url, "GATEWAY_LAYOUT_TTL": 1})
+    client = app.test_client()
+    assert get(client, "/v1/balance", ALICE).status_code == 200
+
+    engine = create_engine(gateway_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    with engine.begin() as conn:
+        for table in ("users", "tokens"):
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN deleted_at {DELETED_COLUMN[backend].split()[-1]}"))
+        conn.execute(text("UPDATE tokens SET deleted_at = :t WHERE id = 1"), {"t": DELETED_VALUE[backend]})
+    engine.dispose()
+
+    time.sleep(1.1)
+    refused = get(client, "/v1/balance", ALICE)
+    assert (refused.status_code, refused.get_json()["message"]) == (401, "Invalid token")
+    assert get(client, "/v1/user/balance", BOB).status_code == 200
+    with app.app_context():
+        from balance_service.extensions import db
+
+        db.engine.dispose()
+
+
+NULL_KEY = "n" * 48
+
+
+@pytest.fixture
+def app_with_nulls(gateway_url):
+    """The gateway tables plus an account and a key whose every numeric column is NULL (real databases have them)."""
+    engine = create_engine(gateway_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (id, username, password, display_name, role, status, quota, used_quota, aff_code,"
+                " access_token) VALUES (10, 'nully', 'x', 'nully', NULL, NULL, NULL, NULL, 'nully', 'nully')"
+            )
+        )
+        conn.execute(
+            text(
+                'INSERT INTO tokens (id, user_id, "key", status, name, created_time, accessed_time, expired_time,'
+                " remain_quota, unlimited_quota, used_quota) VALUES"
+                " (10, 10, :key, NULL, 'k', NULL, NULL, NULL, NULL, NULL, NULL)"
+            ),
+            {"key": NULL_KEY},
+        )
+    engine.dispose()
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": gateway_url, "ALERT_ALLOW_PRIVATE_TARGETS": True})
+    yield app
+    with app.app_context():
+        from balance_service.extensions import db
+
+        db.engine.dispose()
+
+
+ZERO = {"success": True, "balance": 0, "used": 0, "unlimited_quota": False, "unit": "USD"}
+
+
+def test_null_gateway_columns_read_as_the_gateways_defaults_on_the_balance_endpoints(app_with_nulls):
+    client = app_with_nulls.test_client()
+    for path in ("/v1/balance", "/v1/user/balance"):
+        response = get(client, path, NULL_KEY)
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json() == ZERO
+
+
+@pytest.mark.parametrize("source", ["token", "user"])
+def test_null_gateway_columns_read_as_the_gateways_defaults_on_the_billing_endpoints(app_with_nulls, source):
+    app_with_nulls.config["BILLING_SOURCE"] = source
+    client = app_with_nulls.test_client()
+    subscription = get(client, "/v1/dashboard/billing/subscription", NULL_KEY)
+    assert subscription.status_code == 200, subscription.get_json()
+    assert (subscription.get_json()["hard_limit_usd"], subscription.get_json()["access_until"]) == (0, 0)
+    usage = get(client, "/v1/dashboard/billing/usage", NULL_KEY)
+    assert (usage.status_code, usage.get_json()["total_usage"]) == (200, 0)
+
+
+def test_null_gateway_columns_read_as_the_gateways_defaults_in_the_alert_checker(app_with_nulls):
+    """Both alerts watch a zero balance (NULL quota), an enabled owner and key that never expires: both fire."""
+    with recording_receiver() as (hook, received):
+        runner = app_with_nulls.test_cli_runner()
+        assert runner.invoke(args=["init-db"]).exit_code == 0
+        client = app_with_nulls.test_client()
+        for scope in ("account", "token"):
+            created = client.post(
+                "/v1/user/balance/alerts",
+                json={"threshold": 1, "webhook_url": hook, "scope": scope},
+                headers={"Authorization": f"Bearer sk-{NULL_KEY}"},
+            )
+            assert created.status_code == 201, created.get_json()
+        with app_with_nulls.app_context():  # as `flask check-alerts` runs it
+            result = runner.invoke(args=["check-alerts"])
+        assert result.exit_code == 0, result.output
+        assert "2 notified" in result.output
+    assert sorted((body["scope"], body["balance"]) for body in received) == [("account", 0), ("token", 0)]

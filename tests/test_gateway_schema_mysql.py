@@ -11,6 +11,7 @@ write them; the service must read them exactly and write nothing.
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pymysql
@@ -19,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from balance_service import create_app
 from balance_service.extensions import db
+from tests.helpers import recording_receiver
 
 ONE_API_DDL = [
     """CREATE TABLE `users` (`id` bigint AUTO_INCREMENT,`username` varchar(191) UNIQUE,`password` longtext NOT NULL,
@@ -231,3 +233,82 @@ def test_refusals_on_a_gorm_mysql_database_write_nothing(gateway):
     with app.app_context():
         db.engine.dispose()
     assert dump(cur) == before
+
+
+@pytest.fixture
+def one_api_gateway(empty_mariadb_database):
+    """One-api's GORM tables (no deleted_at) with rows; yields (url, cursor of a separate client)."""
+    url = make_url(empty_mariadb_database)
+    conn = pymysql.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password or "",
+        database=url.database,
+        charset="utf8mb4",
+        autocommit=True,
+    )
+    with conn.cursor() as cur:
+        for statement in ONE_API_DDL:
+            cur.execute(statement)
+        seed(cur, "one-api", 1000)
+        yield empty_mariadb_database, cur
+    conn.close()
+
+
+def test_soft_delete_added_to_a_live_database_is_seen_after_the_layout_ttl(one_api_gateway):
+    """The one-api → new-api migration adds deleted_at while the service runs; no restart is needed."""
+    url, cur = one_api_gateway
+    app = serve(url, GATEWAY_LAYOUT_TTL=1)
+    assert get(app, "/v1/balance", KEY_RICH).status_code == 200
+    for table in ("users", "tokens"):
+        cur.execute(f"ALTER TABLE `{table}` ADD COLUMN `deleted_at` datetime(3) NULL")
+    cur.execute("UPDATE `tokens` SET `deleted_at` = '2026-01-02 03:04:05.678' WHERE `id` = 1")
+    time.sleep(1.1)
+    refused = get(app, "/v1/balance", KEY_RICH)
+    assert (refused.status_code, refused.get_json()["message"]) == (401, "Invalid token")
+    assert get(app, "/v1/balance", KEY_UNLIMITED).status_code == 200
+    with app.app_context():
+        db.engine.dispose()
+
+
+KEY_NULLS = gateway_key("Nulls")
+
+
+def test_null_gateway_columns_read_as_the_gateways_defaults_everywhere(gateway):
+    """GORM leaves columns NULL when a row was written by hand or by an older version."""
+    variant, url, cur = gateway
+    cur.execute(
+        f"INSERT INTO `users` {USER_COLUMNS} VALUES (10,'nully','x','Nully',NULL,NULL,NULL,NULL,"
+        "NULL,NULL,NULL,'default','Nn1n',NULL)"
+    )
+    cur.execute(
+        f"INSERT INTO `tokens` {TOKEN_COLUMNS} VALUES (10,10,'{KEY_NULLS}',NULL,'nulls',NULL,NULL,NULL,NULL,NULL,NULL)"
+    )
+    app = serve(url, ALERT_ALLOW_PRIVATE_TARGETS=True)
+    zero = {"success": True, "balance": 0, "used": 0, "unlimited_quota": False, "unit": "USD"}
+    for path in ("/v1/balance", "/v1/user/balance"):
+        response = get(app, path, KEY_NULLS)
+        assert (response.status_code, response.get_json()) == (200, zero)
+    for source in ("token", "user"):
+        app.config["BILLING_SOURCE"] = source
+        subscription = get(app, "/dashboard/billing/subscription", KEY_NULLS).get_json()
+        assert (subscription["hard_limit_usd"], subscription["access_until"]) == (0, 0)
+        assert get(app, "/dashboard/billing/usage", KEY_NULLS).get_json()["total_usage"] == 0
+
+    with recording_receiver() as (hook, received):
+        runner = app.test_cli_runner()
+        assert runner.invoke(args=["init-db"]).exit_code == 0
+        for scope in ("account", "token"):
+            created = app.test_client().post(
+                "/v1/user/balance/alerts",
+                json={"threshold": 1, "webhook_url": hook, "scope": scope},
+                headers={"Authorization": f"Bearer sk-{KEY_NULLS}"},
+            )
+            assert created.status_code == 201, created.get_json()
+        with app.app_context():  # as `flask check-alerts` runs it
+            result = runner.invoke(args=["check-alerts"])
+        assert "2 notified" in result.output, result.output
+    assert sorted((body["scope"], body["balance"]) for body in received) == [("account", 0), ("token", 0)]
+    with app.app_context():
+        db.engine.dispose()

@@ -12,6 +12,8 @@ import redis
 from balance_service import create_app
 from balance_service.config import ConfigError, from_env
 from balance_service.extensions import db
+from balance_service.ratelimit import client_key
+from tests.helpers import clean_environment, running_gunicorn
 
 # Whether and how this works cannot depend on the database: SQLite only (conftest.py).
 pytestmark = pytest.mark.backend_independent
@@ -62,6 +64,45 @@ def test_another_address_is_unaffected(limited, create_token, auth):
     assert client.get("/v1/balance", headers=BAD_KEY, **from_address("198.51.100.1")).status_code == 429
     assert client.get("/v1/balance", headers=BAD_KEY, **from_address("198.51.100.2")).status_code == 401
     assert client.get("/v1/balance", headers=auth(key), **from_address("198.51.100.2")).status_code == 200
+
+
+def test_ipv6_clients_are_counted_by_their_64_network(limited):
+    """One IPv6 host holds a whole /64: a new address per attempt must not buy a new budget."""
+    client = limited.test_client()
+    for address in ("2001:db8:aa:bb::1", "2001:db8:aa:bb::2", "2001:db8:aa:bb:abcd:ef01:2345:6789"):
+        fail(client, 1, **from_address(address))
+    assert client.get("/v1/balance", headers=BAD_KEY, **from_address("2001:db8:aa:bb::ffff")).status_code == 429
+    # The neighbouring /64 is someone else.
+    assert client.get("/v1/balance", headers=BAD_KEY, **from_address("2001:db8:aa:bc::1")).status_code == 401
+
+
+def test_an_ipv4_mapped_address_counts_as_the_ipv4_client(limited):
+    client = limited.test_client()
+    fail(client, 3, **from_address("::ffff:198.51.100.4"))
+    assert client.get("/v1/balance", headers=BAD_KEY, **from_address("198.51.100.4")).status_code == 429
+
+
+def test_clients_without_an_address_are_neither_counted_nor_blocked(limited, create_token, auth):
+    """gunicorn on a unix socket gives every client the empty address; one count would lock all of them out."""
+    client = limited.test_client()
+    fail(client, 10, **from_address(""))
+    key = create_token(remain_quota=1)
+    assert client.get("/v1/balance", headers=auth(key), **from_address("")).status_code == 200
+    fail(client, 3, **from_address("198.51.100.5"))  # other clients are still counted
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("198.51.100.7", "198.51.100.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("::ffff:10.0.0.1", "10.0.0.1"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_client_key(address, key):
+    assert client_key(address) == key
 
 
 def test_successful_requests_do_not_count(limited, create_token, auth):
@@ -167,7 +208,7 @@ def test_with_redis_storage_two_app_instances_share_the_count(make_app, redis_ur
     first = make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI=redis_url).test_client()
     second = make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI=redis_url).test_client()
     # An address of its own, so that concurrent test runs on the same Redis do not meet.
-    address = from_address(f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}")
+    address = from_address(f"2001:db8:{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}::1")
     fail(first, 2, **address)
     fail(second, 1, **address)
     response = first.get("/v1/balance", headers=BAD_KEY, **address)
@@ -208,3 +249,26 @@ def test_the_limit_can_be_switched_off(off):
 def test_bad_settings_stop_the_service_at_start_up(name, value):
     with pytest.raises(ConfigError, match=name):
         from_env({name: value})
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("workers", "settings", "warned"),
+    [
+        ("2", {}, True),
+        ("1", {}, False),
+        ("2", {"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0"}, False),
+        ("2", {"AUTH_FAILURE_LIMIT": "off"}, False),
+    ],
+)
+def test_gunicorn_warns_at_start_up_when_several_workers_count_in_memory(tmp_path, workers, settings, warned):
+    """Each worker would allow the whole limit, and a recycled one forgets its counts: production uses Redis."""
+    env = clean_environment(DATABASE_URL=f"sqlite:///{tmp_path / 'w.sqlite3'}", WEB_CONCURRENCY=workers, **settings)
+    log = tmp_path / "gunicorn.log"
+    with running_gunicorn(env, log):
+        pass
+    text = log.read_text()
+    warning = "[WARNING] AUTH_FAILURE_LIMIT is counted in memory by each of the 2 workers"
+    assert (warning in text) == warned, text
+    if warned:
+        assert "RATELIMIT_STORAGE_URI to a Redis URL" in text

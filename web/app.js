@@ -12,8 +12,22 @@
 
   // The key lives in this variable (and the input). Only when "Remember in
   // this tab" is ticked is it copied to sessionStorage, which the browser drops
-  // with the tab; it never goes to localStorage or a cookie.
+  // with the tab; it never goes to localStorage or a cookie. It is stored with
+  // the origin of the service it was sent to and is never sent anywhere else.
   let apiKey = "";
+  // The remembered key put back in the input, and the origin it belongs to,
+  // until the user types in the key field.
+  let restored = null;
+  // A link can name the service (?api=…): a page on someone else's link must
+  // not send a key to their server in one click. Origins the user agreed to
+  // on this page load are not asked about again.
+  let linkOrigin = null;
+  const confirmedOrigins = new Set();
+
+  // "sk-" and up to 48 letters and digits, optionally "-" and a channel suffix,
+  // all printable ASCII: anything else cannot even go in an HTTP header.
+  const KEY_PATTERN = /^(?:sk-)?[A-Za-z0-9]{1,48}(?:-[\x21-\x7E]*)?$/;
+  const INVISIBLE = /[\u00AD\u180E\u200B-\u200F\u2028-\u202F\u2060-\u2064\uFEFF]/;
 
   const form = document.getElementById("balance-form");
   const baseInput = document.getElementById("api-base");
@@ -23,12 +37,40 @@
   const formError = document.getElementById("form-error");
   const results = document.getElementById("results");
   const template = document.getElementById("card-body");
+  const confirmBox = document.getElementById("confirm-origin");
+  const confirmText = document.getElementById("confirm-text");
+  const confirmSend = document.getElementById("confirm-send");
+  const confirmCancel = document.getElementById("confirm-cancel");
+  const pageOrigin = window.location.protocol.startsWith("http") ? window.location.origin : null;
 
-  /** The service URL to start with: ?api=… if given, else this page's own origin. */
+  /** The service URL to start with: ?api=… if given (its origin noted as the link's), else this page's origin. */
   function initialBase() {
     const fromQuery = new URLSearchParams(window.location.search).get("api");
-    if (fromQuery) return fromQuery;
-    return window.location.protocol.startsWith("http") ? window.location.origin : "";
+    if (fromQuery) {
+      linkOrigin = originOf(fromQuery);
+      return fromQuery;
+    }
+    return pageOrigin || "";
+  }
+
+  function originOf(raw) {
+    try {
+      return new URL(normalizeBase(raw)).origin;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Why the key cannot be sent as typed, or null when it has the shape of a key. */
+  function keyProblem(key) {
+    if (INVISIBLE.test(key)) {
+      return "This API key is malformed: it contains an invisible character (such as a zero-width space), " +
+        "probably copied along with it. Type or paste the key again.";
+    }
+    if (!KEY_PATTERN.test(key)) {
+      return "This API key is malformed: a key is sk- followed by letters and digits, without spaces.";
+    }
+    return null;
   }
 
   /** An http(s) base URL without a trailing slash; keeps a path prefix (service behind a proxy). */
@@ -153,10 +195,10 @@
     keyInput.removeAttribute("aria-invalid");
   }
 
-  function persistKey() {
+  function persistKey(origin) {
     try {
-      if (remember.checked && apiKey) {
-        window.sessionStorage.setItem(STORAGE_KEY, apiKey);
+      if (remember.checked && apiKey && origin) {
+        window.sessionStorage.setItem(STORAGE_KEY, JSON.stringify({ key: apiKey, origin }));
       } else {
         window.sessionStorage.removeItem(STORAGE_KEY);
       }
@@ -165,23 +207,42 @@
     }
   }
 
+  /** Put the remembered key back, only when the service URL is the one it was remembered for. */
   function restoreKey() {
     let saved = null;
     try {
-      saved = window.sessionStorage.getItem(STORAGE_KEY);
+      saved = JSON.parse(window.sessionStorage.getItem(STORAGE_KEY));
     } catch {
       saved = null;
     }
-    if (saved) {
-      apiKey = saved;
-      keyInput.value = saved;
-      remember.checked = true;
-    }
+    if (!saved || typeof saved.key !== "string" || typeof saved.origin !== "string") return;
+    if (saved.origin !== originOf(baseInput.value)) return;
+    apiKey = saved.key;
+    keyInput.value = saved.key;
+    remember.checked = true;
+    restored = saved;
+  }
+
+  function hideConfirm() {
+    confirmBox.hidden = true;
+    confirmText.textContent = "";
+  }
+
+  /** Ask before the first key goes to a service that a link chose; sending waits for the answer. */
+  function askToSend(origin) {
+    confirmText.textContent =
+      "The link that opened this page set the service to " + origin + ", which is not this page's own " +
+      "site. Your API key will be sent there. Send it only if you trust " + origin + ".";
+    confirmSend.textContent = "Send key to " + origin;
+    confirmBox.hidden = false;
+    confirmBox.dataset.origin = origin;
+    confirmCancel.focus();
   }
 
   async function onSubmit(event) {
     event.preventDefault();
     clearFormError();
+    hideConfirm();
     let base;
     try {
       base = normalizeBase(baseInput.value);
@@ -189,12 +250,34 @@
       showFormError("Enter the service URL, for example https://balance.example.com.", baseInput);
       return;
     }
+    const origin = new URL(base).origin;
     apiKey = keyInput.value.trim();
     if (!apiKey) {
       showFormError("Enter an API key.", keyInput);
       return;
     }
-    persistKey();
+    const problem = keyProblem(apiKey);
+    if (problem) {
+      showFormError(problem, keyInput);
+      return;
+    }
+    if (restored && restored.key === apiKey && restored.origin !== origin) {
+      // A remembered key goes only to the service it was remembered for.
+      const owner = restored.origin;
+      restored = null;
+      apiKey = "";
+      keyInput.value = "";
+      showFormError(
+        "The remembered key belongs to " + owner + ". Type the key to send it to " + origin + ".",
+        keyInput,
+      );
+      return;
+    }
+    if (origin === linkOrigin && origin !== pageOrigin && !confirmedOrigins.has(origin)) {
+      askToSend(origin);
+      return;
+    }
+    persistKey(origin);
 
     button.disabled = true;
     results.hidden = false;
@@ -222,7 +305,19 @@
   restoreKey();
   remember.addEventListener("change", () => {
     apiKey = keyInput.value.trim() || apiKey;
-    persistKey();
+    persistKey(originOf(baseInput.value));
+  });
+  keyInput.addEventListener("input", () => {
+    restored = null;
+  });
+  confirmSend.addEventListener("click", () => {
+    confirmedOrigins.add(confirmBox.dataset.origin);
+    hideConfirm();
+    form.requestSubmit();
+  });
+  confirmCancel.addEventListener("click", () => {
+    hideConfirm();
+    baseInput.focus();
   });
   form.addEventListener("submit", onSubmit);
   form.dataset.ready = "true";

@@ -11,13 +11,25 @@ set, and the next run tries again.
 
 If the process dies between the claim and the send, that one notification is
 lost (the state already says ``below``); the opposite order could send twice.
+
+Deliveries run concurrently (``ALERT_DELIVERY_WORKERS`` at a time), each bounded
+by ``ALERT_DELIVERY_DEADLINE`` in all, so a webhook that never answers delays
+no one else's. Every account's first due alert goes before any account's
+second, and alerts that failed before go after those that did not. A failed
+alert is held back (``next_attempt_at``): 60 s after its first failure,
+doubling with each further one up to ``ALERT_FAILURE_BACKOFF_MAX``. Only this
+process's main thread touches the database; the worker threads only send.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -27,14 +39,17 @@ from sqlalchemy.orm import Bundle
 
 from ..extensions import db
 from ..gateway import Balance, token_refusal
-from ..models import USER_DISABLED, Token, User, live, soft_delete_columns
+from ..models import USER_DISABLED, Token, User, live, or_default, soft_delete_columns
 from ..units import conversion, quota_to_unit, remaining_for_display
-from .delivery import deliver
+from .delivery import DeliveryResult, deliver
 from .models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW, BalanceAlert, utcnow
+from .schema import ensure_upgraded
 
 log = logging.getLogger(__name__)
 
 EVENT_BELOW_THRESHOLD = "balance.below_threshold"
+#: Seconds a failed alert waits after its first failure; each further failure doubles it.
+FIRST_BACKOFF = 60
 
 
 @dataclass
@@ -46,11 +61,13 @@ class CheckSummary:
     failed: int = 0
     rearmed: int = 0
     skipped: int = 0
+    deferred: int = 0
 
     def __str__(self) -> str:
         return (
             f"checked {self.checked} alerts: {self.notified} notified, {self.failed} failed, "
-            f"{self.rearmed} re-armed, {self.skipped} skipped (key or account gone or disabled)"
+            f"{self.rearmed} re-armed, {self.skipped} skipped (key or account gone or disabled), "
+            f"{self.deferred} held back after failed deliveries"
         )
 
 
@@ -68,16 +85,24 @@ def _alerts_with_balances() -> list[Row]:
             BalanceAlert.state,
             BalanceAlert.webhook_url,
             BalanceAlert.secret,
-            Bundle("user", User.quota, User.used_quota, User.role, User.status),
-            # All None when the key is gone (outer join): ``row.token.id is None``.
+            BalanceAlert.failures,
+            BalanceAlert.next_attempt_at,
+            # NULLs read as the gateway's defaults, as in the key lookup (models.or_default).
+            Bundle("user", *(or_default(c) for c in (User.quota, User.used_quota, User.role, User.status))),
+            # ``row.token.id`` is None when the key is gone (outer join).
             Bundle(
                 "token",
                 Token.id,
-                Token.remain_quota,
-                Token.used_quota,
-                Token.unlimited_quota,
-                Token.status,
-                Token.expired_time,
+                *(
+                    or_default(c)
+                    for c in (
+                        Token.remain_quota,
+                        Token.used_quota,
+                        Token.unlimited_quota,
+                        Token.status,
+                        Token.expired_time,
+                    )
+                ),
             ),
         )
         .select_from(BalanceAlert)
@@ -113,9 +138,8 @@ def claim(alert_id: int) -> bool:
     return _set_state(alert_id, STATE_ABOVE, state=STATE_BELOW)
 
 
-def _notify(row: Row, quota: int, now: int) -> tuple[bool, str | None]:
-    cfg = current_app.config
-    settings = conversion(cfg)
+def _payload(row: Row, quota: int, now: int) -> bytes:
+    settings = conversion(current_app.config)
     payload = {
         "event": EVENT_BELOW_THRESHOLD,
         "alert_id": row.id,
@@ -124,29 +148,106 @@ def _notify(row: Row, quota: int, now: int) -> tuple[bool, str | None]:
         "token_id": row.token_id,
         "balance": remaining_for_display(quota, False, **settings),
         "threshold": quota_to_unit(row.threshold, **settings),
-        "unit": cfg["BALANCE_UNIT"],
+        "unit": current_app.config["BALANCE_UNIT"],
         "timestamp": now,
     }
-    result = deliver(
-        row.webhook_url,
-        current_app.json.dumps(payload).encode(),
-        row.secret,
-        event=EVENT_BELOW_THRESHOLD,
-        timestamp=now,
-        allow_private=cfg["ALERT_ALLOW_PRIVATE_TARGETS"],
-        timeout=cfg["ALERT_WEBHOOK_TIMEOUT"],
-        attempts=cfg["ALERT_WEBHOOK_ATTEMPTS"],
-        backoff=cfg["ALERT_RETRY_BACKOFF"],
+    return current_app.json.dumps(payload).encode()
+
+
+def _send(url: str, body: bytes, secret: str, now: int, options: dict[str, Any]) -> DeliveryResult:
+    """Runs in a worker thread: no app context, no database, only the network."""
+    try:
+        return deliver(url, body, secret, event=EVENT_BELOW_THRESHOLD, timestamp=now, **options)
+    except Exception as e:  # noqa: BLE001 - a claimed crossing must never stay "below" unsent
+        return DeliveryResult(False, 0, _unexpected(e))
+
+
+def _unexpected(error: Exception) -> str:
+    # Only the type: a message could quote the URL, which may carry the receiver's token.
+    return f"unexpected error while sending ({type(error).__name__})"
+
+
+def _fair_order(due: list[tuple[Row, int]]) -> list[tuple[Row, int]]:
+    """Alerts that never failed first, then every account's first alert before any account's second."""
+    seen: dict[int, int] = defaultdict(int)
+    ranked = []
+    for row, quota in sorted(due, key=lambda item: item[0].id):
+        ranked.append(((row.failures > 0, seen[row.user_id], row.id), row, quota))
+        seen[row.user_id] += 1
+    return [(row, quota) for _, row, quota in sorted(ranked, key=lambda item: item[0])]
+
+
+def backoff_seconds(failures: int, cap: int) -> int:
+    """How long an alert that has now failed ``failures`` times in a row is held back."""
+    return min(FIRST_BACKOFF * 2 ** min(failures - 1, 32), cap)
+
+
+def _record(row: Row, result: DeliveryResult, moment: datetime, summary: CheckSummary) -> None:
+    if result.ok:
+        db.session.execute(
+            update(BalanceAlert)
+            .where(BalanceAlert.id == row.id)
+            .values(last_notified_at=utcnow(), last_error=None, failures=0, next_attempt_at=None)
+        )
+        db.session.commit()
+        summary.notified += 1
+        return
+    # Back to "above" so a later run sends it again, once the pause is over; nothing is lost.
+    failures = (row.failures or 0) + 1
+    pause = backoff_seconds(failures, current_app.config["ALERT_FAILURE_BACKOFF_MAX"])
+    _set_state(
+        row.id,
+        STATE_BELOW,
+        state=STATE_ABOVE,
+        last_error=result.error,
+        failures=failures,
+        next_attempt_at=moment + timedelta(seconds=pause),
     )
-    return result.ok, result.error
+    summary.failed += 1
+    log.warning(
+        "alert %s: notification failed (%d in a row, next try in %d s): %s", row.id, failures, pause, result.error
+    )
 
 
-def check_alerts() -> CheckSummary:
-    """One pass over all alerts: notify new crossings below, re-arm alerts whose balance recovered."""
+def _deliver_all(due: Iterable[tuple[Row, int]], now: int, moment: datetime, summary: CheckSummary) -> None:
+    """Claim each due crossing and send it on the pool; record every outcome here, in the main thread."""
+    cfg = current_app.config
+    options = {
+        "allow_private": cfg["ALERT_ALLOW_PRIVATE_TARGETS"],
+        "timeout": cfg["ALERT_WEBHOOK_TIMEOUT"],
+        "attempts": cfg["ALERT_WEBHOOK_ATTEMPTS"],
+        "backoff": cfg["ALERT_RETRY_BACKOFF"],
+        "dns_timeout": cfg["ALERT_DNS_TIMEOUT"],
+        "deadline": cfg["ALERT_DELIVERY_DEADLINE"],
+    }
+    with ThreadPoolExecutor(max_workers=cfg["ALERT_DELIVERY_WORKERS"], thread_name_prefix="webhook") as pool:
+        sending: dict[Future[DeliveryResult], Row] = {}
+        for row, quota in due:
+            if not claim(row.id):
+                continue  # another run is notifying this crossing right now
+            try:
+                body = _payload(row, quota, now)
+            except Exception as e:  # noqa: BLE001 - a claimed crossing must never stay "below" unsent
+                _record(row, DeliveryResult(False, 0, _unexpected(e)), moment, summary)
+                continue
+            sending[pool.submit(_send, row.webhook_url, body, row.secret, now, options)] = row
+        for future in as_completed(sending):
+            _record(sending[future], future.result(), moment, summary)
+
+
+def check_alerts(now: int | None = None) -> CheckSummary:
+    """One pass over all alerts: notify new crossings below, re-arm alerts whose balance recovered.
+
+    ``now`` (Unix seconds) is the time the pass acts at; tests move it forward
+    to see held-back alerts come due.
+    """
     summary = CheckSummary()
-    now = int(time.time())
+    now = int(time.time()) if now is None else now
+    moment = datetime.fromtimestamp(now, UTC).replace(tzinfo=None)
+    ensure_upgraded(db.engine)
     rows = _alerts_with_balances()
     db.session.commit()  # end the read transaction before the first webhook call
+    due = []
     for row in rows:
         summary.checked += 1
         balance = _balance(row, now)
@@ -158,22 +259,11 @@ def check_alerts() -> CheckSummary:
             if row.state == STATE_BELOW and _set_state(row.id, STATE_BELOW, state=STATE_ABOVE):
                 summary.rearmed += 1
             continue
-        if row.state != STATE_ABOVE or not claim(row.id):
-            continue  # already notified, or another run is notifying right now
-        try:
-            ok, error = _notify(row, balance.remaining, now)
-        except Exception as e:  # noqa: BLE001 - a claimed crossing must never stay "below" unsent
-            # Only the type: a message could quote the URL, which may carry the receiver's token.
-            ok, error = False, f"unexpected error while sending ({type(e).__name__})"
-        if ok:
-            db.session.execute(
-                update(BalanceAlert).where(BalanceAlert.id == row.id).values(last_notified_at=utcnow(), last_error=None)
-            )
-            db.session.commit()
-            summary.notified += 1
-        else:
-            # Back to "above" so the next run sends it again; nothing is lost.
-            _set_state(row.id, STATE_BELOW, state=STATE_ABOVE, last_error=error)
-            summary.failed += 1
-            log.warning("alert %s: notification failed: %s", row.id, error)
+        if row.state != STATE_ABOVE:
+            continue  # already notified
+        if row.next_attempt_at is not None and row.next_attempt_at > moment:
+            summary.deferred += 1
+            continue
+        due.append((row, balance.remaining))
+    _deliver_all(_fair_order(due), now, moment, summary)
     return summary

@@ -12,13 +12,16 @@ import hashlib
 import hmac
 import http.client
 import logging
+import math
 import socket
 import ssl
+import threading
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 
-from .targets import Target, TargetError, parse_url, resolve
+from .targets import DEFAULT_DNS_TIMEOUT, Target, TargetError, parse_url, resolve
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +84,28 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
 
 
-def _attempt(target: Target, addresses: list[str], body: bytes, headers: dict[str, str], timeout: float) -> None:
+def _cut(connection: http.client.HTTPConnection) -> None:
+    """Deadline reached: shut the socket down, which ends any read or write blocked on it at once."""
+    sock = connection.sock
+    if sock is not None:
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _attempt(
+    target: Target, addresses: list[str], body: bytes, headers: dict[str, str], timeout: float, remaining: float
+) -> None:
+    """One POST. Each socket operation waits at most ``timeout``; the whole attempt at most ``remaining``.
+
+    A receiver that sends its answer a byte at a time would otherwise reset the
+    socket timeout with every byte: a timer cuts the connection when the time
+    left for this alert is up.
+    """
     connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
-    connection = connection_class(target.host, target.port, addresses, timeout)
+    connection = connection_class(target.host, target.port, addresses, min(timeout, remaining))
+    watchdog = threading.Timer(min(remaining, threading.TIMEOUT_MAX), _cut, args=(connection,))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         connection.request("POST", target.path, body=body, headers=headers)
         response = connection.getresponse()
@@ -91,6 +113,7 @@ def _attempt(target: Target, addresses: list[str], body: bytes, headers: dict[st
     except (OSError, http.client.HTTPException) as e:
         raise _Retry(f"{type(e).__name__}: {e}"[:_MAX_ERROR_LENGTH]) from None
     finally:
+        watchdog.cancel()
         connection.close()
     if 200 <= response.status < 300:
         return
@@ -111,6 +134,8 @@ def deliver(
     timeout: float,
     attempts: int,
     backoff: float,
+    dns_timeout: float = DEFAULT_DNS_TIMEOUT,
+    deadline: float | None = None,
 ) -> DeliveryResult:
     """POST ``body`` to ``url`` up to ``attempts`` times; never raises for a failed delivery.
 
@@ -120,6 +145,10 @@ def deliver(
     attempt sends the same body, signature and delivery id, so a receiver can
     drop duplicates. ``timestamp`` (Unix seconds) goes in a header and should
     also be in the body, where the signature covers it.
+
+    ``deadline`` (seconds, all attempts, lookups and pauses together) bounds
+    the whole delivery: no attempt or pause starts past it, and a running
+    attempt is cut off when it is reached.
     """
     headers = {
         "Content-Type": "application/json",
@@ -130,12 +159,23 @@ def deliver(
         SIGNATURE_HEADER: sign(secret, body),
     }
     error = "not attempted"
+    ends = time.monotonic() + (math.inf if deadline is None else deadline)
+
+    def left() -> float:
+        return max(ends - time.monotonic(), 0.001)
+
+    def given_up(attempts_made: int) -> DeliveryResult:
+        return DeliveryResult(False, attempts_made, f"{error}; gave up at the {deadline:g} s delivery deadline")
+
     for attempt in range(1, attempts + 1):
         if attempt > 1:
-            time.sleep(backoff * 2 ** (attempt - 2))
+            pause = backoff * 2 ** (attempt - 2)
+            if time.monotonic() + pause >= ends:
+                return given_up(attempt - 1)
+            time.sleep(pause)
         try:
             target = parse_url(url)
-            _attempt(target, resolve(target, allow_private), body, headers, timeout)
+            _attempt(target, resolve(target, allow_private, min(dns_timeout, left())), body, headers, timeout, left())
         except TargetError as e:
             if not e.retryable:
                 return DeliveryResult(False, attempt, e.message)
@@ -145,4 +185,6 @@ def deliver(
         else:
             return DeliveryResult(True, attempt)
         log.info("webhook attempt %d of %d failed: %s", attempt, attempts, error)
+        if time.monotonic() >= ends:
+            return given_up(attempt)
     return DeliveryResult(False, attempts, error)

@@ -24,6 +24,12 @@ class BalanceAlert(db.Model):
     ``state`` remembers which side of the threshold the balance was on when last
     checked, so a crossing is notified once; ``above`` also means "armed".
     There is no foreign key, like between the gateway's own tables.
+
+    ``created_by_token_id`` is the key that created the alert: only that key
+    lists and deletes it (null for alerts stored before the column existed).
+    ``failures`` counts failed deliveries in a row and ``next_attempt_at``
+    (naive UTC) holds a failing alert back until then. Columns added after the
+    first release are added to existing tables by ``schema.upgrade``.
     """
 
     __tablename__ = "balance_alerts"
@@ -39,6 +45,9 @@ class BalanceAlert(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_notified_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by_token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     @property
     def scope(self) -> str:

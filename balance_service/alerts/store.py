@@ -1,4 +1,10 @@
-"""Storing balance alerts: insert within the per-account cap, list and delete an account's alerts.
+"""Storing balance alerts: insert within the per-account cap, list and delete a key's own alerts.
+
+An alert belongs to the key that created it (``created_by_token_id``): only
+that key lists and deletes it, since its webhook URL often carries the
+receiver's secret. The cap still counts the whole account. Alerts stored
+before the creator was recorded (null) stay visible to every key of the
+account, which can delete them; the blueprint leaves out their URL.
 
 No HTTP here; the blueprint (``blueprints/alerts.py``) validates requests and
 turns the outcomes into answers.
@@ -10,10 +16,11 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
-from sqlalchemy import delete, func, text
+from sqlalchemy import ColumnElement, and_, delete, func, or_, text
 
 from ..extensions import db
 from .models import BalanceAlert
+from .schema import ensure_upgraded
 
 #: INTEGER ids; a larger id cannot exist and would be a database error on PostgreSQL.
 MAX_ID = 2**31 - 1
@@ -62,6 +69,11 @@ def account_lock(user_id: int) -> Iterator[None]:
             connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
 
 
+def table_up_to_date() -> None:
+    """Add the columns a ``balance_alerts`` table from an earlier version lacks (once per process)."""
+    ensure_upgraded(db.engine)
+
+
 def count_alerts(user_id: int) -> int:
     stmt = db.select(func.count()).select_from(BalanceAlert).where(BalanceAlert.user_id == user_id)
     return db.session.execute(stmt).scalar_one()
@@ -90,17 +102,25 @@ def add_within_cap(alert: BalanceAlert, limit: int) -> bool:
     return True
 
 
-def alerts_of(user_id: int) -> list[BalanceAlert]:
-    """The account's alerts, oldest first."""
-    stmt = db.select(BalanceAlert).where(BalanceAlert.user_id == user_id).order_by(BalanceAlert.id)
+def _managed_by(user_id: int, token_id: int) -> ColumnElement[bool]:
+    """The alerts a key may list and delete: its own, and its account's alerts that have no recorded creator."""
+    return and_(
+        BalanceAlert.user_id == user_id,
+        or_(BalanceAlert.created_by_token_id == token_id, BalanceAlert.created_by_token_id.is_(None)),
+    )
+
+
+def alerts_of(user_id: int, token_id: int) -> list[BalanceAlert]:
+    """The alerts the key ``token_id`` of account ``user_id`` may see, oldest first."""
+    stmt = db.select(BalanceAlert).where(_managed_by(user_id, token_id)).order_by(BalanceAlert.id)
     return list(db.session.execute(stmt).scalars().all())
 
 
-def delete_alert(alert_id: int, user_id: int) -> bool:
-    """Delete one of the account's alerts; False when the account has no alert with that id."""
+def delete_alert(alert_id: int, user_id: int, token_id: int) -> bool:
+    """Delete one of the key's alerts; False when it may not see an alert with that id."""
     if alert_id > MAX_ID:
         return False
-    stmt = delete(BalanceAlert).where(BalanceAlert.id == alert_id, BalanceAlert.user_id == user_id)
+    stmt = delete(BalanceAlert).where(BalanceAlert.id == alert_id, _managed_by(user_id, token_id))
     deleted = db.session.execute(stmt).rowcount
     db.session.commit()
     return bool(deleted)

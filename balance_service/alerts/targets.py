@@ -14,12 +14,17 @@ the address policy: the checks use them, and the OpenAPI document's text
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import socket
+import threading
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 MAX_URL_LENGTH = 2048
+#: Seconds a host name may take to resolve when no ALERT_DNS_TIMEOUT is given.
+DEFAULT_DNS_TIMEOUT = 2.0
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
@@ -201,10 +206,44 @@ def is_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_pri
 _INTERNAL_LIST = ", ".join(n for r in INTERNAL_RANGES for n in r.networks)
 
 
-def resolve(target: Target, allow_private: bool) -> list[str]:
-    """The addresses ``target.host`` resolves to now, every one of them allowed, or TargetError."""
+def _getaddrinfo_within(host: str, port: int, timeout: float) -> list[Any]:
+    """``socket.getaddrinfo`` with a deadline: it has no timeout of its own.
+
+    A name server that never answers keeps the C library waiting for its full
+    retry schedule (10 s and more), which would hold a gunicorn worker all that
+    time. The lookup runs in a daemon thread; after ``timeout`` seconds the
+    caller gives up and the thread ends by itself when the C library does. A
+    sync worker serves one request at a time, so it leaves at most one such
+    thread per ``timeout`` seconds behind.
+    """
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+    context = contextvars.copy_context()  # the caller's app context, for anything that wraps getaddrinfo
+
+    def run() -> None:
+        try:
+            outcome["infos"] = context.run(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
+            outcome["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="webhook-dns", daemon=True).start()
+    if not done.wait(timeout):
+        raise TargetError(f"the webhook host {host!r} did not resolve within {timeout:g} s", retryable=True)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["infos"]
+
+
+def resolve(target: Target, allow_private: bool, dns_timeout: float = DEFAULT_DNS_TIMEOUT) -> list[str]:
+    """The addresses ``target.host`` resolves to now, every one of them allowed, or TargetError.
+
+    The refusal does not say which address was found: the API caller must not
+    be able to map internal host names to addresses with it.
+    """
     try:
-        infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        infos = _getaddrinfo_within(target.host, target.port, dns_timeout)
     except (socket.gaierror, UnicodeError):
         raise TargetError(f"cannot resolve the webhook host {target.host!r}", retryable=True) from None
     addresses: list[str] = []
@@ -214,24 +253,18 @@ def resolve(target: Target, allow_private: bool) -> list[str]:
             addresses.append(text)
     if not addresses:
         raise TargetError(f"cannot resolve the webhook host {target.host!r}", retryable=True)
-    for text in addresses:
-        address = ipaddress.ip_address(text)
-        if is_allowed(address, allow_private):
-            continue
-        if allow_private:
-            raise TargetError(
-                "webhook_url must point to a public address or to a private network or loopback one "
-                f"({_INTERNAL_LIST}); {target.host!r} resolves to {text}, which is neither"
-            )
+    if all(is_allowed(ipaddress.ip_address(text), allow_private) for text in addresses):
+        return addresses
+    if allow_private:
         raise TargetError(
-            f"webhook_url must point to a public address; {target.host!r} resolves to {text}, "
-            "a private, loopback, link-local, multicast or reserved address"
+            "webhook_url is not allowed: it must point to a public address or to a private network or "
+            f"loopback one ({_INTERNAL_LIST})"
         )
-    return addresses
+    raise TargetError("webhook_url is not allowed: it must point to a public address")
 
 
-def check_url(url: object, allow_private: bool) -> Target:
+def check_url(url: object, allow_private: bool, dns_timeout: float = DEFAULT_DNS_TIMEOUT) -> Target:
     """Everything the API checks before storing a webhook URL: its form and where it resolves."""
     target = parse_url(url)
-    resolve(target, allow_private)
+    resolve(target, allow_private, dns_timeout)
     return target

@@ -1,8 +1,9 @@
 """``/v1/user/balance/alerts``: create, list and delete the caller's balance alerts.
 
-The caller is the account behind the key. An alert watches either that
-account's balance (``scope: account``) or the balance of the key making the
-request (``scope: token``); ``flask check-alerts`` does the watching. Storage
+The caller is the key: it sees and deletes only the alerts it created. An
+alert watches either the balance of the account behind the key (``scope:
+account``) or the balance of the key itself (``scope: token``); ``flask
+check-alerts`` does the watching. Storage
 and the per-account cap are in ``alerts/store.py``; this module checks
 requests and shapes answers.
 """
@@ -23,6 +24,13 @@ from ..errors import ApiError
 from ..units import AmountError, NotWhole, conversion, parse_amount, quota_to_unit
 
 bp = Blueprint("alerts", __name__)
+
+
+@bp.before_request
+def _table_up_to_date() -> None:
+    """A table from an earlier version gets its new columns before the first use (once per process)."""
+    store.table_up_to_date()
+
 
 _FIELDS = ("threshold", "webhook_url", "scope")
 
@@ -53,6 +61,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _present(alert: BalanceAlert) -> dict[str, Any]:
+    """The alert as its key sees it; an alert with no recorded creator is shown without its URL."""
     conversion = _conversion()
     return {
         "id": alert.id,
@@ -60,7 +69,7 @@ def _present(alert: BalanceAlert) -> dict[str, Any]:
         "token_id": alert.token_id,
         "threshold": quota_to_unit(alert.threshold, **conversion),
         "unit": conversion["unit"],
-        "webhook_url": alert.webhook_url,
+        "webhook_url": alert.webhook_url if alert.created_by_token_id is not None else None,
         "state": alert.state,
         "created_at": _iso(alert.created_at),
         "last_notified_at": _iso(alert.last_notified_at),
@@ -85,7 +94,7 @@ def create_alert():
     try:
         # Resolving may be slow: it happens before any database transaction is opened,
         # so no connection sits idle in a transaction meanwhile.
-        check_url(url, current_app.config["ALERT_ALLOW_PRIVATE_TARGETS"])
+        check_url(url, current_app.config["ALERT_ALLOW_PRIVATE_TARGETS"], current_app.config["ALERT_DNS_TIMEOUT"])
     except TargetError as e:
         raise ApiError(400, e.message) from None
     limit = current_app.config["ALERT_MAX_PER_USER"]
@@ -97,6 +106,7 @@ def create_alert():
         webhook_url=url,
         secret=secret,
         state=STATE_ABOVE,
+        created_by_token_id=g.token.id,
     )
     try:
         stored = store.add_within_cap(alert, limit)
@@ -110,12 +120,12 @@ def create_alert():
 
 @bp.get("/v1/user/balance/alerts")
 def list_alerts():
-    return jsonify(success=True, alerts=[_present(alert) for alert in store.alerts_of(g.user.id)])
+    return jsonify(success=True, alerts=[_present(alert) for alert in store.alerts_of(g.user.id, g.token.id)])
 
 
 @bp.delete("/v1/user/balance/alerts/<int:alert_id>")
 def delete_alert(alert_id: int):
     """Someone else's alert gets the same 404 as a missing one: ids reveal nothing."""
-    if not store.delete_alert(alert_id, g.user.id):
+    if not store.delete_alert(alert_id, g.user.id, g.token.id):
         raise ApiError(404, "No such alert")
     return jsonify(success=True, deleted=alert_id)

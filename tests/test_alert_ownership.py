@@ -1,0 +1,158 @@
+"""An alert belongs to the key that created it: only that key lists and deletes it.
+
+Webhook URLs often carry the receiver's own token, so another key of the same
+account must not read them. An account-scoped alert still watches the whole
+account's balance, whichever key created it. Alerts stored before the creator
+was recorded stay manageable by the account's keys, without their URL.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect, text, update
+
+from balance_service.alerts.models import BalanceAlert
+from balance_service.extensions import db as _db
+from balance_service.models import Token, User
+from tests.helpers import recording_receiver
+
+URL = "/v1/user/balance/alerts"
+HOOK = "http://127.0.0.1:9/hook?token=receiver-secret"
+USD = 500_000
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_RETRY_BACKOFF=0.01)
+
+
+def create(client, auth, key, scope="account", url=HOOK, threshold=1):
+    response = client.post(URL, json={"threshold": threshold, "webhook_url": url, "scope": scope}, headers=auth(key))
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["alert"]["id"]
+
+
+def listed(client, auth, key):
+    response = client.get(URL, headers=auth(key))
+    assert response.status_code == 200
+    return [(a["id"], a["webhook_url"]) for a in response.get_json()["alerts"]]
+
+
+def token_id(app, key):
+    with app.app_context():
+        return _db.session.execute(_db.select(Token.id).where(Token.key == key[3:])).scalar_one()
+
+
+def test_another_key_of_the_account_neither_sees_nor_deletes_an_alert(client, app, auth, create_user, create_token):
+    owner = create_user()
+    first, second = create_token(user_id=owner), create_token(user_id=owner)
+    account_alert = create(client, auth, first)
+    token_alert = create(client, auth, first, scope="token")
+    theirs = create(client, auth, second)
+
+    assert listed(client, auth, first) == [(account_alert, HOOK), (token_alert, HOOK)]
+    assert listed(client, auth, second) == [(theirs, HOOK)]
+    for alert_id in (account_alert, token_alert):
+        refused = client.delete(f"{URL}/{alert_id}", headers=auth(second))
+        assert (refused.status_code, refused.get_json()["message"]) == (404, "No such alert")
+    with app.app_context():
+        assert _db.session.execute(_db.select(_db.func.count()).select_from(BalanceAlert)).scalar_one() == 3
+    assert client.delete(f"{URL}/{account_alert}", headers=auth(first)).status_code == 200
+    assert listed(client, auth, first) == [(token_alert, HOOK)]
+
+
+def test_the_creating_key_is_stored(client, app, auth, create_token):
+    key = create_token()
+    alert_id = create(client, auth, key)
+    with app.app_context():
+        assert _db.session.get(BalanceAlert, alert_id).created_by_token_id == token_id(app, key)
+
+
+def test_an_account_alert_still_watches_the_whole_account(client, app, auth, create_user, create_token):
+    owner = create_user(quota=10 * USD)
+    creator = create_token(user_id=owner)
+    with recording_receiver() as (hook, received):
+        create(client, auth, creator, url=hook, threshold=5)
+        # Another key (or the gateway) spends the account's credit; the creator's key plays no part.
+        with app.app_context():
+            _db.session.execute(update(User).where(User.id == owner).values(quota=2 * USD))
+            _db.session.execute(update(Token).where(Token.key == creator[3:]).values(status=2))
+            _db.session.commit()
+        with app.app_context():
+            result = app.test_cli_runner().invoke(args=["check-alerts"])
+    assert "1 notified" in result.output, result.output
+    assert [(body["scope"], body["user_id"]) for body in received] == [("account", owner)]
+
+
+def test_alerts_stored_before_the_creator_was_recorded_stay_manageable_without_their_url(
+    client, app, auth, create_user, create_token
+):
+    owner = create_user()
+    first, second = create_token(user_id=owner), create_token(user_id=owner)
+    with app.app_context():
+        legacy = BalanceAlert(user_id=owner, token_id=None, threshold=1, webhook_url=HOOK, secret="s" * 64)
+        _db.session.add(legacy)
+        _db.session.commit()
+        legacy_id = legacy.id
+    for key in (first, second):
+        assert listed(client, auth, key) == [(legacy_id, None)]
+    assert client.delete(f"{URL}/{legacy_id}", headers=auth(second)).status_code == 200
+    assert listed(client, auth, first) == []
+
+
+OLD_TABLE = """CREATE TABLE balance_alerts (
+    id INTEGER NOT NULL {autoincrement}, user_id INTEGER NOT NULL, token_id INTEGER,
+    threshold BIGINT NOT NULL, webhook_url VARCHAR(2048) NOT NULL, secret VARCHAR(64) NOT NULL,
+    state VARCHAR(8) NOT NULL, created_at {timestamp} NOT NULL, last_notified_at {timestamp},
+    last_error TEXT, PRIMARY KEY (id))"""
+AUTOINCREMENT = {"sqlite": "", "postgresql": "GENERATED BY DEFAULT AS IDENTITY", "mariadb": "AUTO_INCREMENT"}
+TIMESTAMP = {"sqlite": "DATETIME", "postgresql": "TIMESTAMP WITHOUT TIME ZONE", "mariadb": "DATETIME"}
+
+
+def test_an_existing_alerts_table_gets_the_new_columns_and_keeps_working(
+    backend, make_app, create_user, create_token, auth
+):
+    """Deployments from before have balance_alerts already: the columns are added, old rows keep working."""
+    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
+    owner = create_user(quota=0)
+    key = create_token(user_id=owner, remain_quota=0)
+    watched = token_id(app, key)
+    with app.app_context():
+        engine = _db.engine
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE balance_alerts"))
+            conn.execute(text(OLD_TABLE.format(autoincrement=AUTOINCREMENT[backend], timestamp=TIMESTAMP[backend])))
+            for token in (None, watched):
+                conn.execute(
+                    text(
+                        "INSERT INTO balance_alerts (user_id, token_id, threshold, webhook_url, secret, state,"
+                        " created_at) VALUES (:user, :token, 100, :url, :secret, 'above', '2026-01-01 00:00:00')"
+                    ),
+                    {"user": owner, "token": token, "url": HOOK, "secret": "s" * 64},
+                )
+            account_id, token_scoped_id = conn.execute(text("SELECT id FROM balance_alerts ORDER BY id")).scalars()
+        # A new process (app) on the old table: the first use adds the columns.
+        fresh = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
+        client = fresh.test_client()
+        # The token-scoped alert was created by the key it watches; the account one has no recorded creator.
+        assert listed(client, auth, key) == [(account_id, None), (token_scoped_id, HOOK)]
+        columns = {c["name"] for c in inspect(engine).get_columns("balance_alerts")}
+        assert {"created_by_token_id", "failures", "next_attempt_at"} <= columns
+        new_id = create(client, auth, key)
+        assert listed(client, auth, key)[-1] == (new_id, HOOK)
+        with recording_receiver() as (hook, received):
+            with fresh.app_context():
+                _db.session.execute(update(BalanceAlert).values(webhook_url=hook))
+                _db.session.commit()
+            with fresh.app_context():
+                result = fresh.test_cli_runner().invoke(args=["check-alerts"])
+        assert "3 notified" in result.output, result.output
+        assert len(received) == 3
+    finally:
+        with app.app_context():
+            _db.session.remove()
+            if "created_by_token_id" not in {c["name"] for c in inspect(engine).get_columns("balance_alerts")}:
+                with engine.begin() as conn:
+                    conn.execute(text("DROP TABLE balance_alerts"))
+                _db.create_all()

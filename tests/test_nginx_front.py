@@ -1,0 +1,251 @@
+"""``deploy/nginx.conf`` in front of a real gunicorn: slow clients no longer freeze the service.
+
+gunicorn's sync workers read a request with no timeout of their own, so a
+client that trickles its headers holds a worker until gunicorn kills it (30 s).
+The tests run Debian's nginx as a plain process (its own prefix, pid, logs and
+temporary directories under tmp_path; the shipped file with loopback ports
+substituted) and a bounded slowloris: 20 connections each sending one header
+line every 0.5 s for a few seconds. Without ``/usr/sbin/nginx`` they skip,
+except under ``CI=true`` where that is a failure (``.ci/run`` installs it).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, clean_environment, running_gunicorn, stop
+
+pytestmark = pytest.mark.e2e
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+SHIPPED = REPO / "deploy" / "nginx.conf"
+SLOW_CONNECTIONS = 20
+WORKERS = "2"
+
+
+def _require_nginx() -> None:
+    if os.path.exists(NGINX):
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"nginx must be installed in CI ({NGINX} is missing): apt-get install nginx")
+    pytest.skip("nginx is not installed (apt-get install nginx)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _replace_once(text: str, old: str, new: str) -> str:
+    """The shipped file must still contain ``old`` exactly once, or this test no longer tests it."""
+    assert text.count(old) == 1, f"deploy/nginx.conf no longer has {old!r} exactly once"
+    return text.replace(old, new)
+
+
+def render_config(upstream_port: int, listen_port: int, tmp: Path) -> str:
+    """The shipped configuration with loopback ports and every path inside ``tmp``."""
+    text = SHIPPED.read_text()
+    # The user directive only means something to a master process started as root.
+    text = _replace_once(text, "user www-data;\n", "user www-data;\n" if os.geteuid() == 0 else "")
+    text = _replace_once(text, "pid /run/nginx.pid;", f"pid {tmp}/nginx.pid;")
+    text = _replace_once(text, "error_log /var/log/nginx/error.log warn;", f"error_log {tmp}/error.log warn;")
+    text = _replace_once(text, "access_log /var/log/nginx/access.log;", f"access_log {tmp}/access.log;")
+    text = _replace_once(text, "server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};")
+    text = _replace_once(text, "listen 80;", f"listen 127.0.0.1:{listen_port};")
+    text = _replace_once(text, "listen [::]:80;\n", "")
+    temp_paths = "".join(
+        f"    {kind}_temp_path {tmp}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return _replace_once(text, "http {\n", "http {\n" + temp_paths)
+
+
+def _accepting(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def running_nginx(upstream: str, tmp: Path) -> Iterator[str]:
+    """nginx in the foreground with the rendered configuration; yields its base URL."""
+    _require_nginx()
+    upstream_port = int(upstream.rsplit(":", 1)[1])
+    port = _free_port()
+    config = tmp / "nginx.conf"
+    config.write_text(render_config(upstream_port, port, tmp))
+    checked = subprocess.run(
+        [NGINX, "-t", "-p", str(tmp), "-e", "stderr", "-c", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert checked.returncode == 0, checked.stderr
+    log = tmp / "nginx.out"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [NGINX, "-p", str(tmp), "-e", "stderr", "-c", str(config), "-g", "daemon off;"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while not _accepting(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("nginx did not start:\n" + log.read_text(errors="replace"))
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process, timeout=10)
+
+
+@pytest.fixture
+def gunicorn(tmp_path) -> Iterator[str]:
+    """The project's gunicorn (sync workers, as in production) with two workers, on SQLite."""
+    env = clean_environment(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'front.sqlite3'}", WEB_CONCURRENCY=WORKERS, PROXY_FIX_X_FOR="1"
+    )
+    with running_gunicorn(env, tmp_path / "gunicorn.log") as (url, _):
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if get(url, "/healthz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+        yield url
+
+
+def get(base: str, path: str, timeout: float, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
+    host, port = base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.headers), response.read()
+    finally:
+        connection.close()
+
+
+def timed_get(base: str, path: str, timeout: float) -> float | None:
+    """Seconds until ``path`` was answered with 200, or None if no answer came within ``timeout``."""
+    started = time.monotonic()
+    try:
+        status, _, _ = get(base, path, timeout)
+    except (TimeoutError, OSError):
+        return None
+    assert status == 200
+    return time.monotonic() - started
+
+
+@contextmanager
+def slowloris(base: str, seconds: float, interval: float = 0.5) -> Iterator[list[bool]]:
+    """``SLOW_CONNECTIONS`` connections that send a request header one line every ``interval`` seconds.
+
+    Bounded: it stops after ``seconds`` (or when the block ends) and closes
+    every socket. Yields a list that says, per connection, whether the server
+    closed it before the trickle ended.
+    """
+    host, port = base.removeprefix("http://").split(":")
+    sockets = [socket.create_connection((host, int(port)), timeout=5) for _ in range(SLOW_CONNECTIONS)]
+    dropped = [False] * len(sockets)
+    done = threading.Event()
+
+    def trickle() -> None:
+        for s in sockets:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: front\r\n")
+        deadline = time.monotonic() + seconds
+        line = 0
+        while not done.wait(interval) and time.monotonic() < deadline:
+            line += 1
+            for i, s in enumerate(sockets):
+                if dropped[i]:
+                    continue
+                try:
+                    s.sendall(f"X-Slow-{line}: {'a' * 8}\r\n".encode())
+                except OSError:
+                    dropped[i] = True
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    time.sleep(0.5)  # every connection has reached the server and sent its first line
+    try:
+        yield dropped
+    finally:
+        done.set()
+        thread.join(timeout=seconds + 5)
+        for s in sockets:
+            s.close()
+
+
+def test_a_slowloris_stalls_bare_gunicorn(gunicorn):
+    """Without the front, 20 trickling connections leave no worker for anyone else.
+
+    This is the failure the front fixes, shown on the same gunicorn the next
+    test puts nginx in front of.
+    """
+    assert timed_get(gunicorn, "/healthz", timeout=2) is not None
+    with slowloris(gunicorn, seconds=4):
+        assert timed_get(gunicorn, "/healthz", timeout=2) is None
+    # Once the slow clients give up, the workers are free again.
+    assert timed_get(gunicorn, "/healthz", timeout=5) is not None
+
+
+def test_behind_nginx_a_slowloris_does_not_delay_normal_requests(gunicorn, tmp_path):
+    with running_nginx(gunicorn, tmp_path) as front:
+        with slowloris(front, seconds=7) as dropped:
+            answered = []
+            for _ in range(8):
+                answered.append(timed_get(front, "/healthz", timeout=5))
+                time.sleep(0.25)
+            assert all(t is not None and t < 1 for t in answered), answered
+            # client_header_timeout (5 s) ends the slow connections themselves.
+            time.sleep(6)
+            assert all(dropped), f"{dropped.count(False)} slow connections still open after the header timeout"
+        assert timed_get(front, "/healthz", timeout=5) < 1
+
+
+def test_nginx_passes_the_client_address_and_answers_its_refusals_in_json(gunicorn, tmp_path):
+    with running_nginx(gunicorn, tmp_path) as front:
+        host, port = front.removeprefix("http://").split(":")
+        # A forged X-Forwarded-For is replaced, so the app sees the real client (PROXY_FIX_X_FOR=1).
+        status, _, body = get(front, "/v1/balance", 5, {"X-Forwarded-For": "203.0.113.9"})
+        assert status == 401 and json.loads(body)["success"] is False
+
+        # A body over the app's 16 KiB limit is refused by nginx before gunicorn reads it.
+        connection = http.client.HTTPConnection(host, int(port), timeout=5)
+        connection.request("POST", "/v1/user/balance/alerts", body=b"{" + b" " * 17000 + b"}")
+        response = connection.getresponse()
+        assert response.status == 413
+        assert response.getheader("Content-Type") == "application/json"
+        assert json.loads(response.read()) == {"success": False, "message": "Request body too large"}
+        connection.close()
+
+        status, _, body = get(front, "/metrics", 5)
+        assert status == 404 and json.loads(body)["success"] is False
+
+    access = (tmp_path / "gunicorn.log").read_text()
+    lines = [json.loads(line) for line in access.splitlines() if line.startswith("{")]
+    [line] = [line for line in lines if line.get("path") == "/v1/balance"]
+    assert line["remote_addr"] == "127.0.0.1"
+
+
+def test_nginx_answers_503_in_json_when_gunicorn_is_down(tmp_path):
+    with running_nginx(f"http://127.0.0.1:{_free_port()}", tmp_path) as front:
+        status, headers, body = get(front, "/v1/balance", 5)
+    assert status == 503
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body)["success"] is False
