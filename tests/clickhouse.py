@@ -1,4 +1,4 @@
-"""A private ClickHouse server for the tests (and bench/), and new-api's ``logs`` table in it.
+"""A private ClickHouse server for the tests (and bench/usage_clickhouse.py), and new-api's ``logs`` table in it.
 
 Debian's ``clickhouse-server`` (18.16 in CI) runs as an unprivileged process
 from a minimal config written to a temporary directory: loopback only, on
@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from clickhouse_driver import Client
 
 from tests.gateway_logs import GatewayTables, Log
@@ -94,6 +93,8 @@ def _config(directory: Path, tcp_port: int) -> str:
 
 def require_server() -> None:
     """Skip without the ``clickhouse-server`` binary; under ``CI=true`` fail instead."""
+    import pytest  # here, so that bench/ can start a server with the runtime requirements alone
+
     if not os.access(SERVER, os.X_OK):
         if os.environ.get("CI") == "true":
             pytest.fail(f"clickhouse-server must be installed in CI ({SERVER} not found); .ci/run installs it")
@@ -120,14 +121,16 @@ def running_clickhouse(directory: Path, timeout: float = 60) -> Iterator[str]:
         url = f"clickhouse://default@127.0.0.1:{port}/default"
         deadline = time.monotonic() + timeout
         while process.poll() is None and time.monotonic() < deadline:
-            probe = Client.from_url(url + "?connect_timeout=1")
-            try:
-                probe.execute("SELECT 1")
+            try:  # the port first (the driver logs every refused connection), then a query
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                probe = Client.from_url(url + "?connect_timeout=1")
+                try:
+                    probe.execute("SELECT 1")
+                finally:
+                    probe.disconnect()
                 break
             except Exception:  # noqa: BLE001 - not up yet
                 time.sleep(0.1)
-            finally:
-                probe.disconnect()
         else:
             if process.poll() is None:
                 process.kill()
