@@ -48,7 +48,7 @@ from balance_service.extensions import db  # noqa: E402
 from balance_service.models import Token, User  # noqa: E402
 from balance_service.usage.clickhouse import ClickHouseLogSource, ClickHousePool, client_options  # noqa: E402
 from balance_service.usage.source import Scope  # noqa: E402
-from tests.clickhouse import clickhouse_logs_ddl, running_clickhouse  # noqa: E402
+from tests.clickhouse import clickhouse_logs_ddl, reader_url, running_clickhouse  # noqa: E402
 
 OTHER_USERS = 10_000
 DAY = 86400
@@ -156,7 +156,7 @@ def main() -> None:
                 print(f"ClickHouse {url}: {args.rows:,} log rows generated in {time.perf_counter() - started:.1f} s")
                 database_url = f"sqlite:///{tmp}/main.sqlite3"
                 key = fill_main(database_url)
-                env = {"DATABASE_URL": database_url, "LOG_DATABASE_URL": url, "LOG_LEVEL": "warning"}
+                env = {"DATABASE_URL": database_url, "LOG_DATABASE_URL": reader_url(url), "LOG_LEVEL": "warning"}
                 service = servers.start("usage-clickhouse-service", "wsgi:app", env, free_port(), [])
                 today = datetime.now(UTC).date()
                 month_start = int(datetime(today.year, today.month, today.day, tzinfo=UTC).timestamp()) - 29 * DAY

@@ -1,10 +1,13 @@
 """A private ClickHouse server for the tests (and bench/usage_clickhouse.py), and new-api's ``logs`` table in it.
 
 Debian's ``clickhouse-server`` (18.16 in CI) runs as an unprivileged process
-from a minimal config written to a temporary directory: loopback only, on
-free ports, data in that directory, the package's ``users.xml`` (user
-``default``, no password). Without the binary the tests skip, except under
-``CI=true`` where that is a failure (``.ci/run`` installs the package).
+from a minimal config written to a temporary directory: loopback only, on a
+free port, data in that directory, and two users: ``default`` (no password,
+full rights: the tests make and fill tables with it) and ``reader`` (a
+``readonly = 2`` profile, as the docs advise for the service; the apps under
+test connect as it, so any write would fail). Without the binary the tests
+skip, except under ``CI=true`` where that is a failure (``.ci/run`` installs
+the package).
 """
 
 from __future__ import annotations
@@ -25,7 +28,23 @@ from clickhouse_driver import Client
 from tests.gateway_logs import GatewayTables, Log
 
 SERVER = shutil.which("clickhouse-server") or "/usr/bin/clickhouse-server"
-USERS_XML = "/etc/clickhouse-server/users.xml"
+READER_PASSWORD = "reader-secret"
+
+_USERS = f"""<yandex>
+  <profiles>
+    <default><max_memory_usage>4000000000</max_memory_usage></default>
+    <read_only><readonly>2</readonly></read_only>
+  </profiles>
+  <users>
+    <default><password></password><networks><ip>127.0.0.1</ip></networks>
+      <profile>default</profile><quota>default</quota></default>
+    <reader><password>{READER_PASSWORD}</password><networks><ip>127.0.0.1</ip></networks>
+      <profile>read_only</profile><quota>default</quota></reader>
+  </users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
+    <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+"""
 
 # new-api's CREATE TABLE for ClickHouse (model/main.go): Go ints as Int32/Int64, strings with '' defaults,
 # a MergeTree partitioned by month of created_at and sorted by (created_at, request_id). new-api appends a
@@ -83,7 +102,7 @@ def _config(directory: Path, tcp_port: int) -> str:
   <tmp_path>{data}/tmp/</tmp_path>
   <user_files_path>{data}/user_files/</user_files_path>
   <format_schema_path>{data}/format_schemas/</format_schema_path>
-  <users_config>{USERS_XML}</users_config>
+  <users_config>{directory / "users.xml"}</users_config>
   <default_profile>default</default_profile>
   <default_database>default</default_database>
   <mark_cache_size>268435456</mark_cache_size>
@@ -114,6 +133,7 @@ def running_clickhouse(directory: Path, timeout: float = 60) -> Iterator[str]:
         port = free_port()
         config = directory / "config.xml"
         config.write_text(_config(directory, port))
+        (directory / "users.xml").write_text(_USERS)
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [SERVER, f"--config-file={config}"], cwd=directory, stdout=out, stderr=subprocess.STDOUT
@@ -148,6 +168,11 @@ def running_clickhouse(directory: Path, timeout: float = 60) -> Iterator[str]:
                 process.wait()
         return
     raise AssertionError(f"clickhouse-server did not start:\n{log.read_text()[-3000:]}")
+
+
+def reader_url(url: str) -> str:
+    """The same server and database as ``url`` (user ``default``), as the read-only user ``reader``."""
+    return url.replace("clickhouse://default@", f"clickhouse://reader:{READER_PASSWORD}@", 1)
 
 
 @contextmanager

@@ -31,7 +31,13 @@ from balance_service.config import ENV_SETTINGS
 from balance_service.extensions import db as _db
 from balance_service.models import Token, User
 from balance_service.usage.source import CLICKHOUSE_EXTENSION
-from tests.clickhouse import ClickHouseTables, require_server, running_clickhouse, temporary_clickhouse_database
+from tests.clickhouse import (
+    ClickHouseTables,
+    reader_url,
+    require_server,
+    running_clickhouse,
+    temporary_clickhouse_database,
+)
 from tests.gateway_logs import GatewayTables
 from tests.helpers import temporary_mariadb_database, temporary_postgres_database
 
@@ -154,10 +160,12 @@ def log_store():
 def make_app(database_url, log_store, request):
     """Build apps on the test database with config overrides; tables created, rows wiped after.
 
-    With ``log_store`` = ``clickhouse``, ``LOG_DATABASE_URL`` points at the test's ClickHouse database.
+    With ``log_store`` = ``clickhouse``, ``LOG_DATABASE_URL`` points at the test's ClickHouse database, as the
+    read-only user (the tables are made and filled as ``default``).
     """
     apps = []
-    defaults = {"LOG_DATABASE_URL": request.getfixturevalue("clickhouse_url")} if log_store == "clickhouse" else {}
+    clickhouse = request.getfixturevalue("clickhouse_url") if log_store == "clickhouse" else None
+    defaults = {"LOG_DATABASE_URL": reader_url(clickhouse)} if clickhouse else {}
 
     def factory(**overrides):
         # The failed-auth limit is off unless a test turns it on: suites that send

@@ -12,8 +12,9 @@ from decimal import Decimal
 
 import pytest
 
+from balance_service.usage.clickhouse import LogStoreError
 from balance_service.usage.source import log_source
-from tests.clickhouse import ClickHouseTables, free_port, running_clickhouse
+from tests.clickhouse import ClickHouseTables, free_port, reader_url, running_clickhouse
 from tests.gateway_logs import CONSUME, GatewayTables, Log, at, seed_november
 
 pytestmark = [pytest.mark.clickhouse, pytest.mark.backend_independent]
@@ -107,7 +108,7 @@ def test_a_clickhouse_server_that_stops_turns_usage_into_503_while_balances_answ
     make_app, auth, create_user, create_token, database_url, tmp_path
 ):
     with running_clickhouse(tmp_path / "clickhouse") as url:
-        app = make_app(LOG_DATABASE_URL=url, DB_CONNECT_TIMEOUT=1, DB_STATEMENT_TIMEOUT_MS=2000)
+        app = make_app(LOG_DATABASE_URL=reader_url(url), DB_CONNECT_TIMEOUT=1, DB_STATEMENT_TIMEOUT_MS=2000)
         logs = ClickHouseTables(url, GatewayTables(database_url)).create_logs("new-api")
         november = seed_november(app, create_user, create_token, logs)
         client = app.test_client()
@@ -130,3 +131,13 @@ def test_doctor_describes_the_clickhouse_logs_table(make_app, gateway_tables):
     output = make_app().test_cli_runner().invoke(args=["doctor"]).output
     assert "  logs     present, new-api layout (with token_id)" in output
     assert "nothing: the table's sort key serves the usage queries" in output
+
+
+def test_the_service_reads_as_a_read_only_user(app):
+    """The apps in these tests connect as a readonly = 2 user: the service's queries need nothing more."""
+    with app.app_context():
+        source = log_source()
+        assert source.pool.options["user"] == "reader"
+        with pytest.raises(LogStoreError, match="readonly"):
+            source.pool.query("CREATE TABLE written (a Int8) ENGINE = Memory", {})
+        assert source.has_logs() is False
