@@ -273,6 +273,12 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
             config.get("DB_STATEMENT_TIMEOUT_MS", 5000),
         ),
     )
+    if urlparse(config.get("LOG_DATABASE_URL") or "").scheme.lower() in ("tcp", "http", "https"):
+        # new-api's other ClickHouse DSN forms: say what to write instead of failing on an unknown driver.
+        raise ConfigError(
+            "LOG_DATABASE_URL: tcp:// and http(s):// are new-api's ClickHouse DSN forms; this service reads ClickHouse "
+            "over the native protocol: clickhouse://user:password@host:9000/database"
+        )
     if config.get("LOG_DATABASE_URL") and is_clickhouse_url(config["LOG_DATABASE_URL"]):
         # new-api's logs in ClickHouse: read by usage/clickhouse.py over the native protocol, no SQL bind.
         config["LOG_DATABASE_URL"] = _clickhouse_url(config["LOG_DATABASE_URL"])

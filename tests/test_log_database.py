@@ -115,7 +115,15 @@ def test_a_clickhouse_url_makes_no_sql_bind_and_keeps_the_url(monkeypatch, tmp_p
     assert config["LOG_DATABASE_URL"] == "clickhouse://reader:secret@127.0.0.1:9000/gateway"
 
 
-@pytest.mark.parametrize("url", ["clickhouse:///gateway", "clickhouse://reader@127.0.0.1:nine/gateway"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "clickhouse:///gateway",
+        "clickhouse://reader@127.0.0.1:nine/gateway",
+        "tcp://127.0.0.1:9000?database=gateway&username=reader",  # new-api's forms: not the native URL
+        "http://reader:secret@127.0.0.1:8123/gateway",
+    ],
+)
 def test_a_clickhouse_url_without_a_usable_host_is_refused_at_start(monkeypatch, tmp_path, url):
     monkeypatch.setenv("LOG_DATABASE_URL", url)
     with pytest.raises(ConfigError, match="LOG_DATABASE_URL"):
