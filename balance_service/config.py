@@ -194,6 +194,15 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+#: ``LOG_DATABASE_URL`` schemes that mean ClickHouse (native protocol; ``clickhouses`` with TLS).
+CLICKHOUSE_SCHEMES = ("clickhouse", "clickhouses")
+
+
+def is_clickhouse_url(url: str) -> bool:
+    """Whether a ``LOG_DATABASE_URL`` points at ClickHouse rather than a SQL database."""
+    return urlparse(url.strip()).scheme.lower() in CLICKHOUSE_SCHEMES
+
+
 def engine_options(url: str, connect_timeout: int, statement_timeout_ms: int) -> dict[str, Any]:
     """Pool settings that suit short requests in forked gunicorn workers.
 
@@ -229,6 +238,19 @@ def engine_options(url: str, connect_timeout: int, statement_timeout_ms: int) ->
 def _timeout_from_ms(milliseconds: int) -> float | None:
     """A socket timeout from ``DB_STATEMENT_TIMEOUT_MS``; 0 means no limit, as in PostgreSQL."""
     return milliseconds / 1000 if milliseconds else None
+
+
+def _clickhouse_url(raw: str) -> str:
+    """A ``clickhouse://`` URL checked at start-up: it must name a host (the driver's port default is 9000)."""
+    url = raw.strip()
+    parsed = urlparse(url)
+    try:
+        parsed.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise ConfigError("LOG_DATABASE_URL has an invalid port") from None
+    if not parsed.hostname:
+        raise ConfigError("LOG_DATABASE_URL must name a host: clickhouse://user:password@host:9000/database")
+    return url
 
 
 def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -308,7 +330,16 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
             config.get("DB_STATEMENT_TIMEOUT_MS", 5000),
         ),
     )
-    if config.get("LOG_DATABASE_URL"):
+    if urlparse(config.get("LOG_DATABASE_URL") or "").scheme.lower() in ("tcp", "http", "https"):
+        # new-api's other ClickHouse DSN forms: say what to write instead of failing on an unknown driver.
+        raise ConfigError(
+            "LOG_DATABASE_URL: tcp:// and http(s):// are new-api's ClickHouse DSN forms; this service reads ClickHouse "
+            "over the native protocol: clickhouse://user:password@host:9000/database"
+        )
+    if config.get("LOG_DATABASE_URL") and is_clickhouse_url(config["LOG_DATABASE_URL"]):
+        # new-api's logs in ClickHouse: read by usage/clickhouse.py over the native protocol, no SQL bind.
+        config["LOG_DATABASE_URL"] = _clickhouse_url(config["LOG_DATABASE_URL"])
+    elif config.get("LOG_DATABASE_URL"):
         # The gateway's request logs in a database of their own (its LOG_SQL_DSN): a second engine,
         # the "logs" bind, with the same pool and timeout settings as the main one.
         log_url = config["LOG_DATABASE_URL"] = normalize_database_url(config["LOG_DATABASE_URL"])

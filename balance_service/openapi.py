@@ -469,7 +469,8 @@ _DOCUMENT: dict[str, Any] = {
                 "getUsage",
                 "Spend per day and per model, and when the credit runs out",
                 (
-                    "From the gateway's request logs (LOG_DATABASE_URL when they have a database of their own). "
+                    "From the gateway's request logs (LOG_DATABASE_URL when they have a database of their own, "
+                    "SQL or ClickHouse). "
                     "Amounts are net spend (consumed minus refunded) in BALANCE_UNIT, with the balance endpoints' "
                     "precision; a refund is negative spend on its own day and model. `days` lists every UTC day "
                     "of the range, days without requests included (zero), oldest first, so a chart needs no gaps "

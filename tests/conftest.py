@@ -5,6 +5,9 @@ is marked ``backend_independent``: then it runs on SQLite only. PostgreSQL and
 MariaDB tests get a throw-away database created for the session; they skip
 when the server is unreachable, except under ``CI=true`` where that is an error.
 They are marked ``postgresql`` / ``mariadb``, so ``-m`` can leave them out.
+A module marked ``log_stores`` also runs its tests with the gateway's logs in
+ClickHouse (``log_store`` = ``clickhouse``, main database SQLite or PostgreSQL):
+a private server started for the session (tests/clickhouse.py), marked ``clickhouse``.
 A module for one backend says so with
 ``pytestmark = pytest.mark.parametrize("backend", ["postgresql"])``.
 """
@@ -27,10 +30,20 @@ from balance_service.alerts.models import BalanceAlert
 from balance_service.config import ENV_SETTINGS
 from balance_service.extensions import db as _db
 from balance_service.models import Token, User
+from balance_service.usage.source import CLICKHOUSE_EXTENSION
+from tests.clickhouse import (
+    ClickHouseTables,
+    reader_url,
+    require_server,
+    running_clickhouse,
+    temporary_clickhouse_database,
+)
 from tests.gateway_logs import GatewayTables
 from tests.helpers import temporary_mariadb_database, temporary_postgres_database
 
 BACKENDS = ["sqlite", "postgresql", "mariadb"]
+#: Main databases the ClickHouse log store is combined with in ``log_stores`` modules.
+CLICKHOUSE_MAIN_BACKENDS = ["sqlite", "postgresql"]
 
 # Property tests (tests/test_fuzz.py) in CI run repeatably (the same examples
 # every run) and keep no example database (.hypothesis/ only holds caches and is
@@ -77,13 +90,29 @@ def _parametrized_by_the_test(metafunc, name: str) -> bool:
 
 
 def pytest_generate_tests(metafunc):
-    """``backend``: every backend, or SQLite alone for a test whose answer cannot depend on the database."""
+    """``backend``: every backend, or SQLite alone for a test whose answer cannot depend on the database.
+
+    In a module marked ``log_stores``, ``(backend, log_store)``: every backend with the logs in it (``sql``),
+    then ``CLICKHOUSE_MAIN_BACKENDS`` with the logs in ClickHouse.
+    """
     if "backend" in metafunc.fixturenames and not _parametrized_by_the_test(metafunc, "backend"):
         independent = metafunc.definition.get_closest_marker("backend_independent") is not None
-        metafunc.parametrize("backend", ["sqlite"] if independent else BACKENDS)
+        backends = ["sqlite"] if independent else BACKENDS
+        if metafunc.definition.get_closest_marker("log_stores") is None:
+            metafunc.parametrize("backend", backends)
+            return
+        clickhouse = [b for b in CLICKHOUSE_MAIN_BACKENDS if b in backends]
+        combos = [(b, "sql") for b in backends] + [(b, "clickhouse") for b in clickhouse]
+        ids = [b if store == "sql" else f"{b}+clickhouse" for b, store in combos]
+        metafunc.parametrize(("backend", "log_store"), combos, ids=ids)
 
 
-_SERVER_FIXTURES = {"postgres_url": "postgresql", "mariadb_url": "mariadb", "empty_mariadb_database": "mariadb"}
+_SERVER_FIXTURES = {
+    "postgres_url": "postgresql",
+    "mariadb_url": "mariadb",
+    "empty_mariadb_database": "mariadb",
+    "clickhouse_server": "clickhouse",
+}
 
 
 def pytest_collection_modifyitems(items):
@@ -93,6 +122,8 @@ def pytest_collection_modifyitems(items):
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("backend") in ("postgresql", "mariadb"):
             servers.add(callspec.params["backend"])
+        if callspec is not None and callspec.params.get("log_store") == "clickhouse":
+            servers.add("clickhouse")
         for server in sorted(servers):
             item.add_marker(server)
 
@@ -104,15 +135,42 @@ def database_url(backend, tmp_path, request):
     return request.getfixturevalue({"postgresql": "postgres_url", "mariadb": "mariadb_url"}[backend])
 
 
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory):
+    """A private ClickHouse server for the session (tests/clickhouse.py); its ``clickhouse://`` URL."""
+    require_server()
+    with running_clickhouse(tmp_path_factory.mktemp("clickhouse")) as url:
+        yield url
+
+
 @pytest.fixture
-def make_app(database_url):
-    """Build apps on the test database with config overrides; tables created, rows wiped after."""
+def clickhouse_url(clickhouse_server):
+    """An empty ClickHouse database of this test's own, dropped after it."""
+    with temporary_clickhouse_database(clickhouse_server) as url:
+        yield url
+
+
+@pytest.fixture
+def log_store():
+    """Where the gateway's logs are: ``sql`` (the test database) or ``clickhouse`` (``log_stores`` modules)."""
+    return "sql"
+
+
+@pytest.fixture
+def make_app(database_url, log_store, request):
+    """Build apps on the test database with config overrides; tables created, rows wiped after.
+
+    With ``log_store`` = ``clickhouse``, ``LOG_DATABASE_URL`` points at the test's ClickHouse database, as the
+    read-only user (the tables are made and filled as ``default``).
+    """
     apps = []
+    clickhouse = request.getfixturevalue("clickhouse_url") if log_store == "clickhouse" else None
+    defaults = {"LOG_DATABASE_URL": reader_url(clickhouse)} if clickhouse else {}
 
     def factory(**overrides):
         # The failed-auth limit is off unless a test turns it on: suites that send
         # many bad keys from the test client's one address must not trip it.
-        config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url, "AUTH_FAILURE_LIMIT": None}
+        config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url, "AUTH_FAILURE_LIMIT": None, **defaults}
         config.update(overrides)
         app = create_app(config)
         with app.app_context():
@@ -122,6 +180,9 @@ def make_app(database_url):
 
     yield factory
     for app in apps:
+        clickhouse = app.extensions.get(CLICKHOUSE_EXTENSION)
+        if clickhouse is not None:
+            clickhouse.pool.close()
         with app.app_context():
             _db.session.remove()
             _db.session.execute(delete(BalanceAlert))
@@ -272,12 +333,18 @@ def _no_dns_lookups():
 
 
 @pytest.fixture
-def gateway_tables(database_url):
+def gateway_tables(database_url, log_store, request):
     """The gateway's ``logs``/``options`` tables (tests/gateway_logs.py) in the test database or at a URL given;
-    dropped after the test, so other tests on the shared database never see them."""
+    dropped after the test, so other tests on the shared database never see them. With ``log_store`` =
+    ``clickhouse``, ``logs`` is made in the test's ClickHouse database and ``options`` in the main one."""
     made = []
+    clickhouse = request.getfixturevalue("clickhouse_url") if log_store == "clickhouse" else None
 
     def factory(url=None):
+        if url is None and clickhouse is not None:
+            tables = ClickHouseTables(clickhouse, GatewayTables(database_url))
+            made.append(tables)
+            return tables
         tables = GatewayTables(url or database_url)
         made.append(tables)
         return tables

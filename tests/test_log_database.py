@@ -13,8 +13,9 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
 from balance_service import create_app
-from balance_service.config import finalize, from_env, normalize_database_url
+from balance_service.config import ConfigError, finalize, from_env, normalize_database_url
 from balance_service.extensions import db
+from balance_service.usage.clickhouse import client_options
 from tests.gateway_logs import seed_november
 
 NOVEMBER = "?start_date=2025-11-01&end_date=2025-12-01"
@@ -105,3 +106,34 @@ def test_without_log_database_url_the_logs_are_read_on_the_main_pool(monkeypatch
         from balance_service.usage.source import log_engine
 
         assert log_engine() is db.engine
+
+
+def test_a_clickhouse_url_makes_no_sql_bind_and_keeps_the_url(monkeypatch, tmp_path):
+    monkeypatch.setenv("LOG_DATABASE_URL", " clickhouse://reader:secret@127.0.0.1:9000/gateway ")
+    config = finalize(from_env(), str(tmp_path))
+    assert "logs" not in (config.get("SQLALCHEMY_BINDS") or {})
+    assert config["LOG_DATABASE_URL"] == "clickhouse://reader:secret@127.0.0.1:9000/gateway"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "clickhouse:///gateway",
+        "clickhouse://reader@127.0.0.1:nine/gateway",
+        "tcp://127.0.0.1:9000?database=gateway&username=reader",  # new-api's forms: not the native URL
+        "http://reader:secret@127.0.0.1:8123/gateway",
+    ],
+)
+def test_a_clickhouse_url_without_a_usable_host_is_refused_at_start(monkeypatch, tmp_path, url):
+    monkeypatch.setenv("LOG_DATABASE_URL", url)
+    with pytest.raises(ConfigError, match="LOG_DATABASE_URL"):
+        finalize(from_env(), str(tmp_path))
+
+
+def test_clickhouse_timeouts_follow_the_database_settings():
+    host, options = client_options("clickhouse://reader:secret@10.0.0.5:9440/gateway", 2, 4500)
+    assert (host, options["port"], options["database"], options["user"]) == ("10.0.0.5", 9440, "gateway", "reader")
+    assert (options["connect_timeout"], options["send_receive_timeout"]) == (2, 5.5)
+    assert options["settings"]["max_execution_time"] == 5  # the server gives up first, in whole seconds
+    _, options = client_options("clickhouse://h/db?connect_timeout=7", 2, 0)  # the URL wins; 0 = no limit
+    assert options["connect_timeout"] == 7 and "settings" not in options

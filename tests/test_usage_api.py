@@ -11,6 +11,8 @@ from balance_service.usage.report import scope_forecast
 from balance_service.usage.source import Scope
 from tests.gateway_logs import CONSUME, REFUND, Log, at, seed_november, token_id
 
+pytestmark = pytest.mark.log_stores
+
 USAGE = "/v1/usage"
 AROUND_NOVEMBER = "?start_date=2025-10-31&end_date=2025-12-02"
 

@@ -12,6 +12,8 @@ import pytest
 
 from tests.gateway_logs import CONSUME, Log, at, seed_november, token_id
 
+pytestmark = pytest.mark.log_stores
+
 USAGE = "/v1/dashboard/billing/usage"
 NOVEMBER = "?start_date=2025-11-01&end_date=2025-12-01"
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 from flask import current_app
@@ -17,8 +19,12 @@ from flask.cli import with_appcontext
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..config import is_clickhouse_url
 from ..extensions import db
-from .source import log_engine, options
+from .source import log_engine, log_source, options
+
+if TYPE_CHECKING:  # the ClickHouse driver is imported only where LOG_DATABASE_URL asks for it
+    from .clickhouse import ClickHouseLogSource
 
 #: The gateway options that change what the service should show (gateway-schema.md), with their defaults.
 OPTIONS = {
@@ -85,8 +91,34 @@ def _read_options(engine: Engine) -> dict[str, str]:
         return {key: value for key, value in connection.execute(stmt)}
 
 
-def inspect_gateway(main: Engine, logs_engine: Engine, separate_logs: bool) -> list[str]:
-    """The report, line by line."""
+def clickhouse_report(source: ClickHouseLogSource, where: str) -> list[str]:
+    """The log section for logs in ClickHouse: the table and its layout; no index to add there."""
+    out = ["", f"log database: {where} (ClickHouse)"]
+    columns = source.columns()
+    if columns is None:
+        out.append("  logs     MISSING: ranged billing usage falls back to lifetime, GET /v1/usage answers 409")
+        return out
+    flavour = "new-api layout (with token_id)" if "token_id" in columns else "no token_id: keys matched by name"
+    out.append(f"  logs     present, {flavour}")
+    missing = [c for c in LOG_COLUMNS if c not in columns]
+    if missing:
+        out.append(f"  columns  MISSING {', '.join(missing)}: the usage queries cannot run on this table")
+    out += [
+        "",
+        "usage queries:",
+        "  one aggregate per figure (sumIf/countIf by UTC day and model); the created_at range selects the",
+        "  granules to read (new-api sorts the table by created_at), the rest is a scan of that range",
+        "",
+        "recommended (ClickHouse):",
+        "  nothing: the table's sort key serves the usage queries",
+    ]
+    return out
+
+
+def inspect_gateway(
+    main: Engine, logs_engine: Engine, separate_logs: bool, clickhouse: tuple[ClickHouseLogSource, str] | None = None
+) -> list[str]:
+    """The report, line by line; ``clickhouse``: the log source and its URL when the logs are in ClickHouse."""
     out = ["balance-service doctor (read-only: nothing is written)", ""]
     tables = set(inspect(main).get_table_names())
     out.append(f"main database: {_url(main)} ({main.dialect.name})")
@@ -119,6 +151,8 @@ def inspect_gateway(main: Engine, logs_engine: Engine, separate_logs: bool) -> l
             f"BILLING_SOURCE is {source} (the billing endpoints report the {'key' if source == 'token' else 'account'})"
         )
 
+    if clickhouse is not None:
+        return out + clickhouse_report(*clickhouse)
     where = f"{_url(logs_engine)} (LOG_DATABASE_URL)" if separate_logs else "the main database"
     out += ["", f"log database: {where} ({logs_engine.dialect.name})"]
     log_inspector = inspect(logs_engine)
@@ -163,6 +197,14 @@ def inspect_gateway(main: Engine, logs_engine: Engine, separate_logs: bool) -> l
     return out
 
 
+def _hide_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _number(text: str) -> Decimal | None:
     try:
         return Decimal(text.strip())
@@ -174,10 +216,12 @@ def _number(text: str) -> Decimal | None:
 @with_appcontext
 def doctor_command() -> None:
     """Inspect the gateway database (read-only) and print the indexes the usage queries need."""
+    log_url = current_app.config.get("LOG_DATABASE_URL") or ""
+    clickhouse = None
+    if is_clickhouse_url(log_url):
+        clickhouse = (log_source(), f"{_hide_password(log_url)} (LOG_DATABASE_URL)")  # a ClickHouseLogSource
     try:
-        lines: Sequence[str] = inspect_gateway(
-            db.engine, log_engine(), bool(current_app.config.get("LOG_DATABASE_URL"))
-        )
+        lines: Sequence[str] = inspect_gateway(db.engine, log_engine(), bool(log_url), clickhouse)
     except SQLAlchemyError as e:
         raise click.ClickException(f"database error: {getattr(e, 'orig', None) or e}") from None
     click.echo("\n".join(lines))

@@ -3,9 +3,11 @@
 Everything the service knows about spend over time goes through a ``LogSource``:
 ``daily_usage`` (net quota and requests per UTC day and model) and ``net_spend``
 (one total). ``SqlLogSource`` reads the gateway's ``logs`` table on the main
-database or on ``LOG_DATABASE_URL``; another store (ClickHouse, new-api's
-hourly ``quota_data``) only has to answer the same three questions, and
-``log_source()`` is the one place that picks the implementation.
+database or on ``LOG_DATABASE_URL``; ``ClickHouseLogSource`` (usage/clickhouse.py)
+reads it in ClickHouse when ``LOG_DATABASE_URL`` is a ``clickhouse://`` URL.
+Another store (new-api's hourly ``quota_data``) only has to answer the same
+three questions, and ``log_source()`` is the one place that picks the
+implementation.
 
 Nothing here writes. The ``logs`` and ``options`` tables are described on a
 ``MetaData`` of their own, so ``db.create_all()`` never creates them.
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Protocol
 
+from flask import current_app
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -38,6 +41,7 @@ from sqlalchemy import (
     select,
 )
 
+from ..config import is_clickhouse_url
 from ..extensions import db
 from ..models import exact_string
 
@@ -210,9 +214,25 @@ def log_engine() -> Engine:
     return db.engines.get(LOG_BIND) or db.engine
 
 
+#: Where an app keeps its ClickHouse log source (one connection pool per app and process).
+CLICKHOUSE_EXTENSION = "balance_service.clickhouse_logs"
+
+
 def log_source() -> LogSource:
     """The log store of the current app: the one place to choose another implementation."""
-    return SqlLogSource(log_engine())
+    url = current_app.config.get("LOG_DATABASE_URL") or ""
+    if not is_clickhouse_url(url):
+        return SqlLogSource(log_engine())
+    source = current_app.extensions.get(CLICKHOUSE_EXTENSION)
+    if source is None:
+        from .clickhouse import ClickHouseLogSource, ClickHousePool, client_options  # the driver only when used
+
+        config = current_app.config
+        pool = ClickHousePool(
+            *client_options(url, config.get("DB_CONNECT_TIMEOUT", 3), config.get("DB_STATEMENT_TIMEOUT_MS", 5000))
+        )
+        source = current_app.extensions.setdefault(CLICKHOUSE_EXTENSION, ClickHouseLogSource(pool))
+    return source
 
 
 def consume_logging_enabled() -> bool:

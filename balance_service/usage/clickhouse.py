@@ -1,0 +1,208 @@
+"""The gateway's request logs in ClickHouse: new-api's ``LOG_SQL_DSN=clickhouse://…``, read over the native protocol.
+
+``LOG_DATABASE_URL=clickhouse://user:password@host:9000/database`` (or
+``clickhouses://`` for TLS) selects ``ClickHouseLogSource``. Each figure is
+one aggregate query computed in ClickHouse (``sumIf``/``countIf`` grouped by
+UTC day and model), never rows fetched into Python, so a month of a busy
+account costs one scan of that month's partition, not a transfer.
+
+new-api makes the table with ``ENGINE = MergeTree() PARTITION BY
+toYYYYMM(toDateTime(created_at)) ORDER BY (created_at, request_id)``; the
+sort key makes the ``created_at`` range the part of the filter that skips
+data, the rest is a scan of the range, which ClickHouse does fast. Ids are
+not unique there and are never read.
+
+Values reach the server only as parameters: clickhouse-driver substitutes
+``%(name)s`` on the client side with quoted, escaped literals. Any driver or
+network error becomes ``LogStoreError``, a ``SQLAlchemyError``, so it takes
+the same path as a failing SQL database (a 503 JSON answer, counted, logged
+without the key).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import date, timedelta
+from typing import Any
+
+from clickhouse_driver import Client
+from clickhouse_driver.errors import Error as DriverError
+from clickhouse_driver.util.helpers import parse_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from .source import EPOCH, LAYOUT_TTL, LOG_CONSUME, LOG_REFUND, SECONDS_PER_DAY, Scope, UsageRow, day_start
+
+#: The table new-api writes its logs to.
+TABLE = "logs"
+
+#: Idle connections kept per process; a sync gunicorn worker needs one, a threaded one a few more.
+MAX_IDLE = 4
+
+#: Socket timeout when ``DB_STATEMENT_TIMEOUT_MS`` is 0 ("no limit"): a dead server still frees the worker.
+NO_LIMIT_RECEIVE_TIMEOUT = 300.0
+
+_NET = "sumIf(quota, type = %(consume)s) - sumIf(quota, type = %(refund)s)"
+_REQUESTS = "countIf(type = %(consume)s)"
+
+
+class LogStoreError(SQLAlchemyError):
+    """ClickHouse could not answer; handled like any database error. ``orig`` is the driver's exception."""
+
+    def __init__(self, orig: BaseException) -> None:
+        super().__init__(f"{type(orig).__name__}: {orig}")
+        self.orig = orig
+
+
+def client_options(url: str, connect_timeout: int, statement_timeout_ms: int) -> tuple[str, dict[str, Any]]:
+    """Host and ``Client`` keyword arguments for ``url`` with the service's timeouts.
+
+    Timeouts given in the URL's query string win. ``max_execution_time`` makes
+    the server itself give up on a query that takes longer than the statement
+    timeout; the socket timeout is a little longer, so that the server's own
+    error arrives first.
+    """
+    host, options = parse_url(url)
+    options.setdefault("connect_timeout", connect_timeout)
+    if statement_timeout_ms:
+        seconds = statement_timeout_ms / 1000
+        options.setdefault("send_receive_timeout", seconds + 1)
+        options.setdefault("sync_request_timeout", seconds + 1)
+        settings = dict(options.get("settings") or {})
+        settings.setdefault("max_execution_time", max(1, math.ceil(seconds)))
+        options["settings"] = settings
+    else:
+        options.setdefault("send_receive_timeout", NO_LIMIT_RECEIVE_TIMEOUT)
+    options.setdefault("client_name", "balance-service")
+    return host, options
+
+
+class ClickHousePool:
+    """A few reusable native connections per process (a ``Client`` is not thread-safe: one per caller at a time).
+
+    After ``fork`` the parent's connections are dropped without closing them,
+    so a gunicorn worker never talks on its parent's socket.
+    """
+
+    def __init__(self, host: str, options: Mapping[str, Any]) -> None:
+        self.host = host
+        self.options = dict(options)
+        self._idle: list[Client] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    @property
+    def database(self) -> str:
+        return self.options.get("database") or "default"
+
+    def _take(self) -> Client:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._idle, self._pid = [], os.getpid()
+            if self._idle:
+                return self._idle.pop()
+        return Client(self.host, **self.options)
+
+    def _give_back(self, client: Client) -> None:
+        with self._lock:
+            if self._pid == os.getpid() and len(self._idle) < MAX_IDLE:
+                self._idle.append(client)
+                return
+        client.disconnect()
+
+    @contextmanager
+    def client(self) -> Iterator[Client]:
+        client = self._take()
+        try:
+            yield client
+        except BaseException:
+            client.disconnect()  # its connection may be mid-answer: never reuse it
+            raise
+        self._give_back(client)
+
+    def query(self, statement: str, params: Mapping[str, Any]) -> list[tuple]:
+        """Rows of ``statement`` with ``params`` bound by the driver; any failure is a ``LogStoreError``."""
+        try:
+            with self.client() as client:
+                return client.execute(statement, params)
+        except (DriverError, OSError, EOFError) as e:
+            raise LogStoreError(e) from e
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for client in idle:
+            client.disconnect()
+
+
+class ClickHouseLogSource:
+    """The ``LogSource`` on new-api's ClickHouse ``logs`` table (``usage.source``)."""
+
+    def __init__(self, pool: ClickHousePool) -> None:
+        self.pool = pool
+        self._layout: tuple[float, frozenset[str] | None] | None = None
+        self._lock = threading.Lock()
+
+    def columns(self) -> frozenset[str] | None:
+        """Column names of ``logs`` in the URL's database, or None when there is no such table (cached)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._layout
+        if cached is not None and now - cached[0] < LAYOUT_TTL:
+            return cached[1]
+        rows = self.pool.query(
+            "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = %(table)s",
+            {"table": TABLE},
+        )
+        found = frozenset(name for (name,) in rows) or None
+        with self._lock:
+            self._layout = (now, found)
+        return found
+
+    def has_logs(self) -> bool:
+        return self.columns() is not None
+
+    def _where(self, scope: Scope, start: date, end: date) -> tuple[str, dict[str, Any]]:
+        params: dict[str, Any] = {
+            "start": day_start(start),
+            "end": day_start(end),
+            "consume": LOG_CONSUME,
+            "refund": LOG_REFUND,
+        }
+        if not scope.is_key:
+            who = "user_id = %(user_id)s"
+            params["user_id"] = scope.user_id
+        elif "token_id" in (self.columns() or ()):
+            who = "token_id = %(token_id)s"
+            params["token_id"] = scope.token_id
+        else:  # a table without token_id (one-api's layout): the key's owner and its exact name
+            who = "user_id = %(user_id)s AND token_name = %(token_name)s"
+            params.update(user_id=scope.user_id, token_name=scope.token_name or "")
+        # created_at first: it is the table's sort key, so only the range's granules are read.
+        where = f"created_at >= %(start)s AND created_at < %(end)s AND {who} AND type IN (%(consume)s, %(refund)s)"
+        return where, params
+
+    def daily_statement(self, scope: Scope, start: date, end: date) -> tuple[str, dict[str, Any]]:
+        """The one query behind ``daily_usage``: net quota and requests per UTC day and model."""
+        where, params = self._where(scope, start, end)
+        statement = (
+            f"SELECT intDiv(created_at, {SECONDS_PER_DAY}) AS day, model_name, {_NET} AS net, {_REQUESTS} AS requests "
+            f"FROM {TABLE} WHERE {where} GROUP BY day, model_name"
+        )
+        return statement, params
+
+    def daily_usage(self, scope: Scope, start: date, end: date) -> list[UsageRow]:
+        rows = self.pool.query(*self.daily_statement(scope, start, end))
+        return [
+            UsageRow(EPOCH + timedelta(days=int(day)), model or "", int(net), int(requests))
+            for day, model, net, requests in rows
+        ]
+
+    def net_spend(self, scope: Scope, start: date, end: date) -> int:
+        where, params = self._where(scope, start, end)
+        rows = self.pool.query(f"SELECT {_NET} FROM {TABLE} WHERE {where}", params)
+        return int(rows[0][0]) if rows else 0
