@@ -258,3 +258,35 @@ def test_an_existing_alerts_table_gets_the_new_column_and_keeps_its_rows(backend
                 _db.engine.dispose()
         finally:
             logs.drop()
+
+
+DEAD_LOGS = {
+    "sqlite": "sqlite:////nonexistent-dir/sub/logs.sqlite3",
+    "postgresql": "postgresql://postgres@127.0.0.1:1/logs",
+    "mariadb": "mysql://root@127.0.0.1:1/logs",
+}
+
+
+def test_an_unreadable_log_database_holds_forecast_alerts_and_threshold_alerts_go_on(
+    make_app, receiver, create_user, create_token, backend
+):
+    app = make_app(
+        ALERT_ALLOW_PRIVATE_TARGETS=True,
+        ALERT_RETRY_BACKOFF=0.01,
+        ALERT_WEBHOOK_TIMEOUT=2,
+        LOG_DATABASE_URL=DEAD_LOGS[backend],
+        DB_CONNECT_TIMEOUT=1,
+    )
+    owner = create_user(quota=USD)
+    key = create_token(user_id=owner)
+    create_forecast_alert(app, key, receiver.url, 30)
+    threshold = app.test_client().post(
+        URL, json={"threshold": 5, "webhook_url": receiver.url}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert threshold.status_code == 201
+
+    result = run_check(app)
+    assert result.exit_code == 0, result.output
+    assert "1 notified" in result.output and "1 skipped" in result.output, result.output
+    assert [r.json["event"] for r in receiver.requests] == ["balance.below_threshold"]
+    assert [a["state"] for a in listed(app, key)] == ["above", "below"]
