@@ -17,6 +17,7 @@ from sqlalchemy import inspect, text
 
 from balance_service import create_app, operations
 from balance_service.alerts.models import BalanceAlert
+from balance_service.alerts.schema import ADDED_COLUMNS
 from balance_service.extensions import db as _db
 from tests.gateway_logs import CONSUME, REFUND, GatewayTables, Log, token_id
 from tests.helpers import temporary_mariadb_database, temporary_postgres_database
@@ -206,7 +207,8 @@ def old_alerts_table(url: str) -> str:
         owner = operations.create_user("old-timer", quota=USD)
         _, key = operations.create_token(owner, name="old")
         with _db.engine.begin() as connection:
-            connection.execute(text("ALTER TABLE balance_alerts DROP COLUMN days_left_tenths"))
+            for column in ADDED_COLUMNS:  # the first release's layout
+                connection.execute(text(f"ALTER TABLE balance_alerts DROP COLUMN {column}"))
             connection.execute(
                 text(
                     "INSERT INTO balance_alerts (user_id, threshold, webhook_url, secret, state, created_at) "
@@ -244,7 +246,7 @@ def test_an_existing_alerts_table_gets_the_new_column_and_keeps_its_rows(backend
                     assert response.status_code == 200, response.get_json()
                     [shown] = response.get_json()["alerts"]
                     assert (shown["threshold"], shown["days_left"]) == (5, None)
-            assert "days_left_tenths" in columns(url, "balance_alerts")
+            assert set(ADDED_COLUMNS) <= set(columns(url, "balance_alerts"))
             assert {t: columns(url, t) for t in gateway_before} == gateway_before, "gateway tables are never altered"
             with app.app_context():
                 [old] = _db.session.execute(_db.select(BalanceAlert)).scalars().all()
