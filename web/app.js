@@ -478,9 +478,11 @@
         " (" + requests + (requests === 1 ? " request)" : " requests)");
       bar.firstChild.textContent = label;
     });
-    chart.setAttribute("aria-label", "Spending per day from " + days[0].date + " to " + days[days.length - 1].date);
-    setText(usageSection, "chart-start", days.length ? days[0].date : "");
-    setText(usageSection, "chart-end", days.length ? days[days.length - 1].date : "");
+    const first = days.length ? days[0].date : "";
+    const last = days.length ? days[days.length - 1].date : "";
+    chart.setAttribute("aria-label", "Spending per day from " + first + " to " + last);
+    setText(usageSection, "chart-start", first);
+    setText(usageSection, "chart-end", last);
     const peak = days.find((d) => d.used.value === max);
     if (peak && max > 0) {
       showAmount(usageSection.querySelector('[data-testid="chart-max"]'), peak.used, unit);
