@@ -47,7 +47,18 @@ def _alert_schema(with_secret: bool) -> dict[str, Any]:
             "type": ["integer", "null"],
             "description": "The watched key's id (scope token); null for scope account.",
         },
-        "threshold": {**_AMOUNT, "minimum": 0, "description": "In `unit`."},
+        "threshold": {
+            **_AMOUNT,
+            "type": ["number", "null"],
+            "minimum": 0,
+            "description": "In `unit`; null for a forecast alert (one with `days_left`).",
+        },
+        "days_left": {
+            "type": ["number", "null"],
+            "exclusiveMinimum": 0,
+            "maximum": 365,
+            "description": "A forecast alert: notify when the forecast's days left drop below this; else null.",
+        },
         "unit": _UNIT,
         "webhook_url": {
             "type": ["string", "null"],
@@ -236,7 +247,8 @@ _SCHEMAS: dict[str, Any] = {
     "AlertRequest": {
         "type": "object",
         "description": "A new alert. Unknown fields are refused (400); nothing is stored unless all is valid.",
-        "required": ["threshold", "webhook_url"],
+        "required": ["webhook_url"],
+        "oneOf": [{"required": ["threshold"]}, {"required": ["days_left"]}],
         "additionalProperties": False,
         "properties": {
             "threshold": {
@@ -244,7 +256,18 @@ _SCHEMAS: dict[str, Any] = {
                 "minimum": 0,
                 "description": (
                     "Notify when the balance falls below this, in BALANCE_UNIT (a whole number in tokens). "
-                    'A JSON number; a string such as "5" is refused.'
+                    'A JSON number; a string such as "5" is refused. Give this or `days_left`, not both.'
+                ),
+            },
+            "days_left": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 365,
+                "description": (
+                    "A forecast alert: notify when the spend forecast of the watched scope (as in `GET /v1/usage`: "
+                    "the last 7 whole days' net spend against the balance left) says fewer days are left than this. "
+                    "Days, at most one decimal place. A forecast that cannot be told (no logs, nothing spent, "
+                    "unlimited credit) never fires. Give this or `threshold`, not both."
                 ),
             },
             "webhook_url": {
@@ -523,7 +546,8 @@ _DOCUMENT: dict[str, Any] = {
             "post": _secured(
                 "createBalanceAlert",
                 "Create a balance alert",
-                "A webhook called by `flask check-alerts` when the watched balance falls below `threshold`. "
+                "A webhook called by `flask check-alerts` when the watched balance falls below `threshold`, "
+                "or when its spend forecast's days left fall below `days_left`. "
                 "Creating one sends nothing. The answer carries the signing secret, once.",
                 "alerts",
                 {

@@ -103,7 +103,7 @@ def test_the_threshold_is_read_in_the_configured_unit(make_app, create_token, au
     [
         ("not json", "JSON object"),
         ("[1, 2]", "JSON object"),
-        ('{"webhook_url": "http://127.0.0.1/"}', "threshold is required"),
+        ('{"webhook_url": "http://127.0.0.1/"}', "threshold or days_left is required"),
         ('{"threshold": "5", "webhook_url": "http://127.0.0.1/"}', "threshold must be a JSON number"),
         ('{"threshold": true, "webhook_url": "http://127.0.0.1/"}', "threshold must be a JSON number"),
         ('{"threshold": -1, "webhook_url": "http://127.0.0.1/"}', "non-negative"),

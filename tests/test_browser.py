@@ -20,18 +20,21 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from sqlalchemy import update
+from sqlalchemy import create_engine, update
 
 from balance_service import create_app, operations
 from balance_service.config import ENV_SETTINGS
 from balance_service.extensions import db
 from balance_service.models import Token, User
+from tests.gateway_logs import CONSUME, REFUND, GatewayTables, Log
 from tests.helpers import clean_environment, running_gunicorn
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -56,6 +59,7 @@ class Service:
     url: str
     log: Path
     keys: dict[str, str] = field(default_factory=dict)
+    database_url: str = ""
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -66,8 +70,36 @@ class _QuietStaticHandler(SimpleHTTPRequestHandler):
         pass
 
 
+def days_ago(n: int, hour: int = 12) -> int:
+    """Unix seconds at ``hour`` o'clock UTC, ``n`` days before today."""
+    today = datetime.now(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
+    return int((today - timedelta(days=n)).timestamp())
+
+
+def _seed_logs(database_url: str, alice: int, limited: int) -> None:
+    """A month of Alice's requests in the gateway's ``logs`` (new-api's layout), in quota units (500000 = 1 USD).
+
+    The 7 whole days before today: 300000 a day net (0.6 USD; 2100000 in all), so the account's 3000000
+    left last 10.0 days. Earlier: 1000000 twelve days ago, 250000 less a 50000 refund twenty days ago,
+    and 999999 forty days ago (outside the 30 days shown). Today: 100000.
+    """
+    rows = [Log(alice, days_ago(n), CONSUME, 200_000, "gpt-4o", "limited", limited) for n in range(1, 8)]
+    rows += [Log(alice, days_ago(n, 13), CONSUME, 100_000, "claude-3", "limited", limited) for n in range(1, 8)]
+    rows += [
+        Log(alice, days_ago(12), CONSUME, 1_000_000, "gpt-4o-mini", "limited", limited),
+        Log(alice, days_ago(20), CONSUME, 250_000, "gpt-4o", "limited", limited),
+        Log(alice, days_ago(20, 14), REFUND, 50_000, "gpt-4o", "limited", limited),
+        Log(alice, days_ago(40), CONSUME, 999_999, "gpt-4o", "limited", limited),
+        Log(alice, days_ago(0, 0), CONSUME, 100_000, "gpt-4o", "limited", limited),
+    ]
+    tables = GatewayTables(database_url).create_logs("new-api")
+    tables.add(rows)
+    tables.set_options({"LogConsumeEnabled": "true"})
+    tables.engine.dispose()
+
+
 def _seed(database_url: str) -> dict[str, str]:
-    """Create the gateway's tables, one account and three keys, through the operator code path."""
+    """Create the gateway's tables, three accounts and their keys through the operator code path, and Alice's logs."""
     app = create_app({"SQLALCHEMY_DATABASE_URI": database_url})
     with app.app_context():
         db.create_all()
@@ -77,9 +109,15 @@ def _seed(database_url: str) -> dict[str, str]:
         db.session.execute(update(Token).where(Token.id == limited.id).values(used_quota=250_000))
         db.session.commit()
         _, unlimited_key = operations.create_token(alice, name="unlimited", unlimited=True)
+        bob = operations.create_user("bob", quota=5_000_000)  # 10 USD, ¥71 at 7.1
+        _, bob_key = operations.create_token(bob, name="bob", quota=1_250_000)
+        carol = operations.create_user("carol", quota=1_000_000)  # the refresh tests change her balance
+        _, carol_key = operations.create_token(carol, name="carol", unlimited=True)
+        ids = (alice.id, limited.id)
         db.session.remove()
         db.engine.dispose()
-    return {"limited": limited_key, "unlimited": unlimited_key}
+    _seed_logs(database_url, *ids)
+    return {"limited": limited_key, "unlimited": unlimited_key, "bob": bob_key, "carol": carol_key}
 
 
 def _wait_until_healthy(url: str, timeout: float = 30) -> None:
@@ -116,7 +154,24 @@ def service(tmp_path_factory) -> Iterator[Service]:
     log = tmp / "gunicorn.log"
     with running_gunicorn(env, log, "-w", "1") as (url, _):
         _wait_until_healthy(url)
-        yield Service(url=url, log=log, keys=keys)
+        yield Service(url=url, log=log, keys=keys, database_url=database_url)
+
+
+@pytest.fixture(scope="module", params=["CNY", "tokens"])
+def service_in_unit(request, service, tmp_path_factory) -> Iterator[tuple[str, Service]]:
+    """A second gunicorn on the same database that shows amounts in CNY (at 7.1) or in tokens."""
+    unit = request.param
+    env = clean_environment(
+        DATABASE_URL=service.database_url,
+        BALANCE_UNIT=unit,
+        QUOTA_PER_UNIT="500000",
+        USD_EXCHANGE_RATE="7.1",
+        CORS_ORIGINS="*",
+    )
+    log = tmp_path_factory.mktemp(f"browser-{unit}") / "gunicorn.log"
+    with running_gunicorn(env, log, "-w", "1") as (url, _):
+        _wait_until_healthy(url)
+        yield unit, Service(url=url, log=log, keys=service.keys, database_url=service.database_url)
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +261,11 @@ def card_text(page: Page, card: str, field_id: str) -> str:
     return page.get_by_test_id(card).get_by_test_id(field_id).inner_text()
 
 
+def card_title(page: Page, card: str, field_id: str) -> str:
+    """The tooltip (``title``): the exact amount behind a rounded one."""
+    return page.get_by_test_id(card).get_by_test_id(field_id).get_attribute("title")
+
+
 def service_json(service: Service, path: str, key: str) -> str:
     request = urllib.request.Request(service.url + path, headers={"Authorization": f"Bearer {key}"})
     with urllib.request.urlopen(request, timeout=5) as response:
@@ -222,15 +282,18 @@ def test_page_shows_both_balances_exactly_as_the_service_sent_them(page, page_or
     open_page(page, page_origin, service.url)
     check_balance(page, key)
 
-    assert card_text(page, "token-card", "balance") == "2.469134 USD"
-    assert card_text(page, "token-card", "used") == "0.500000 USD"
+    # Rounded for people, with the exact figure the service sent in the tooltip.
+    assert card_text(page, "token-card", "balance") == "$2.47"
+    assert card_title(page, "token-card", "balance") == "2.469134 USD"
+    assert card_text(page, "token-card", "used") == "$0.50"
+    assert card_title(page, "token-card", "used") == "0.500000 USD"
     assert card_text(page, "token-card", "unit") == "USD"
-    assert card_text(page, "user-card", "balance") == "6.000000 USD"
-    assert card_text(page, "user-card", "used") == "2.000000 USD"
+    assert card_text(page, "user-card", "balance") == "$6.00"
+    assert card_text(page, "user-card", "used") == "$2.00"
     for card, path in (("token-card", "/v1/balance"), ("user-card", "/v1/user/balance")):
         raw = service_json(service, path, key)
-        assert card_text(page, card, "balance") == literal(raw, "balance") + " USD"
-        assert card_text(page, card, "used") == literal(raw, "used") + " USD"
+        assert card_title(page, card, "balance") == literal(raw, "balance") + " USD"
+        assert card_title(page, card, "used") == literal(raw, "used") + " USD"
 
     # 250000 of 1484567 quota used on the key; 1000000 of 4000000 on the account.
     assert card_text(page, "token-card", "bar-legend") == "16.8% used, 83.2% remaining"
@@ -249,7 +312,7 @@ def test_the_key_goes_cross_origin_only_after_a_cors_preflight_answered_200(page
     key = service.keys["limited"]
     open_page(page, page_origin, service.url)
     check_balance(page, key)
-    expect(page.get_by_test_id("token-card").get_by_test_id("balance")).to_have_text("2.469134 USD")
+    expect(page.get_by_test_id("token-card").get_by_test_id("balance")).to_have_text("$2.47")
 
     for path in ("/v1/balance", "/v1/user/balance"):
         url = service.url + path
@@ -294,10 +357,10 @@ def test_an_unlimited_key_shows_unlimited_and_no_bar(page, page_origin, service,
 
     token = page.get_by_test_id("token-card")
     expect(token.get_by_test_id("balance")).to_have_text("Unlimited")
-    expect(token.get_by_test_id("used")).to_have_text("0.000000 USD")
+    expect(token.get_by_test_id("used")).to_have_text("$0.00")
     expect(token.get_by_role("meter")).to_have_count(0)
     # The owner's account is limited all the same.
-    expect(page.get_by_test_id("user-card").get_by_test_id("balance")).to_have_text("6.000000 USD")
+    expect(page.get_by_test_id("user-card").get_by_test_id("balance")).to_have_text("$6.00")
     expect(page.get_by_test_id("user-card").get_by_role("meter")).to_have_count(1)
     page.screenshot(path=str(tmp_path / "unlimited.png"), full_page=True)
 
@@ -370,12 +433,12 @@ def test_a_service_url_from_the_link_asks_before_the_key_is_sent(page, traffic, 
     assert service_requests(traffic, service) == []
 
     page.get_by_test_id("confirm-send").click()
-    expect(page.get_by_test_id("token-card").get_by_test_id("balance")).to_have_text("2.469134 USD")
+    expect(page.get_by_test_id("token-card").get_by_test_id("balance")).to_have_text("$2.47")
     # Agreed once for this origin on this page load: the next check goes straight out.
     page.get_by_role("button", name="Check balance").click()
     expect(question).to_be_hidden()
     expect(page.get_by_test_id("results")).to_have_attribute("data-state", "done")
-    gets = [r for r in service_requests(traffic, service) if r[0] == "GET"]
+    gets = [r for r in service_requests(traffic, service) if r[0] == "GET" and "/v1/usage" not in r[1]]
     assert len(gets) == 4
 
 
@@ -385,7 +448,7 @@ def test_a_service_url_the_user_typed_is_not_asked_about(page, traffic, page_ori
     page.get_by_label("Service URL").fill(service.url)
     page.get_by_label("API key").fill(service.keys["limited"])
     page.get_by_role("button", name="Check balance").click()
-    expect(page.get_by_test_id("token-card").get_by_test_id("balance")).to_have_text("2.469134 USD")
+    expect(page.get_by_test_id("token-card").get_by_test_id("balance")).to_have_text("$2.47")
     expect(page.get_by_test_id("confirm-origin")).to_be_hidden()
 
 
@@ -459,3 +522,199 @@ def test_a_malformed_key_is_named_as_such_before_anything_is_sent(page, traffic,
     expect(page.get_by_test_id("confirm-origin")).to_be_hidden()
     expect(page.get_by_test_id("results")).to_be_hidden()
     assert service_requests(traffic, service) == []
+
+
+# --- usage history, forecast and refresh ------------------------------------------------------------------------------
+
+
+def service_usage(service: Service, key: str) -> dict:
+    """``GET /v1/usage`` (the account, the last 30 days) as the service answers it, numbers exact."""
+    return json.loads(service_json(service, "/v1/usage", key), parse_float=Decimal)
+
+
+def set_quota(service: Service, username: str, quota: int) -> None:
+    """Change an account's balance in the database, as the gateway would when it bills or tops up."""
+    engine = create_engine(service.database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(update(User).where(User.username == username).values(quota=quota))
+    finally:
+        engine.dispose()
+
+
+def set_option(service: Service, name: str, value: str) -> None:
+    tables = GatewayTables(service.database_url)
+    tables.created.append("options")  # exists already: only the row changes
+    tables.set_options({name: value})
+    tables.engine.dispose()
+
+
+def test_the_chart_has_a_bar_per_day_in_proportion_to_the_days_spend(page, page_origin, service, tmp_path):
+    key = service.keys["limited"]
+    open_page(page, page_origin, service.url)
+    check_balance(page, key)
+    usage = page.get_by_test_id("usage")
+    expect(usage.get_by_test_id("forecast")).not_to_be_empty()
+
+    answer = service_usage(service, key)
+    bars = usage.get_by_test_id("day-bar")
+    expect(bars).to_have_count(30)
+    shown = bars.evaluate_all(
+        "bars => bars.map(b => [b.dataset.date, b.dataset.used, b.getBBox().height, b.getBBox().x])"
+    )
+    assert [(date, used) for date, used, _, _ in shown] == [(d["date"], str(d["used"])) for d in answer["days"]]
+    xs = [x for _, _, _, x in shown]
+    assert xs == sorted(xs), "oldest day on the left"
+    heights = [h for _, _, h, _ in shown]
+    spent = [max(Decimal(used), 0) for _, used, _, _ in shown]
+    assert spent[-13:] == [Decimal("2")] + [0] * 4 + [Decimal("0.6")] * 7 + [Decimal("0.2")]
+    assert spent[-21] == Decimal("0.4")  # 250000 spent, 50000 refunded
+    tallest = max(heights)
+    assert tallest > 100
+    for height, amount in zip(heights, spent, strict=True):
+        assert height == pytest.approx(tallest * float(amount / max(spent)), abs=0.01)
+    assert sum(1 for h in heights if h > 0) == 10
+    title = bars.nth(29).locator("title").text_content()
+    assert title == f"{answer['days'][-1]['date']}: $0.20 (1 request)"
+
+    # Top models, biggest first, rounded with the exact figure in the tooltip.
+    models = usage.get_by_test_id("model")
+    expect(models).to_have_count(3)
+    assert [m["model"] for m in answer["models"]] == ["gpt-4o", "gpt-4o-mini", "claude-3"]
+    assert models.nth(0).inner_text().split("\n")[0] == "gpt-4o"
+    gpt4o = models.nth(0).locator(".model-used")
+    expect(gpt4o).to_have_text("$3.40")  # 7 × 0.4, 0.5 less a 0.1 refund, 0.2 today
+    expect(gpt4o).to_have_attribute("title", f"{answer['models'][0]['used']} USD")
+    expect(models.nth(0).locator(".model-requests")).to_have_text("9 requests")
+    expect(usage.get_by_test_id("total-used")).to_have_text("$6.80")
+    page.screenshot(path=str(tmp_path / "usage.png"), full_page=True)
+
+
+def test_the_forecast_is_said_in_words_for_the_seeded_key(page, page_origin, service):
+    open_page(page, page_origin, service.url)
+    check_balance(page, service.keys["limited"])
+    runs_out = (datetime.now(UTC).date() + timedelta(days=10)).isoformat()
+    assert service_usage(service, service.keys["limited"])["forecast"]["days_left"] == Decimal("10.0")
+    expect(page.get_by_test_id("forecast")).to_have_text(
+        f"At the last 7 days' rate ($0.60 a day), about 10 days left; runs out around {runs_out}."
+    )
+
+    # The key alone: 1234567 left at 300000 a day.
+    page.get_by_test_id("usage-scope").select_option("key")
+    key_runs_out = (datetime.now(UTC).date() + timedelta(days=4)).isoformat()
+    expect(page.get_by_test_id("forecast")).to_have_text(
+        f"At the last 7 days' rate ($0.60 a day), about 4.1 days left; runs out around {key_runs_out}."
+    )
+
+
+def test_an_unlimited_or_idle_key_gets_a_forecast_that_makes_sense(page, page_origin, service):
+    open_page(page, page_origin, service.url)
+    check_balance(page, service.keys["unlimited"])
+    page.get_by_test_id("usage-scope").select_option("key")
+    expect(page.get_by_test_id("forecast")).to_have_text("Unlimited credit: it does not run out.")
+    check_balance(page, service.keys["bob"])  # nothing ever spent
+    expect(page.get_by_test_id("forecast")).to_have_text(
+        "Nothing was spent in the last 7 days, so there is no forecast."
+    )
+    expect(page.get_by_test_id("day-bar")).to_have_count(30)
+    expect(page.get_by_test_id("no-models")).to_be_visible()
+
+
+def test_without_usage_logs_the_page_says_so_and_still_shows_the_balances(page, page_origin, service):
+    set_option(service, "LogConsumeEnabled", "false")
+    try:
+        open_page(page, page_origin, service.url)
+        check_balance(page, service.keys["limited"])
+        message = page.get_by_test_id("usage-message")
+        expect(message).to_have_text(
+            "No usage history: Usage history is not available: the gateway does not log consumption "
+            "(LogConsumeEnabled is false)"
+        )
+        expect(page.get_by_test_id("chart")).to_be_hidden()
+        expect(page.get_by_test_id("token-card").get_by_test_id("balance")).to_have_text("$2.47")
+        expect(page.get_by_test_id("user-card").get_by_test_id("balance")).to_have_text("$6.00")
+    finally:
+        set_option(service, "LogConsumeEnabled", "true")
+
+
+def test_amounts_in_cny_and_tokens_are_rounded_with_the_exact_figure_in_the_tooltip(page, page_origin, service_in_unit):
+    unit, service = service_in_unit
+    open_page(page, page_origin, service.url)
+    check_balance(page, service.keys["bob"])
+    expected = {
+        "CNY": {"user-card": ("¥71.00", "71.000000 CNY"), "token-card": ("¥17.75", "17.750000 CNY")},
+        "tokens": {"user-card": ("5,000,000 tokens", "5000000 tokens"), "token-card": ("1,250,000 tokens", None)},
+    }[unit]
+    for card, (text, title) in expected.items():
+        balance = page.get_by_test_id(card).get_by_test_id("balance")
+        expect(balance).to_have_text(text)
+        expect(balance).to_have_attribute("title", title or "1250000 tokens")
+
+
+def test_the_page_refreshes_itself_in_place_while_visible(page, page_origin, service):
+    set_quota(service, "carol", 1_000_000)
+    page.goto(f"{page_origin}/index.html?refresh=0.5&api={quote(service.url, safe='')}")
+    expect(page.locator("#balance-form")).to_have_attribute("data-ready", "true")
+    check_balance(page, service.keys["carol"])
+    balance = page.get_by_test_id("user-card").get_by_test_id("balance")
+    expect(balance).to_have_text("$2.00")
+    # Watch for anything that would flicker: the figures replaced, or a "Loading…" shown again.
+    page.evaluate(
+        """() => {
+          const dd = document.querySelector('#user-card [data-testid="balance"]');
+          dd.dataset.original = "yes";
+          window.blanked = 0;
+          new MutationObserver(() => {
+            if (document.querySelector('[data-testid="loading"]') || !document.querySelector('#user-card .figures')) {
+              window.blanked++;
+            }
+          }).observe(document.getElementById("results"), { childList: true, subtree: true });
+        }"""
+    )
+    set_quota(service, "carol", 1_750_000)
+    expect(balance).to_have_text("$3.50", timeout=10_000)
+    expect(balance).to_have_attribute("title", "3.500000 USD")
+    assert balance.get_attribute("data-original") == "yes", "updated in place, not redrawn"
+    assert page.evaluate("() => window.blanked") == 0
+    expect(page.get_by_test_id("refresh-status")).to_contain_text("Updated")
+    set_quota(service, "carol", 1_000_000)
+
+
+def hide(page: Page, hidden: bool) -> None:
+    """What the browser does when the tab goes to the background (or comes back): the Page Visibility API."""
+    page.evaluate(
+        """hidden => {
+          const state = hidden ? "hidden" : "visible";
+          Object.defineProperty(document, "visibilityState", { configurable: true, get: () => state });
+          Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+          document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+        hidden,
+    )
+
+
+def test_a_hidden_tab_asks_nothing_and_refreshes_at_once_when_visible_again(page, traffic, page_origin, service):
+    set_quota(service, "carol", 1_000_000)
+    page.goto(f"{page_origin}/index.html?refresh=0.3&api={quote(service.url, safe='')}")
+    expect(page.locator("#balance-form")).to_have_attribute("data-ready", "true")
+    check_balance(page, service.keys["carol"])
+    usage = page.get_by_test_id("usage")
+    expect(usage).to_have_attribute("data-refreshes", re.compile(r"^[2-9]|\d\d"))  # refreshing on its own
+
+    hide(page, True)
+    page.wait_for_timeout(400)  # a refresh already on its way may land
+    before = len(traffic.requests)
+    refreshes = int(usage.get_attribute("data-refreshes"))
+    set_quota(service, "carol", 2_500_000)
+    page.wait_for_timeout(2_000)  # more than six refresh intervals
+    assert traffic.requests[before:] == [], "a hidden tab sends no requests"
+    assert int(usage.get_attribute("data-refreshes")) == refreshes
+    balance = page.get_by_test_id("user-card").get_by_test_id("balance")
+    expect(balance).to_have_text("$2.00")
+
+    hide(page, False)
+    expect(balance).to_have_text("$5.00", timeout=2_000)
+    expect(usage).not_to_have_attribute("data-refreshes", str(refreshes))
+    fetched = {u.split("?")[0].removeprefix(service.url) for m, u, _ in traffic.requests[before:] if m == "GET"}
+    assert fetched >= {"/v1/balance", "/v1/user/balance", "/v1/usage"}
+    set_quota(service, "carol", 1_000_000)

@@ -148,14 +148,19 @@ def alert_creation_answers(client, make_app, auth, key, create_token):
         {"json": {"threshold": 1, "webhook_url": "https://user:pw@93.184.215.14/hook"}},
         {"json": {"threshold": 1, "webhook_url": "https://127.0.0.1/hook"}},  # loopback: private targets are off
         {"json": {"threshold": 1, "webhook_url": "http://169.254.169.254/latest"}},
+        {"json": {"threshold": 1, "days_left": 7, "webhook_url": PUBLIC_HOOK}},
+        {"json": {"days_left": 0, "webhook_url": PUBLIC_HOOK}},
+        {"json": {"days_left": 366, "webhook_url": PUBLIC_HOOK}},
     ]
     answers = [client.post(ALERTS, headers=headers, **body) for body in bad_bodies]
     assert [r.status_code for r in answers] == [400] * len(bad_bodies)
     created = [
         client.post(ALERTS, json={"threshold": 0, "webhook_url": PUBLIC_HOOK, "scope": "token"}, headers=headers),
         client.post(ALERTS, json={"threshold": 2.5, "webhook_url": PUBLIC_HOOK, "scope": "account"}, headers=headers),
+        client.post(ALERTS, json={"days_left": 7.5, "webhook_url": PUBLIC_HOOK, "scope": "token"}, headers=headers),
     ]
-    assert [r.status_code for r in created] == [201, 201]
+    assert [r.status_code for r in created] == [201, 201, 201]
+    assert created[2].get_json()["alert"]["threshold"] is None
     assert created[0].get_json()["alert"]["token_id"] is not None
     assert created[1].get_json()["alert"]["token_id"] is None
     one_each = make_app(ALERT_MAX_PER_USER=1).test_client()

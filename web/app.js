@@ -152,24 +152,32 @@
     body.replaceChildren(p);
   }
 
+  /** A card's figures: built once from the template, then updated in place on every refresh. */
   function renderBalance(card, data) {
+    latestBalances.set(card.id, data);
+    const body = card.querySelector(".body");
+    let root = body.querySelector(".figures") ? body : null;
+    if (!root) {
+      root = template.content.cloneNode(true);
+    }
     const unit = typeof data.unit === "string" ? data.unit : "";
-    const suffix = unit ? " " + unit : "";
-    const unlimited = data.balance.value === -1 || data.unlimited_quota === true;
-    const content = template.content.cloneNode(true);
-    setText(content, "balance", unlimited ? "Unlimited" : data.balance.text + suffix);
-    setText(content, "used", data.used.text + suffix);
-    setText(content, "unit", unit);
+    const unlimited = isUnlimited(data);
+    if (unlimited) {
+      setText(root, "balance", "Unlimited");
+      root.querySelector('[data-testid="balance"]').removeAttribute("title");
+    } else {
+      showAmount(root.querySelector('[data-testid="balance"]'), data.balance, unit);
+    }
+    showAmount(root.querySelector('[data-testid="used"]'), data.used, unit);
+    setText(root, "unit", unit);
 
-    const bar = content.querySelector('[data-testid="bar"]');
-    const legend = content.querySelector('[data-testid="bar-legend"]');
+    const bar = root.querySelector('[data-testid="bar"]');
+    const legend = root.querySelector('[data-testid="bar-legend"]');
     const used = Math.max(data.used.value, 0);
     const total = used + (unlimited ? 0 : Math.max(data.balance.value, 0));
-    if (unlimited || total <= 0) {
-      // No limit (or nothing ever granted): a proportion would mean nothing.
-      bar.remove();
-      legend.remove();
-    } else {
+    // No limit (or nothing ever granted): a proportion would mean nothing.
+    bar.hidden = legend.hidden = unlimited || total <= 0;
+    if (!bar.hidden) {
       const fraction = used / total;
       const text = percent(fraction) + " used, " + percent(1 - fraction) + " remaining";
       bar.querySelector(".bar-used").style.width = fraction * 100 + "%";
@@ -178,7 +186,9 @@
       bar.setAttribute("aria-label", "Share of credit used");
       legend.textContent = text;
     }
-    card.querySelector(".body").replaceChildren(content);
+    if (root !== body) {
+      body.replaceChildren(root);
+    }
   }
 
   function showFormError(text, field) {
@@ -299,7 +309,332 @@
     results.setAttribute("aria-busy", "false");
     results.dataset.state = "done";
     button.disabled = false;
+    startLiveView(base, apiKey);
   }
+
+  // ---- Usage history, forecast and the automatic refresh ------------------------------------
+
+  const REFRESH_SECONDS = 60;
+  const CHART = { width: 600, height: 160, gap: 2, top: 8 };
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const usageSection = document.getElementById("usage");
+  const usageScope = document.getElementById("usage-scope");
+  const refreshStatus = document.getElementById("refresh-status");
+  const latestBalances = new Map(); // card id -> the last balance answer shown on it
+  // What the live view shows: the service and key of the last check; null until one succeeded.
+  let live = null;
+  let refreshTimer = null;
+  let refreshing = false;
+
+  function isUnlimited(data) {
+    return data.balance.value === -1 || data.unlimited_quota === true;
+  }
+
+  /** Seconds between refreshes: ?refresh=N (at least 0.2, for tests and kiosks), else a minute. */
+  function refreshSeconds() {
+    const asked = Number(new URLSearchParams(window.location.search).get("refresh"));
+    return Number.isFinite(asked) && asked >= 0.2 ? asked : REFRESH_SECONDS;
+  }
+
+  /**
+   * A decimal numeral rounded half up to ``places`` and grouped in thousands,
+   * done on the digits themselves so that no amount goes through a float.
+   */
+  function roundDecimal(text, places) {
+    const match = /^(-?)(\d+)(?:\.(\d*))?$/.exec(text);
+    if (!match) {
+      // Not plain digits (an exponent): the number's value is all there is to go on.
+      return roundDecimal(Number(text).toFixed(Math.max(places, 0) + 6), places);
+    }
+    const [, sign, whole, fraction = ""] = match;
+    const digits = (whole + fraction.padEnd(places + 1, "0").slice(0, places + 1)).split("").map(Number);
+    let carry = digits.pop() >= 5 ? 1 : 0;
+    for (let i = digits.length - 1; i >= 0 && carry; i--) {
+      const d = digits[i] + carry;
+      digits[i] = d % 10;
+      carry = d >= 10 ? 1 : 0;
+    }
+    if (carry) digits.unshift(1);
+    let intPart = digits.slice(0, digits.length - places).join("").replace(/^0+(?=\d)/, "");
+    const fracPart = digits.slice(digits.length - places).join("");
+    intPart = intPart.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    const zero = /^[0,]*$/.test(intPart) && /^0*$/.test(fracPart);
+    return (sign && !zero ? "-" : "") + intPart + (places > 0 ? "." + fracPart : "");
+  }
+
+  /** An amount for people (``$10.00``, ``¥71.00``, ``2,500,000 tokens``, ``€3.50``) and its exact text. */
+  function formatAmount(amount, unit) {
+    const exact = amount.text + (unit ? " " + unit : "");
+    if (unit === "tokens") {
+      return { shown: roundDecimal(amount.text, 0) + " tokens", exact };
+    }
+    const rounded = roundDecimal(amount.text, 2);
+    const negative = rounded.startsWith("-");
+    const digits = negative ? rounded.slice(1) : rounded;
+    const symbol = { USD: "$", CNY: "¥" }[unit];
+    let shown;
+    if (symbol || (unit && !/\p{L}/u.test(unit))) {
+      shown = (symbol || unit) + digits; // a currency sign goes in front: $10.00, €3.50
+    } else {
+      shown = digits + (unit ? " " + unit : ""); // a word goes after: 12.00 credits
+    }
+    return { shown: (negative ? "-" : "") + shown, exact };
+  }
+
+  /** Put a rounded amount in ``element``, with the exact figure in its tooltip. */
+  function showAmount(element, amount, unit) {
+    const { shown, exact } = formatAmount(amount, unit);
+    element.textContent = shown;
+    element.title = exact;
+  }
+
+  async function fetchUsage(base, key, scope) {
+    let response;
+    try {
+      response = await fetch(base + "/v1/usage?scope=" + encodeURIComponent(scope), {
+        headers: { Authorization: "Bearer " + key },
+        mode: "cors",
+        credentials: "omit",
+        cache: "no-store",
+        referrerPolicy: "no-referrer",
+      });
+    } catch {
+      return { error: "Could not reach " + base + " for the usage history." };
+    }
+    let body = null;
+    try {
+      body = parseExact(await response.text());
+    } catch {
+      body = null;
+    }
+    if (!response.ok || body === null || body.success !== true || !Array.isArray(body.days)) {
+      const message = body && typeof body.message === "string" && body.message ? body.message : null;
+      return {
+        error: message || ("HTTP " + response.status + " " + response.statusText).trim(),
+        unavailable: response.status === 409, // the gateway keeps no usage logs
+      };
+    }
+    return { data: body };
+  }
+
+  function daysText(days) {
+    if (days < 1) return "less than a day";
+    const n = days < 10 ? Math.floor(days * 10) / 10 : Math.floor(days);
+    return "about " + n + (n === 1 ? " day" : " days");
+  }
+
+  /** The forecast in words, from /v1/usage's ``forecast`` and the scope's balance. */
+  function forecastText(forecast, unit, balance) {
+    if (balance && isUnlimited(balance)) {
+      return "Unlimited credit: it does not run out.";
+    }
+    if (!forecast || forecast.days_left === null || forecast.days_left === undefined) {
+      return "Nothing was spent in the last 7 days, so there is no forecast.";
+    }
+    const rate = formatAmount(forecast.daily_rate, unit).shown;
+    const days = forecast.days_left.value;
+    if (days <= 0) {
+      return "At the last 7 days' rate (" + rate + " a day), the credit is used up.";
+    }
+    let text = "At the last 7 days' rate (" + rate + " a day), " + daysText(days) + " left";
+    if (typeof forecast.runs_out_on === "string") {
+      text += "; runs out around " + forecast.runs_out_on;
+    }
+    return text + ".";
+  }
+
+  function svg(name, attributes) {
+    const element = document.createElementNS(SVG_NS, name);
+    for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, String(value));
+    return element;
+  }
+
+  /** One bar per day, drawn into the chart's SVG; bars already there are updated, not redrawn. */
+  function drawChart(days, unit) {
+    const chart = usageSection.querySelector('[data-testid="chart"]');
+    const group = chart.querySelector(".bars");
+    const max = Math.max(0, ...days.map((d) => d.used.value));
+    const slot = CHART.width / Math.max(days.length, 1);
+    const plot = CHART.height - CHART.top;
+    if (group.children.length !== days.length) {
+      group.replaceChildren(...days.map(() => {
+        const bar = svg("rect", { class: "day-bar", "data-testid": "day-bar" });
+        bar.append(svg("title", {}));
+        return bar;
+      }));
+    }
+    days.forEach((day, i) => {
+      const bar = group.children[i];
+      // A day where refunds exceeded spending has no bar above the axis.
+      const height = max > 0 ? (Math.max(day.used.value, 0) / max) * plot : 0;
+      bar.setAttribute("x", String(i * slot + CHART.gap / 2));
+      bar.setAttribute("width", String(Math.max(slot - CHART.gap, 1)));
+      bar.setAttribute("y", String(CHART.height - height));
+      bar.setAttribute("height", String(height));
+      bar.dataset.date = day.date;
+      bar.dataset.used = day.used.text;
+      const requests = day.requests.value;
+      const label = day.date + ": " + formatAmount(day.used, unit).shown +
+        " (" + requests + (requests === 1 ? " request)" : " requests)");
+      bar.firstChild.textContent = label;
+    });
+    const first = days.length ? days[0].date : "";
+    const last = days.length ? days[days.length - 1].date : "";
+    chart.setAttribute("aria-label", "Spending per day from " + first + " to " + last);
+    setText(usageSection, "chart-start", first);
+    setText(usageSection, "chart-end", last);
+    const peak = days.find((d) => d.used.value === max);
+    if (peak && max > 0) {
+      showAmount(usageSection.querySelector('[data-testid="chart-max"]'), peak.used, unit);
+    } else {
+      setText(usageSection, "chart-max", "");
+    }
+  }
+
+  function drawModels(models, unit) {
+    const list = usageSection.querySelector('[data-testid="models"]');
+    const top = models.slice(0, 5);
+    while (list.children.length > top.length) list.lastChild.remove();
+    top.forEach((model, i) => {
+      let item = list.children[i];
+      if (!item) {
+        item = document.createElement("li");
+        item.dataset.testid = "model";
+        const name = document.createElement("span");
+        name.className = "model-name";
+        const used = document.createElement("span");
+        used.className = "model-used";
+        const requests = document.createElement("span");
+        requests.className = "model-requests";
+        item.append(name, used, requests);
+        list.append(item);
+      }
+      item.children[0].textContent = model.model || "(no model)";
+      showAmount(item.children[1], model.used, unit);
+      const n = model.requests.value;
+      item.children[2].textContent = n + (n === 1 ? " request" : " requests");
+    });
+    usageSection.querySelector('[data-testid="no-models"]').hidden = top.length > 0;
+  }
+
+  /** Show a /v1/usage outcome; a failed refresh keeps the last figures and says so. */
+  function renderUsage(outcome, initial) {
+    const view = usageSection.querySelector(".usage-view");
+    const message = usageSection.querySelector('[data-testid="usage-message"]');
+    usageSection.hidden = false;
+    if (outcome.error) {
+      if (outcome.unavailable || initial || view.hidden) {
+        view.hidden = true;
+        message.textContent = outcome.unavailable
+          ? "No usage history: " + outcome.error
+          : "The usage history could not be loaded: " + outcome.error;
+        message.hidden = false;
+      }
+      return;
+    }
+    const data = outcome.data;
+    const unit = typeof data.unit === "string" ? data.unit : "";
+    const balance = latestBalances.get(data.scope === "key" ? "token-card" : "user-card");
+    message.hidden = true;
+    view.hidden = false;
+    setText(usageSection, "forecast", forecastText(data.forecast, unit, balance));
+    showAmount(usageSection.querySelector('[data-testid="total-used"]'), data.total_used, unit);
+    drawChart(data.days, unit);
+    drawModels(data.models, unit);
+  }
+
+  /** Fetch everything the view shows and update it in place; on the first load, the usage only. */
+  async function refreshView(initial) {
+    if (!live || refreshing) return;
+    refreshing = true;
+    const { base, key } = live;
+    try {
+      const balances = initial
+        ? []
+        : await Promise.all(ENDPOINTS.map((e) => fetchBalance(base, e.path, key)));
+      if (!live || live.key !== key || live.base !== base) return; // a new check started meanwhile
+      let failed = null;
+      balances.forEach((outcome, i) => {
+        const card = document.getElementById(ENDPOINTS[i].card);
+        if (outcome.error) {
+          failed = failed || outcome.error;
+        } else {
+          card.classList.remove("is-error");
+          renderBalance(card, outcome.data);
+        }
+      });
+      const usage = await fetchUsage(base, key, usageScope.value);
+      if (!live || live.key !== key || live.base !== base) return;
+      renderUsage(usage, initial);
+      if (usage.error && !usage.unavailable) failed = failed || usage.error;
+      const time = new Date().toLocaleTimeString();
+      refreshStatus.textContent = failed
+        ? "Refresh failed (" + failed + "); showing the figures from before."
+        : "Updated " + time + "; refreshes every " + refreshSeconds() + " s while this tab is visible.";
+      refreshStatus.hidden = false;
+      usageSection.dataset.refreshes = String(Number(usageSection.dataset.refreshes || 0) + 1);
+    } finally {
+      refreshing = false;
+    }
+  }
+
+  function stopRefresh() {
+    if (refreshTimer !== null) {
+      clearTimeout(refreshTimer);
+      refreshTimer = null;
+    }
+  }
+
+  /** The next refresh, only while the tab is visible (a hidden tab asks the service nothing). */
+  function scheduleRefresh() {
+    stopRefresh();
+    if (!live || document.visibilityState !== "visible") return;
+    refreshTimer = setTimeout(async () => {
+      refreshTimer = null;
+      if (document.visibilityState !== "visible") return;
+      await refreshView(false);
+      scheduleRefresh();
+    }, refreshSeconds() * 1000);
+  }
+
+  /** A new check is starting: the previous key's view stops refreshing. */
+  function stopLiveView() {
+    stopRefresh();
+    live = null;
+  }
+
+  /** After a check: show the usage of that key and keep everything current. */
+  async function startLiveView(base, key) {
+    stopRefresh();
+    for (const e of ENDPOINTS) {
+      const card = document.getElementById(e.card);
+      if (!card.querySelector(".figures")) latestBalances.delete(e.card); // this check failed there
+    }
+    live = latestBalances.size > 0 ? { base, key } : null;
+    if (!live) {
+      usageSection.hidden = true;
+      refreshStatus.hidden = true;
+      return;
+    }
+    await refreshView(true);
+    scheduleRefresh();
+  }
+
+  document.addEventListener("visibilitychange", async () => {
+    if (document.visibilityState !== "visible") {
+      stopRefresh();
+      return;
+    }
+    if (!live) return;
+    await refreshView(false); // back in view: bring the figures up to date at once
+    scheduleRefresh();
+  });
+  form.addEventListener("submit", stopLiveView); // runs before onSubmit, registered below
+  usageScope.addEventListener("change", async () => {
+    if (!live) return;
+    await refreshView(true);
+    scheduleRefresh();
+  });
 
   baseInput.value = initialBase();
   restoreKey();

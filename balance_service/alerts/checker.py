@@ -19,6 +19,13 @@ second, and alerts that failed before go after those that did not. A failed
 alert is held back (``next_attempt_at``): 60 s after its first failure,
 doubling with each further one up to ``ALERT_FAILURE_BACKOFF_MAX``. Only this
 process's main thread touches the database; the worker threads only send.
+
+A forecast alert (``days_left`` set) reads the scope's spend forecast from the
+gateway's logs instead of comparing the balance: it is below when the
+forecast's days left are fewer than the alert's. A forecast that cannot be
+told (no logs, nothing spent in the window, unlimited credit) is never below,
+so it re-arms the alert and never fires. The forecasts are read in the main
+thread, before any delivery starts.
 """
 
 from __future__ import annotations
@@ -29,18 +36,23 @@ from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import and_, update
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Bundle
 
 from ..extensions import db
 from ..gateway import Balance, token_refusal
 from ..models import USER_DISABLED, Token, User, live, or_default, soft_delete_columns
 from ..units import conversion, quota_to_unit, remaining_for_display
+from ..usage.forecast import Forecast
+from ..usage.report import present_forecast, scope_forecast
+from ..usage.source import Scope
 from .delivery import DeliveryResult, deliver
 from .models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW, BalanceAlert, utcnow
 from .schema import ensure_upgraded
@@ -48,6 +60,7 @@ from .schema import ensure_upgraded
 log = logging.getLogger(__name__)
 
 EVENT_BELOW_THRESHOLD = "balance.below_threshold"
+EVENT_FORECAST_BELOW_DAYS = "balance.forecast_below_days"
 #: Seconds a failed alert waits after its first failure; each further failure doubles it.
 FIRST_BACKOFF = 60
 
@@ -66,7 +79,8 @@ class CheckSummary:
     def __str__(self) -> str:
         return (
             f"checked {self.checked} alerts: {self.notified} notified, {self.failed} failed, "
-            f"{self.rearmed} re-armed, {self.skipped} skipped (key or account gone or disabled), "
+            f"{self.rearmed} re-armed, {self.skipped} skipped (key or account gone or disabled, or the forecast "
+            "unreadable), "
             f"{self.deferred} held back after failed deliveries"
         )
 
@@ -82,6 +96,7 @@ def _alerts_with_balances() -> list[Row]:
             BalanceAlert.user_id,
             BalanceAlert.token_id,
             BalanceAlert.threshold,
+            BalanceAlert.days_left_tenths,
             BalanceAlert.state,
             BalanceAlert.webhook_url,
             BalanceAlert.secret,
@@ -93,6 +108,7 @@ def _alerts_with_balances() -> list[Row]:
             Bundle(
                 "token",
                 Token.id,
+                Token.name,
                 *(
                     or_default(c)
                     for c in (
@@ -124,6 +140,40 @@ def _balance(row: Row, now: int) -> Balance | None:
     return Balance.of_token(row.token)
 
 
+@dataclass(frozen=True)
+class Reading:
+    """Whether the watched figure is below the alert's limit (None: cannot tell this run), and the forecast."""
+
+    below: bool | None
+    forecast: Forecast | None = None
+
+
+def _forecast_reading(row: Row, balance: Balance, today: date) -> Reading:
+    """Below when the forecast's days left are fewer than the alert's; no forecast is never below."""
+    if balance.unlimited:
+        return Reading(False)
+    if row.token_id is None:
+        scope = Scope(user_id=row.user_id)
+    else:
+        scope = Scope(user_id=row.user_id, token_id=row.token_id, token_name=row.token.name)
+    try:
+        result = scope_forecast(scope, balance.remaining, False, today)
+    except SQLAlchemyError as e:
+        # The log database may be another server: its outage must not stop the other alerts.
+        log.warning("alert %s: the forecast could not be read: %s", row.id, type(e).__name__)
+        return Reading(None)
+    if result is None or result.days_left is None:
+        return Reading(False)
+    return Reading(result.days_left < Decimal(row.days_left_tenths) / 10, result)
+
+
+def reading(row: Row, balance: Balance, today: date) -> Reading:
+    """Where the alert's watched figure stands: the balance against ``threshold``, or the forecast."""
+    if row.days_left_tenths is not None:
+        return _forecast_reading(row, balance, today)
+    return Reading(not balance.unlimited and balance.remaining < row.threshold)
+
+
 def _set_state(alert_id: int, expected: str, **values: Any) -> bool:
     """Conditional UPDATE, committed at once; True when this run changed the row."""
     result = db.session.execute(
@@ -138,10 +188,23 @@ def claim(alert_id: int) -> bool:
     return _set_state(alert_id, STATE_ABOVE, state=STATE_BELOW)
 
 
-def _payload(row: Row, quota: int, now: int) -> bytes:
+def _event(forecast: Forecast | None) -> str:
+    return EVENT_BELOW_THRESHOLD if forecast is None else EVENT_FORECAST_BELOW_DAYS
+
+
+def _forecast_fields(row: Row, forecast: Forecast) -> dict[str, Any]:
+    """What a forecast notification says instead of a threshold: the alert's days and the forecast itself."""
+    return {
+        "threshold": None,
+        "days_left": Decimal(row.days_left_tenths) / 10,
+        "forecast": present_forecast(forecast),
+    }
+
+
+def _payload(row: Row, quota: int, now: int, forecast: Forecast | None = None) -> bytes:
     settings = conversion(current_app.config)
     payload = {
-        "event": EVENT_BELOW_THRESHOLD,
+        "event": _event(forecast),
         "alert_id": row.id,
         "scope": SCOPE_ACCOUNT if row.token_id is None else SCOPE_TOKEN,
         "user_id": row.user_id,
@@ -151,13 +214,15 @@ def _payload(row: Row, quota: int, now: int) -> bytes:
         "unit": current_app.config["BALANCE_UNIT"],
         "timestamp": now,
     }
+    if forecast is not None:
+        payload.update(_forecast_fields(row, forecast))
     return current_app.json.dumps(payload).encode()
 
 
-def _send(url: str, body: bytes, secret: str, now: int, options: dict[str, Any]) -> DeliveryResult:
+def _send(url: str, body: bytes, secret: str, event: str, now: int, options: dict[str, Any]) -> DeliveryResult:
     """Runs in a worker thread: no app context, no database, only the network."""
     try:
-        return deliver(url, body, secret, event=EVENT_BELOW_THRESHOLD, timestamp=now, **options)
+        return deliver(url, body, secret, event=event, timestamp=now, **options)
     except Exception as e:  # noqa: BLE001 - a claimed crossing must never stay "below" unsent
         return DeliveryResult(False, 0, _unexpected(e))
 
@@ -209,8 +274,18 @@ def _record(row: Row, result: DeliveryResult, moment: datetime, summary: CheckSu
     )
 
 
-def _deliver_all(due: Iterable[tuple[Row, int]], now: int, moment: datetime, summary: CheckSummary) -> None:
-    """Claim each due crossing and send it on the pool; record every outcome here, in the main thread."""
+def _deliver_all(
+    due: Iterable[tuple[Row, int]],
+    now: int,
+    moment: datetime,
+    summary: CheckSummary,
+    forecasts: dict[int, Forecast] | None = None,
+) -> None:
+    """Claim each due crossing and send it on the pool; record every outcome here, in the main thread.
+
+    ``forecasts`` holds the forecast of each due forecast alert, by alert id.
+    """
+    forecasts = forecasts or {}
     cfg = current_app.config
     options = {
         "allow_private": cfg["ALERT_ALLOW_PRIVATE_TARGETS"],
@@ -225,12 +300,13 @@ def _deliver_all(due: Iterable[tuple[Row, int]], now: int, moment: datetime, sum
         for row, quota in due:
             if not claim(row.id):
                 continue  # another run is notifying this crossing right now
+            forecast = forecasts.get(row.id)
             try:
-                body = _payload(row, quota, now)
+                body = _payload(row, quota, now, forecast)
             except Exception as e:  # noqa: BLE001 - a claimed crossing must never stay "below" unsent
                 _record(row, DeliveryResult(False, 0, _unexpected(e)), moment, summary)
                 continue
-            sending[pool.submit(_send, row.webhook_url, body, row.secret, now, options)] = row
+            sending[pool.submit(_send, row.webhook_url, body, row.secret, _event(forecast), now, options)] = row
         for future in as_completed(sending):
             _record(sending[future], future.result(), moment, summary)
 
@@ -245,17 +321,23 @@ def check_alerts(now: int | None = None) -> CheckSummary:
     now = int(time.time()) if now is None else now
     moment = datetime.fromtimestamp(now, UTC).replace(tzinfo=None)
     ensure_upgraded(db.engine)
+    today = moment.date()  # the UTC day of the pass: the forecast window ends there
     rows = _alerts_with_balances()
     db.session.commit()  # end the read transaction before the first webhook call
     due = []
+    forecasts: dict[int, Forecast] = {}
     for row in rows:
         summary.checked += 1
         balance = _balance(row, now)
         if balance is None:
             summary.skipped += 1
             continue
-        if balance.unlimited or balance.remaining >= row.threshold:
-            # Rising back to the threshold re-arms the alert; it sends nothing.
+        where = reading(row, balance, today)
+        if where.below is None:
+            summary.skipped += 1
+            continue
+        if not where.below:
+            # Rising back to the threshold (or the days left) re-arms the alert; it sends nothing.
             if row.state == STATE_BELOW and _set_state(row.id, STATE_BELOW, state=STATE_ABOVE):
                 summary.rearmed += 1
             continue
@@ -265,5 +347,7 @@ def check_alerts(now: int | None = None) -> CheckSummary:
             summary.deferred += 1
             continue
         due.append((row, balance.remaining))
-    _deliver_all(_fair_order(due), now, moment, summary)
+        if where.forecast is not None:
+            forecasts[row.id] = where.forecast
+    _deliver_all(_fair_order(due), now, moment, summary, forecasts)
     return summary

@@ -30,6 +30,11 @@ class BalanceAlert(db.Model):
     ``failures`` counts failed deliveries in a row and ``next_attempt_at``
     (naive UTC) holds a failing alert back until then. Columns added after the
     first release are added to existing tables by ``schema.upgrade``.
+
+    A forecast alert has ``days_left_tenths`` set (its ``days_left`` in tenths
+    of a day) and watches the forecast's days left instead of the balance; its
+    ``threshold`` is stored as 0 and unused (the column predates forecast
+    alerts and is NOT NULL in existing tables).
     """
 
     __tablename__ = "balance_alerts"
@@ -48,10 +53,15 @@ class BalanceAlert(db.Model):
     created_by_token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    days_left_tenths: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     @property
     def scope(self) -> str:
         return SCOPE_ACCOUNT if self.token_id is None else SCOPE_TOKEN
+
+    @property
+    def is_forecast(self) -> bool:
+        return self.days_left_tenths is not None
 
     def __repr__(self) -> str:
         # Never the secret or the URL (it may carry a receiver's token).

@@ -20,7 +20,7 @@ from .models import BalanceAlert
 log = logging.getLogger(__name__)
 
 #: Columns added after the table's first release, in the order they were added.
-ADDED_COLUMNS = ("created_by_token_id", "failures", "next_attempt_at")
+ADDED_COLUMNS = ("created_by_token_id", "failures", "next_attempt_at", "days_left_tenths")
 
 
 def _column_ddl(engine: Engine, name: str) -> str:

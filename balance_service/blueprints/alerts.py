@@ -2,8 +2,9 @@
 
 The caller is the key: it sees and deletes only the alerts it created. An
 alert watches either the balance of the account behind the key (``scope:
-account``) or the balance of the key itself (``scope: token``); ``flask
-check-alerts`` does the watching. Storage
+account``) or the balance of the key itself (``scope: token``), either against
+an amount (``threshold``) or against the spend forecast's days left
+(``days_left``); ``flask check-alerts`` does the watching. Storage
 and the per-account cap are in ``alerts/store.py``; this module checks
 requests and shapes answers.
 """
@@ -32,7 +33,10 @@ def _table_up_to_date() -> None:
     store.table_up_to_date()
 
 
-_FIELDS = ("threshold", "webhook_url", "scope")
+_FIELDS = ("threshold", "days_left", "webhook_url", "scope")
+
+#: Most days a forecast alert may look ahead; the forecast's own resolution is a tenth of a day.
+MAX_DAYS_LEFT = 365
 
 
 def _conversion() -> dict[str, Any]:
@@ -56,6 +60,31 @@ def _threshold_quota(value: Any) -> int:
         raise ApiError(400, "threshold is too large") from None
 
 
+def _days_left_tenths(value: Any) -> int:
+    """``days_left`` from the request (positive, at most ``MAX_DAYS_LEFT``, tenths at most) in tenths of a day."""
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise ApiError(400, "days_left must be a JSON number")
+    days = Decimal(value)
+    if not days.is_finite() or days <= 0 or days > MAX_DAYS_LEFT:
+        raise ApiError(400, f"days_left must be more than 0 and at most {MAX_DAYS_LEFT}")
+    tenths = days * 10
+    if tenths != tenths.to_integral_value():
+        raise ApiError(400, "days_left may have at most one decimal place (the forecast is in tenths of a day)")
+    return int(tenths)
+
+
+def _what_to_watch(body: dict[str, Any]) -> tuple[int, int | None]:
+    """``(threshold quota, days_left tenths)``: exactly one of the two fields; a forecast alert stores threshold 0."""
+    has_threshold, has_days = body.get("threshold") is not None, body.get("days_left") is not None
+    if has_threshold and has_days:
+        raise ApiError(400, "Give either threshold (an amount) or days_left (days of forecast spend), not both")
+    if has_days:
+        return 0, _days_left_tenths(body["days_left"])
+    if not has_threshold:
+        raise ApiError(400, "threshold or days_left is required")
+    return _threshold_quota(body["threshold"]), None
+
+
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat(timespec="seconds") + "Z"
 
@@ -67,7 +96,8 @@ def _present(alert: BalanceAlert) -> dict[str, Any]:
         "id": alert.id,
         "scope": alert.scope,
         "token_id": alert.token_id,
-        "threshold": quota_to_unit(alert.threshold, **conversion),
+        "threshold": None if alert.is_forecast else quota_to_unit(alert.threshold, **conversion),
+        "days_left": None if alert.days_left_tenths is None else Decimal(alert.days_left_tenths) / 10,
         "unit": conversion["unit"],
         "webhook_url": alert.webhook_url if alert.created_by_token_id is not None else None,
         "state": alert.state,
@@ -82,11 +112,13 @@ def create_alert():
     """Validate everything first (the database is written only for a fully valid request)."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise ApiError(400, "Send a JSON object (Content-Type: application/json) with threshold and webhook_url")
+        raise ApiError(
+            400, "Send a JSON object (Content-Type: application/json) with threshold or days_left, and webhook_url"
+        )
     unknown = sorted(set(body) - set(_FIELDS))
     if unknown:
         raise ApiError(400, f"Unknown field(s): {', '.join(unknown)}; allowed: {', '.join(_FIELDS)}")
-    threshold = _threshold_quota(body.get("threshold"))
+    threshold, days_left_tenths = _what_to_watch(body)
     scope = body.get("scope", SCOPE_ACCOUNT)
     if scope not in (SCOPE_ACCOUNT, SCOPE_TOKEN):
         raise ApiError(400, "scope must be 'account' or 'token'")
@@ -103,6 +135,7 @@ def create_alert():
         user_id=g.user.id,
         token_id=g.token.id if scope == SCOPE_TOKEN else None,
         threshold=threshold,
+        days_left_tenths=days_left_tenths,
         webhook_url=url,
         secret=secret,
         state=STATE_ABOVE,
