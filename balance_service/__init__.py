@@ -13,7 +13,7 @@ from flask.json.provider import JSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config as config_module
-from . import observability, ratelimit
+from . import direct_reads, observability, ratelimit
 from .errors import register_error_handlers
 from .extensions import cors, db
 from .logging_setup import configure as configure_logging
@@ -66,6 +66,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # The "logs" bind (LOG_DATABASE_URL) only holds gateway tables: create_all() must never touch it,
     # in this app or (Flask-SQLAlchemy keeps bind keys per extension) in any other.
     db.metadatas.pop("logs", None)
+    direct_reads.init_app(app)
     register_error_handlers(app)
     limiting = ratelimit.init_app(app)
 

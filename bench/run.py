@@ -70,7 +70,14 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Where the CPU time of a measured run went: gunicorn, PostgreSQL's backends, wrk, everything else.
 CPU_PARTS = ("workers", "database", "wrk", "other")
 #: Settings read by gunicorn.conf.py; like the service's own, they come from --env/--service-env only.
-GUNICORN_ENV = ("BIND", "WEB_CONCURRENCY", "GUNICORN_TIMEOUT", "GUNICORN_ACCESS_LOG", "FORWARDED_ALLOW_IPS")
+GUNICORN_ENV = (
+    "BIND",
+    "WEB_CONCURRENCY",
+    "GUNICORN_TIMEOUT",
+    "GUNICORN_ACCESS_LOG",
+    "FORWARDED_ALLOW_IPS",
+    "GUNICORN_CMD_ARGS",
+)
 #: Servers in the order they are measured; the first three are the references.
 LABELS = ("bare", "raw", "raw-prepared", "service")
 DESCRIPTIONS = {
