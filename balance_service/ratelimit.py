@@ -40,6 +40,8 @@ _NAMESPACE = "balance-service-auth-failures"
 _EXTENSION = "balance_auth_failure_limiter"
 #: Blueprints whose 401s count and whose requests are blocked.
 _GUARDED_BLUEPRINT = "api"
+#: Addresses with a recent failure kept before the stale ones are swept out (in-memory storage).
+_REMEMBERED_ADDRESSES = 10_000
 #: Seconds to wait for Redis before giving up (and letting the request through).
 _REDIS_TIMEOUT = 1.0
 
@@ -47,17 +49,33 @@ log = logging.getLogger(__name__)
 
 
 class FailedAuthLimiter:
-    """A moving-window count of failed authentications per client address."""
+    """A moving-window count of failed authentications per client address.
+
+    With the in-memory storage the counts are this process's own, so the
+    limiter also remembers when each address last failed here: an address with
+    no failure inside the window cannot be blocked, and its requests (nearly
+    all of them) skip the storage lookup. With Redis the counts are shared by
+    every worker and host, so every request asks Redis.
+    """
 
     def __init__(self, limit: str, storage_uri: str) -> None:
         self.item = parse(limit)
         options: dict = {"wrap_exceptions": True}
-        if storage_uri.startswith("redis"):
+        shared = storage_uri.startswith("redis")
+        if shared:
             options.update(socket_timeout=_REDIS_TIMEOUT, socket_connect_timeout=_REDIS_TIMEOUT)
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri, **options))
+        #: address -> time.monotonic() of its latest failure here; None when the counts are shared.
+        self.last_failure: dict[str, float] | None = None if shared else {}
+        # A second more than the window, so a clock step between this and the storage's clock cannot unblock early.
+        self._window = self.item.get_expiry() + 1
 
     def retry_after(self, address: str) -> int | None:
         """Seconds until ``address`` may try again, or ``None`` if it is not blocked."""
+        if self.last_failure is not None:
+            failed = self.last_failure.get(address)
+            if failed is None or time.monotonic() - failed > self._window:
+                return None
         try:
             if self.limiter.test(self.item, _NAMESPACE, address):
                 return None
@@ -68,6 +86,11 @@ class FailedAuthLimiter:
         return max(1, math.ceil(reset - time.time()))
 
     def record_failure(self, address: str) -> None:
+        if self.last_failure is not None:
+            now = time.monotonic()
+            if len(self.last_failure) >= _REMEMBERED_ADDRESSES:
+                self.last_failure = {a: t for a, t in list(self.last_failure.items()) if now - t <= self._window}
+            self.last_failure[address] = now
         try:
             self.limiter.hit(self.item, _NAMESPACE, address)
         except StorageError as e:
@@ -77,7 +100,8 @@ class FailedAuthLimiter:
 def _guarded() -> bool:
     # Preflights carry no credentials and are never refused: the page must be
     # able to read the 429 that follows.
-    return _GUARDED_BLUEPRINT in request.blueprints and request.method != "OPTIONS"
+    blueprint = request.blueprint
+    return blueprint is not None and blueprint.partition(".")[0] == _GUARDED_BLUEPRINT and request.method != "OPTIONS"
 
 
 #: A client address that is not an IP (a misconfigured proxy header) is counted as text, this long at most.
