@@ -31,7 +31,7 @@ def _flat_json(obj: Any) -> str | None:
     with these options; this writes the same text several times faster: a
     ``Decimal`` as ``str()`` gives it (exact, as simplejson does with
     ``use_decimal``) and strings with the stdlib's C escaper (ASCII only, as
-    simplejson.s default). tests/test_json_answers.py checks both agree.
+    simplejson's default). tests/test_json_answers.py checks both agree.
     """
     if type(obj) is not dict:
         return None
