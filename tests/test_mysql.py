@@ -69,7 +69,7 @@ def test_the_key_lookup_is_one_statement_that_uses_the_unique_index(app, client,
     statement, parameters = seen[0]
     assert "tokens.`key` = CAST(" in statement and " AS BINARY)" in statement
     with app.app_context():
-        plan = _db.session.connection().exec_driver_sql("EXPLAIN " + statement, tuple(parameters)).mappings().all()
+        plan = _db.session.connection().exec_driver_sql("EXPLAIN " + statement, parameters).mappings().all()
     tokens = next(row for row in plan if row["table"] == "tokens")
     # const: at most one row, found through the unique index on `key`; never a scan.
     assert tokens["type"] == "const", plan
