@@ -77,6 +77,7 @@ GUNICORN_ENV = (
     "GUNICORN_ACCESS_LOG",
     "FORWARDED_ALLOW_IPS",
     "GUNICORN_CMD_ARGS",
+    "GUNICORN_PRELOAD",
 )
 #: Servers in the order they are measured; the first three are the references.
 LABELS = ("bare", "raw", "raw-prepared", "service")

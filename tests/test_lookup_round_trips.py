@@ -16,6 +16,8 @@ import threading
 import pytest
 from sqlalchemy.engine import make_url
 
+from balance_service import direct_reads
+
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"])
 
 #: Startup codes of the requests that come before the real startup packet.
@@ -178,3 +180,18 @@ def test_a_forked_worker_opens_its_own_connection_and_leaves_the_parents_alone(c
     sent = proxy.sent_during(lambda: balance(client, key))
     assert [q.split(" ", 1)[0] for kind, q in sent] == ["EXECUTE"]
     assert proxy.connections == before + 1
+
+
+def test_a_prepared_statement_that_vanished_is_answered_and_prepared_statements_are_dropped(
+    app, client, create_token, proxy, caplog
+):
+    """PgBouncer in transaction mode sends EXECUTE to a server connection that never saw the PREPARE."""
+    key = create_token(remain_quota=5)
+    balance(client, key)
+    connection = direct_reads.reader(app)._local.connection  # this thread's, the one the test client uses
+    connection.cursor.execute("DEALLOCATE ALL")  # what the next server connection behind such a pooler looks like
+    sent = proxy.sent_during(lambda: balance(client, key))
+    assert [q.split(" ", 1)[0] for _, q in sent] == ["EXECUTE", "SELECT"]
+    assert "prepared statements do not survive" in caplog.text
+    sent = proxy.sent_during(lambda: balance(client, key))
+    assert [q.split(" ", 1)[0] for _, q in sent] == ["SELECT"]
