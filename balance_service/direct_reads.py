@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: PostgreSQL's "prepared statement does not exist": a pooler in transaction mode sits in between.
 _NO_SUCH_PREPARED_STATEMENT = "26000"
+#: "cached plan must not change result type": a selected column's type changed since the PREPARE.
+_CACHED_PLAN_CHANGED = "0A000"
 _names = itertools.count(1)
 
 
@@ -180,16 +182,25 @@ class DirectReader:
         if plan.name not in connection.prepared:
             self._send(cursor, plan.prepare, None)
             connection.prepared.add(plan.name)
+        arguments = plan.parameters(params, plan.execute_order)
         try:
-            self._send(cursor, plan.execute, plan.parameters(params, plan.execute_order))
+            self._send(cursor, plan.execute, arguments)
         except self.error as e:
-            if getattr(e, "pgcode", None) != _NO_SUCH_PREPARED_STATEMENT:
+            code = getattr(e, "pgcode", None)
+            if code == _CACHED_PLAN_CHANGED:
+                # A column's type changed under the prepared statement (a gateway
+                # migration): PostgreSQL refuses it until it is prepared again.
+                self._send(cursor, f"DEALLOCATE {plan.name}", None)
+                self._send(cursor, plan.prepare, None)
+                self._send(cursor, plan.execute, arguments)
+            elif code == _NO_SUCH_PREPARED_STATEMENT:
+                # Only a pooler that hands each statement to another server connection
+                # (PgBouncer in transaction mode) loses a statement we prepared.
+                log.warning("prepared statements do not survive between statements here (a pooler?); not using them")
+                self.use_prepared = False
+                self._send(cursor, plan.plain, plan.parameters(params, plan.plain_order))
+            else:
                 raise
-            # Only a pooler that hands each statement to another server connection
-            # (PgBouncer in transaction mode) loses a statement we prepared.
-            log.warning("prepared statements do not survive between statements here (a pooler?); not using them")
-            self.use_prepared = False
-            self._send(cursor, plan.plain, plan.parameters(params, plan.plain_order))
         return plan.row(cursor.fetchone())
 
     def _send(self, cursor: Any, sql: str, parameters: Any) -> None:
