@@ -1,9 +1,10 @@
 """gunicorn settings for balance-service; each can be overridden by an environment variable.
 
-It imports nothing from the package, so gunicorn can read it as a file and its master process
-stays free of the service's code: ``balance-service serve`` passes this file's path, and in a
-checkout the top-level ``gunicorn.conf.py`` runs it. ``gunicorn -c python:balance_service.gunicorn_conf
-balance_service.wsgi:app`` works too, with the package imported into the master.
+It imports nothing from the package, so gunicorn can read it as a file (the master loads the
+service's code only to preload the app, which ``GUNICORN_PRELOAD=0`` turns off): ``balance-service
+serve`` passes this file's path, and in a checkout the top-level ``gunicorn.conf.py`` runs it.
+``gunicorn -c python:balance_service.gunicorn_conf balance_service.wsgi:app`` works too, with the
+package imported into the master.
 """
 
 import gc
