@@ -52,6 +52,13 @@ _CACHED_PLAN_CHANGED = "0A000"
 _names = itertools.count(1)
 
 
+def _first(cursor: Any) -> Any:
+    """The first row, reading the result to its end: SQLite then resets the statement and lets go
+    of its read lock, which would otherwise block the gateway's writes until the next read."""
+    rows = cursor.fetchall()
+    return rows[0] if rows else None
+
+
 class _Plan:
     """One statement made ready for one dialect: SQL text, parameter order, type conversions."""
 
@@ -178,7 +185,7 @@ class DirectReader:
         cursor = connection.cursor
         if plan.name is None or not self.use_prepared:
             self._send(cursor, plan.plain, plan.parameters(params, plan.plain_order))
-            return plan.row(cursor.fetchone())
+            return plan.row(_first(cursor))
         if plan.name not in connection.prepared:
             self._send(cursor, plan.prepare, None)
             connection.prepared.add(plan.name)
@@ -201,7 +208,7 @@ class DirectReader:
                 self._send(cursor, plan.plain, plan.parameters(params, plan.plain_order))
             else:
                 raise
-        return plan.row(cursor.fetchone())
+        return plan.row(_first(cursor))
 
     def _send(self, cursor: Any, sql: str, parameters: Any) -> None:
         for listener in self.listeners:
