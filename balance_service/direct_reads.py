@@ -50,6 +50,8 @@ _NO_SUCH_PREPARED_STATEMENT = "26000"
 #: "cached plan must not change result type": a selected column's type changed since the PREPARE.
 _CACHED_PLAN_CHANGED = "0A000"
 _names = itertools.count(1)
+#: Statements made ready per reader (each a PREPARE per connection on PostgreSQL).
+_MAX_PLANS = 32
 
 
 def _first(cursor: Any) -> Any:
@@ -167,6 +169,10 @@ class DirectReader:
     def _plan(self, stmt: Select) -> _Plan:
         found = self._plans.get(id(stmt))
         if found is None or found[0] is not stmt:
+            # Callers pass the same statement object each time (built once, e.g. lru_cache); a
+            # caller building new ones would make this grow, hence the bound.
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
             found = (stmt, _Plan(stmt, self.dialect))  # the statement is kept, so its id stays its own
             self._plans[id(stmt)] = found
         return found[1]
