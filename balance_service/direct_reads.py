@@ -54,13 +54,6 @@ _names = itertools.count(1)
 _MAX_PLANS = 32
 
 
-def _first(cursor: Any) -> Any:
-    """The first row, reading the result to its end: SQLite then resets the statement and lets go
-    of its read lock, which would otherwise block the gateway's writes until the next read."""
-    rows = cursor.fetchall()
-    return rows[0] if rows else None
-
-
 class _Plan:
     """One statement made ready for one dialect: SQL text, parameter order, type conversions."""
 
@@ -95,12 +88,14 @@ class _Plan:
             merged[name] = processor(merged[name])
         return merged if order is None else [merged[name] for name in order]
 
-    def row(self, raw: Any) -> tuple | None:
-        if raw is None or self.result is None:
-            return raw if raw is None else tuple(raw)
-        return tuple(
-            value if convert is None else convert(value) for convert, value in zip(self.result, raw, strict=True)
-        )
+    def rows(self, cursor: Any) -> list[tuple]:
+        """The whole result, read to its end (so SQLite resets the statement and lets go of its read
+        lock, which would otherwise hold off the gateway's writes), with the type conversions applied."""
+        raw = cursor.fetchall()
+        if self.result is None:
+            return [tuple(row) for row in raw]
+        convert = self.result
+        return [tuple(v if c is None else c(v) for c, v in zip(convert, row, strict=True)) for row in raw]
 
 
 class _Connection:
@@ -154,6 +149,11 @@ class DirectReader:
 
     def first_row(self, stmt: Select, params: Mapping[str, Any]) -> tuple | None:
         """The first row of ``stmt`` (a SELECT, so safe to run twice) as a tuple, or None."""
+        rows = self.rows(stmt, params)
+        return rows[0] if rows else None
+
+    def rows(self, stmt: Select, params: Mapping[str, Any]) -> list[tuple]:
+        """Every row of ``stmt`` (a SELECT, so safe to run twice), as tuples."""
         plan = self._plan(stmt)
         try:
             return self._run(plan, params)
@@ -186,12 +186,12 @@ class DirectReader:
                 self._all.add(connection)
         return connection
 
-    def _run(self, plan: _Plan, params: Mapping[str, Any]) -> tuple | None:
+    def _run(self, plan: _Plan, params: Mapping[str, Any]) -> list[tuple]:
         connection = self._connection()
         cursor = connection.cursor
         if plan.name is None or not self.use_prepared:
             self._send(cursor, plan.plain, plan.parameters(params, plan.plain_order))
-            return plan.row(_first(cursor))
+            return plan.rows(cursor)
         if plan.name not in connection.prepared:
             self._send(cursor, plan.prepare, None)
             connection.prepared.add(plan.name)
@@ -214,7 +214,7 @@ class DirectReader:
                 self._send(cursor, plan.plain, plan.parameters(params, plan.plain_order))
             else:
                 raise
-        return plan.row(_first(cursor))
+        return plan.rows(cursor)
 
     def _send(self, cursor: Any, sql: str, parameters: Any) -> None:
         for listener in self.listeners:
