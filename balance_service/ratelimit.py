@@ -40,8 +40,10 @@ _NAMESPACE = "balance-service-auth-failures"
 _EXTENSION = "balance_auth_failure_limiter"
 #: Blueprints whose 401s count and whose requests are blocked.
 _GUARDED_BLUEPRINT = "api"
-#: Addresses with a recent failure kept before the stale ones are swept out (in-memory storage).
+#: Addresses remembered (recent failure, or recently found unblocked) before the stale ones are swept out.
 _REMEMBERED_ADDRESSES = 10_000
+#: Seconds a worker takes an address it found unblocked in Redis as still unblocked (see FailedAuthLimiter).
+_TRUST_UNBLOCKED = 1.0
 #: Seconds to wait for Redis before giving up (and letting the request through).
 _REDIS_TIMEOUT = 1.0
 
@@ -51,11 +53,18 @@ log = logging.getLogger(__name__)
 class FailedAuthLimiter:
     """A moving-window count of failed authentications per client address.
 
-    With the in-memory storage the counts are this process's own, so the
-    limiter also remembers when each address last failed here: an address with
-    no failure inside the window cannot be blocked, and its requests (nearly
-    all of them) skip the storage lookup. With Redis the counts are shared by
-    every worker and host, so every request asks Redis.
+    Nearly every request comes from an address without failures, and asking
+    the storage for each one would cost more than the key lookup itself:
+
+    - in memory the counts are this process's own, so the limiter remembers
+      when each address last failed here: an address with no failure inside
+      the window cannot be blocked and is not looked up (exact);
+    - in Redis the counts are shared by every worker and host, so a worker
+      that found an address unblocked trusts that for ``_TRUST_UNBLOCKED``
+      seconds, until it sees a failure from that address itself. An address
+      blocked elsewhere in that second can thus get one more failed guess
+      through on each worker (its 401 ends the trust at once); its requests
+      with a valid key are answered, which tells it nothing it did not know.
     """
 
     def __init__(self, limit: str, storage_uri: str) -> None:
@@ -67,6 +76,8 @@ class FailedAuthLimiter:
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri, **options))
         #: address -> time.monotonic() of its latest failure here; None when the counts are shared.
         self.last_failure: dict[str, float] | None = None if shared else {}
+        #: address -> time.monotonic() until which it is taken as unblocked; None when the counts are local.
+        self.unblocked_until: dict[str, float] | None = {} if shared else None
         # A second more than the window, so a clock step between this and the storage's clock cannot unblock early.
         self._window = self.item.get_expiry() + 1
 
@@ -76,8 +87,17 @@ class FailedAuthLimiter:
             failed = self.last_failure.get(address)
             if failed is None or time.monotonic() - failed > self._window:
                 return None
+        elif self.unblocked_until is not None:
+            until = self.unblocked_until.get(address)
+            if until is not None and time.monotonic() < until:
+                return None
         try:
             if self.limiter.test(self.item, _NAMESPACE, address):
+                if self.unblocked_until is not None:
+                    now = time.monotonic()
+                    if len(self.unblocked_until) >= _REMEMBERED_ADDRESSES:
+                        self.unblocked_until = {a: t for a, t in list(self.unblocked_until.items()) if t > now}
+                    self.unblocked_until[address] = now + _TRUST_UNBLOCKED
                 return None
             reset, _ = self.limiter.get_window_stats(self.item, _NAMESPACE, address)
         except StorageError as e:
@@ -86,6 +106,8 @@ class FailedAuthLimiter:
         return max(1, math.ceil(reset - time.time()))
 
     def record_failure(self, address: str) -> None:
+        if self.unblocked_until is not None:
+            self.unblocked_until.pop(address, None)
         if self.last_failure is not None:
             now = time.monotonic()
             if len(self.last_failure) >= _REMEMBERED_ADDRESSES:

@@ -13,7 +13,9 @@ What it does, in one run (see bench/README.md):
      psycopg2 connection per worker;
    - ``raw-prepared``: reference (b) with the statement prepared per connection;
    - ``service``: ``wsgi:app`` as production runs it: default settings (so the
-     JSON access log is on), ``PROMETHEUS_MULTIPROC_DIR`` set, every feature on;
+     JSON access log is on), ``PROMETHEUS_MULTIPROC_DIR`` and ``PROXY_FIX_X_FOR=1``
+     set, the failed-auth counts in Redis (127.0.0.1:6379, database 15) when it
+     answers, every feature on;
 
 3. drives each with ``wrk`` (50 connections after a warm-up, then 1 connection;
    a Lua script rotates the Authorization header over all 20,000 keys), one
@@ -52,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -66,6 +69,8 @@ RESULTS = ROOT / "bench" / "results"
 ADMIN_DSN = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres", "connect_timeout": 3}
 USERS, KEYS = 10_000, 20_000
 PATH = "/v1/balance"
+#: Production keeps the failed-auth counts in Redis (README, deployment); database 15, away from the tests' 0.
+REDIS_URL = "redis://127.0.0.1:6379/15"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Where the CPU time of a measured run went: gunicorn, PostgreSQL's backends, wrk, everything else.
 CPU_PARTS = ("workers", "database", "wrk", "other")
@@ -120,6 +125,16 @@ function done(summary, latency, requests)
     latency:percentile(99), latency.max, e.connect + e.read + e.write + e.timeout, e.status))
 end
 """
+
+
+def _listening(url: str) -> bool:
+    """Whether something accepts connections at the URL's host and port (Redis here)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def free_port() -> int:
@@ -583,12 +598,19 @@ def main() -> None:
     # The run is defined by this script and its options, not by the caller's shell.
     base_env = {k: v for k, v in os.environ.items() if k not in ENV_SETTINGS and k not in GUNICORN_ENV}
     base_env.update(_assignments(args.env, "--env"))
+    # As the README's deployment section runs it: behind nginx (PROXY_FIX_X_FOR=1; nginx itself is not part
+    # of the bench, it is in front of any app alike), failed-auth counts in Redis when one answers on loopback
+    # (a database of its own, so that no test's counts can block the bench's address).
     service_env = {
         **base_env,
         "DATABASE_URL": dsn,
         "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),
+        "PROXY_FIX_X_FOR": "1",
+        **({"RATELIMIT_STORAGE_URI": REDIS_URL} if _listening(REDIS_URL) else {}),
         **_assignments(args.service_env, "--service-env"),
     }
+    limiter = service_env.get("RATELIMIT_STORAGE_URI", "memory://")
+    print(f"service: failed-auth limiter on {limiter}", file=sys.stderr)
     state = machine_state(binary)
     with contextlib.closing(admin()) as conn, conn.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
