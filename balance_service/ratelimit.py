@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import math
 import time
+from functools import lru_cache
 
 from flask import Flask, Response, current_app, jsonify, request
 from limits import parse
@@ -130,6 +131,7 @@ def _guarded() -> bool:
 _MAX_ADDRESS_LENGTH = 64
 
 
+@lru_cache(maxsize=4096)  # parsing an address costs more than the rest of the check; clients repeat
 def client_key(address: str | None) -> str | None:
     """What a client is counted by: its IPv4 address or its IPv6 /64 network; None without an address."""
     if not address:
@@ -163,8 +165,10 @@ def refuse_blocked_client() -> Response | None:
 
 def count_failed_auth(response: Response) -> Response:
     """``after_request``: count the 401s of the guarded blueprints."""
+    if response.status_code != 401 or not _guarded():
+        return response
     address = client_key(request.remote_addr)
-    if response.status_code == 401 and _guarded() and address is not None:
+    if address is not None:
         current_app.extensions[_EXTENSION].record_failure(address)
     return response
 
