@@ -200,16 +200,16 @@ def test_a_prepared_statement_that_vanished_is_answered_and_prepared_statements_
 
 def test_a_column_type_changed_by_a_gateway_migration_is_prepared_again(client, create_token, proxy, postgres_url):
     """PostgreSQL refuses a prepared statement whose result types changed ("cached plan must not change")."""
-    key = create_token(remain_quota=5, used_quota=7)
+    key = create_token(remain_quota=5, name="laptop")
     balance(client, key)
     with contextlib.closing(psycopg2.connect(postgres_url)) as admin:
         admin.autocommit = True
         with admin.cursor() as cur:
-            cur.execute("ALTER TABLE tokens ALTER COLUMN used_quota TYPE integer")
+            cur.execute("ALTER TABLE tokens ALTER COLUMN name TYPE text")  # was varchar(64)
         try:
             sent = proxy.sent_during(lambda: balance(client, key))
             assert [q.split(" ", 1)[0] for _, q in sent] == ["EXECUTE", "DEALLOCATE", "PREPARE", "EXECUTE"]
             assert len(proxy.sent_during(lambda: balance(client, key))) == 1
         finally:
             with admin.cursor() as cur:
-                cur.execute("ALTER TABLE tokens ALTER COLUMN used_quota TYPE bigint")
+                cur.execute("ALTER TABLE tokens ALTER COLUMN name TYPE varchar(64)")
