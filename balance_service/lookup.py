@@ -1,39 +1,54 @@
 """Find a key's token and its owner in the gateway's tables: one SQL statement, one round trip.
 
-The lookup is ``tokens LEFT JOIN users`` so a balance request costs one
-database round trip. Nothing here writes to the database.
+The lookup is ``tokens LEFT JOIN users``, built here with SQLAlchemy Core from
+the models (the schema's single source), compiled once per dialect and table
+layout, and run on this worker's own connection (``direct_reads``: prepared
+once per connection on PostgreSQL, no pool, no pre-ping), so a balance request
+costs one database round trip. Nothing here writes to the database.
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, bindparam, inspect, select
+from sqlalchemy import Select, and_, bindparam, inspect, select
 
-from .extensions import db
+from . import direct_reads
 from .gateway import KeyRejected
 from .models import Token, User, exact_string, live, or_default, soft_delete_columns
 
 
-def lookup(key: str) -> tuple[Token, User | None]:
+def lookup(key: str) -> tuple[Any, Any | None]:
     """Return the live token with this key and its live owner (``None`` if the owner is gone).
 
-    Raises ``KeyRejected`` when no live token has this key. One SQL statement,
-    built once per table layout. Both come back as detached model instances
-    made from one Core row: building an ORM select and loading it through the
-    session cost about a third of a balance request's CPU (bench/README.md),
-    and nothing here needs a session-bound object.
+    Raises ``KeyRejected`` when no live token has this key. Both come back as
+    named tuples with the models' attribute names (``token.remain_quota``):
+    building mapped instances cost more CPU than the round trip, and nothing
+    here needs a session-bound object.
     """
-    stmt, token_attrs, user_attrs = _lookup_statement(*soft_delete_columns(db.engine))
-    row = _first_row_without_transaction(stmt, {"key": key})
+    reader = direct_reads.reader()
+    stmt, token_attrs, user_attrs = _lookup_statement(*soft_delete_columns(reader.engine))
+    row = reader.first_row(stmt, {"key": key})
     if row is None:
         raise KeyRejected("Invalid token")
-    token = Token(**dict(zip(token_attrs, row[: len(token_attrs)], strict=True)))
-    user_fields = dict(zip(user_attrs, row[len(token_attrs) :], strict=True))
-    if user_fields["id"] is None:  # the LEFT JOIN found no live owner
+    token_type, user_type = _row_types(token_attrs, user_attrs)
+    split = len(token_attrs)
+    token = token_type._make(row[:split])
+    if row[split + user_attrs.index("id")] is None:  # the LEFT JOIN found no live owner
         return token, None
-    return token, User(**user_fields)
+    return token, user_type._make(row[split:])
+
+
+@lru_cache(maxsize=8)
+def _row_types(token_attrs: tuple[str, ...], user_attrs: tuple[str, ...]) -> tuple[type, type]:
+    """Named tuples for a token and a user row, with the models' own ``repr`` (which never shows the key)."""
+    types = []
+    for model, attrs in ((Token, token_attrs), (User, user_attrs)):
+        fields = namedtuple(f"{model.__name__}Fields", attrs)
+        types.append(type(f"{model.__name__}Row", (fields,), {"__slots__": (), "__repr__": model.__repr__}))
+    return types[0], types[1]
 
 
 @lru_cache(maxsize=4)
@@ -59,25 +74,3 @@ def _lookup_statement(tokens_soft: bool, users_soft: bool) -> tuple[Select, tupl
         .where(tokens.c.key == exact_string(bindparam("key")), live(Token, tokens_soft))
     )
     return stmt.limit(1), token_attrs, user_attrs
-
-
-def _first_row_without_transaction(stmt: Select, params: dict[str, Any]) -> Row | None:
-    """Run one SELECT on a pooled connection of its own, with no transaction around it.
-
-    Outside the session, no session transaction is set up and torn down for one
-    read, and the connection goes back to the pool before the response is
-    rendered. On PostgreSQL the connection runs in autocommit for the statement:
-    psycopg2 would otherwise send ``BEGIN`` before it and the pool ``ROLLBACK``
-    after it, two extra round trips for a read that is atomic anyway. The flag
-    is client-side and is put back before the connection returns to the pool.
-    """
-    with db.engine.connect() as connection:
-        driver = connection.connection.driver_connection
-        if connection.dialect.driver != "psycopg2":
-            return connection.execute(stmt, params).first()
-        driver.autocommit = True
-        try:
-            return connection.execute(stmt, params).first()
-        finally:
-            if not driver.closed:
-                driver.autocommit = False

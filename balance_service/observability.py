@@ -13,6 +13,7 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -51,6 +52,22 @@ class Metrics:
             "Database failures seen while answering a request or a readiness probe.",
             registry=self.registry,
         )
+        # (method, route, status) -> the counter's and the histogram's child for those labels.
+        # prometheus_client finds a child by its labels under a lock on every call;
+        # the label values are few (methods, route templates, statuses), so keep them.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, duration: float) -> None:
+        """Count one answered request and its duration."""
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = (
+                self.requests.labels(method=method, route=route, status=str(status)),
+                self.latency.labels(route=route),
+            )
+            self._children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(duration)
 
 
 def count_database_error() -> None:
@@ -82,11 +99,10 @@ def finish_request(response: Response) -> Response:
     duration = time.perf_counter() - g.get("request_started", time.perf_counter())
     rid = request_id()
     response.headers[REQUEST_ID_HEADER] = rid
-    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    rule = request.url_rule
+    route = rule.rule if rule is not None else "unmatched"
     method = request.method if request.method in _METHODS else "other"
-    metrics: Metrics = current_app.extensions[_EXTENSION]
-    metrics.requests.labels(method=method, route=route, status=str(response.status_code)).inc()
-    metrics.latency.labels(route=route).observe(duration)
+    current_app.extensions[_EXTENSION].observe(method, route, response.status_code, duration)
     if access_log.isEnabledFor(logging.INFO):
         # Deliberately no headers at all: Authorization carries the key. A key
         # pasted into the path is masked here, before the path is cut: cut first,

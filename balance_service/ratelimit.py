@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import math
 import time
+from functools import lru_cache
 
 from flask import Flask, Response, current_app, jsonify, request
 from limits import parse
@@ -40,6 +41,10 @@ _NAMESPACE = "balance-service-auth-failures"
 _EXTENSION = "balance_auth_failure_limiter"
 #: Blueprints whose 401s count and whose requests are blocked.
 _GUARDED_BLUEPRINT = "api"
+#: Addresses remembered (recent failure, or recently found unblocked) before the stale ones are swept out.
+_REMEMBERED_ADDRESSES = 10_000
+#: Seconds a worker takes an address it found unblocked in Redis as still unblocked (see FailedAuthLimiter).
+_TRUST_UNBLOCKED = 1.0
 #: Seconds to wait for Redis before giving up (and letting the request through).
 _REDIS_TIMEOUT = 1.0
 
@@ -47,19 +52,53 @@ log = logging.getLogger(__name__)
 
 
 class FailedAuthLimiter:
-    """A moving-window count of failed authentications per client address."""
+    """A moving-window count of failed authentications per client address.
+
+    Nearly every request comes from an address without failures, and asking
+    the storage for each one would cost more than the key lookup itself:
+
+    - in memory the counts are this process's own, so the limiter remembers
+      when each address last failed here: an address with no failure inside
+      the window cannot be blocked and is not looked up (exact);
+    - in Redis the counts are shared by every worker and host, so a worker
+      that found an address unblocked trusts that for ``_TRUST_UNBLOCKED``
+      seconds, until it sees a failure from that address itself. An address
+      blocked elsewhere in that second can thus get one more failed guess
+      through on each worker (its 401 ends the trust at once); its requests
+      with a valid key are answered, which tells it nothing it did not know.
+    """
 
     def __init__(self, limit: str, storage_uri: str) -> None:
         self.item = parse(limit)
         options: dict = {"wrap_exceptions": True}
-        if storage_uri.startswith("redis"):
+        shared = storage_uri.startswith("redis")
+        if shared:
             options.update(socket_timeout=_REDIS_TIMEOUT, socket_connect_timeout=_REDIS_TIMEOUT)
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri, **options))
+        #: address -> time.monotonic() of its latest failure here; None when the counts are shared.
+        self.last_failure: dict[str, float] | None = None if shared else {}
+        #: address -> time.monotonic() until which it is taken as unblocked; None when the counts are local.
+        self.unblocked_until: dict[str, float] | None = {} if shared else None
+        # A second more than the window, so a clock step between this and the storage's clock cannot unblock early.
+        self._window = self.item.get_expiry() + 1
 
     def retry_after(self, address: str) -> int | None:
         """Seconds until ``address`` may try again, or ``None`` if it is not blocked."""
+        if self.last_failure is not None:
+            failed = self.last_failure.get(address)
+            if failed is None or time.monotonic() - failed > self._window:
+                return None
+        elif self.unblocked_until is not None:
+            until = self.unblocked_until.get(address)
+            if until is not None and time.monotonic() < until:
+                return None
         try:
             if self.limiter.test(self.item, _NAMESPACE, address):
+                if self.unblocked_until is not None:
+                    now = time.monotonic()
+                    if len(self.unblocked_until) >= _REMEMBERED_ADDRESSES:
+                        self.unblocked_until = {a: t for a, t in list(self.unblocked_until.items()) if t > now}
+                    self.unblocked_until[address] = now + _TRUST_UNBLOCKED
                 return None
             reset, _ = self.limiter.get_window_stats(self.item, _NAMESPACE, address)
         except StorageError as e:
@@ -68,6 +107,13 @@ class FailedAuthLimiter:
         return max(1, math.ceil(reset - time.time()))
 
     def record_failure(self, address: str) -> None:
+        if self.unblocked_until is not None:
+            self.unblocked_until.pop(address, None)
+        if self.last_failure is not None:
+            now = time.monotonic()
+            if len(self.last_failure) >= _REMEMBERED_ADDRESSES:
+                self.last_failure = {a: t for a, t in list(self.last_failure.items()) if now - t <= self._window}
+            self.last_failure[address] = now
         try:
             self.limiter.hit(self.item, _NAMESPACE, address)
         except StorageError as e:
@@ -77,13 +123,15 @@ class FailedAuthLimiter:
 def _guarded() -> bool:
     # Preflights carry no credentials and are never refused: the page must be
     # able to read the 429 that follows.
-    return _GUARDED_BLUEPRINT in request.blueprints and request.method != "OPTIONS"
+    blueprint = request.blueprint
+    return blueprint is not None and blueprint.partition(".")[0] == _GUARDED_BLUEPRINT and request.method != "OPTIONS"
 
 
 #: A client address that is not an IP (a misconfigured proxy header) is counted as text, this long at most.
 _MAX_ADDRESS_LENGTH = 64
 
 
+@lru_cache(maxsize=4096)  # parsing an address costs more than the rest of the check; clients repeat
 def client_key(address: str | None) -> str | None:
     """What a client is counted by: its IPv4 address or its IPv6 /64 network; None without an address."""
     if not address:
@@ -117,8 +165,10 @@ def refuse_blocked_client() -> Response | None:
 
 def count_failed_auth(response: Response) -> Response:
     """``after_request``: count the 401s of the guarded blueprints."""
+    if response.status_code != 401 or not _guarded():
+        return response
     address = client_key(request.remote_addr)
-    if response.status_code == 401 and _guarded() and address is not None:
+    if address is not None:
         current_app.extensions[_EXTENSION].record_failure(address)
     return response
 

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import settings
 from sqlalchemy import delete, event
 
-from balance_service import create_app
+from balance_service import create_app, direct_reads
 from balance_service.alerts.models import BalanceAlert
 from balance_service.config import ENV_SETTINGS
 from balance_service.extensions import db as _db
@@ -255,7 +255,7 @@ def auth():
 
 @pytest.fixture
 def count_statements(app):
-    """Count SQL statements the app's engine runs inside a ``with`` block."""
+    """Count SQL statements the app sends inside a ``with`` block: through its engine and its direct reader."""
 
     @contextmanager
     def counter():
@@ -264,13 +264,19 @@ def count_statements(app):
         def listener(conn, cursor, statement, *args):
             seen.append(statement)
 
+        def direct(statement, parameters):
+            seen.append(statement)
+
         with app.app_context():
             engine = _db.engine
+        reader = direct_reads.reader(app)
         event.listen(engine, "before_cursor_execute", listener)
+        reader.listeners.append(direct)
         try:
             yield seen
         finally:
             event.remove(engine, "before_cursor_execute", listener)
+            reader.listeners.remove(direct)
 
     return counter
 

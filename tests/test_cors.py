@@ -87,3 +87,24 @@ def test_a_subdomain_wildcard_with_a_port_needs_that_port(app_from_cors_env):
     assert allowed_origin(client, "http://app.dev.example:8080") == "http://app.dev.example:8080"
     assert allowed_origin(client, "http://app.dev.example") is None
     assert allowed_origin(client, "http://app.dev.example:80801") is None
+
+
+@pytest.mark.parametrize(
+    "app_config",
+    [{}, {"CORS_ORIGINS": ["https://allowed.example"]}, {"CORS_ORIGINS": ["https://allowed.example", ORIGIN]}],
+)
+def test_api_answers_carry_the_same_cors_headers_as_any_other_cors_route_every_time(client, auth, create_token):
+    """The API's headers are remembered per Origin; a path Flask-CORS handles alone (a 404) is the reference."""
+    key = create_token(remain_quota=1)
+
+    def cors_headers(response):
+        return sorted((k, v) for k, v in response.headers.items() if k.startswith("Access-Control") or k == "Vary")
+
+    for origin in (None, ORIGIN, "https://allowed.example", "https://ALLOWED.example", "https://evil.example"):
+        headers = {"Origin": origin} if origin else {}
+        reference = cors_headers(client.get("/v1/no-such-route", headers=headers))
+        for _ in range(2):  # worked out, then remembered
+            for request_headers, status in ((headers, 401), (auth(key, **headers), 200)):
+                response = client.get("/v1/balance", headers=request_headers)
+                assert response.status_code == status
+                assert cors_headers(response) == reference, origin

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
+from balance_service import direct_reads
 from balance_service.extensions import db as _db
 from balance_service.gateway import KeyRejected
 from balance_service.lookup import lookup
@@ -51,13 +52,19 @@ def test_the_key_lookup_is_one_statement_that_uses_the_unique_index(app, client,
     def capture(conn, cursor, statement, parameters, context, executemany):
         seen.append((statement, parameters))
 
+    def capture_direct(statement, parameters):
+        seen.append((statement, parameters))
+
     with app.app_context():
         engine = _db.engine
+    reader = direct_reads.reader(app)
     event.listen(engine, "before_cursor_execute", capture)
+    reader.listeners.append(capture_direct)
     try:
         assert client.get("/v1/balance", headers=auth(key)).status_code == 200
     finally:
         event.remove(engine, "before_cursor_execute", capture)
+        reader.listeners.remove(capture_direct)
     assert len(seen) == 1
     statement, parameters = seen[0]
     assert "tokens.`key` = CAST(" in statement and " AS BINARY)" in statement

@@ -272,3 +272,19 @@ def test_gunicorn_warns_at_start_up_when_several_workers_count_in_memory(tmp_pat
     assert (warning in text) == warned, text
     if warned:
         assert "RATELIMIT_STORAGE_URI to a Redis URL" in text
+
+
+def test_with_redis_a_worker_that_saw_an_address_unblocked_lets_at_most_one_failure_through(
+    make_app, create_token, auth, redis_url
+):
+    """For a second it trusts its own check; its first 401 from the address ends that trust."""
+    first = make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI=redis_url).test_client()
+    second = make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI=redis_url).test_client()
+    address = from_address(f"2001:db8:{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}::1")
+    key = create_token(remain_quota=1)
+    assert first.get("/v1/balance", headers=auth(key), **address).status_code == 200  # found unblocked
+    fail(second, 3, **address)  # blocked in Redis by another worker
+    # The one that may get through (a 429 if the second of trust is already over on a slow machine).
+    assert first.get("/v1/balance", headers=BAD_KEY, **address).status_code in (401, 429)
+    for headers in (BAD_KEY, auth(key)):
+        assert first.get("/v1/balance", headers=headers, **address).status_code == 429

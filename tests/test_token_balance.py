@@ -1,5 +1,6 @@
 """GET /v1/balance reports the one key that made the request."""
 
+import sqlite3
 from decimal import Decimal
 
 import pytest
@@ -48,3 +49,17 @@ def test_head_request_answers_without_a_body(client, auth, create_token):
     response = client.head("/v1/balance", headers=auth(key))
     assert response.status_code == 200
     assert response.get_data() == b""
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_balance_read_leaves_no_lock_so_the_gateway_can_write_at_once(client, auth, create_token, database_url):
+    """The service keeps its SQLite connection between requests; the gateway's next write must not wait for it."""
+    key = create_token(remain_quota=5)
+    assert client.get("/v1/balance", headers=auth(key)).status_code == 200
+    gateway = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=0)
+    try:
+        gateway.execute("UPDATE tokens SET remain_quota = 4 WHERE key = ?", (key.removeprefix("sk-"),))
+        gateway.commit()
+    finally:
+        gateway.close()
+    assert client.get("/v1/balance", headers=auth(key)).get_json()["balance"] == Decimal("0.000008")
