@@ -6,13 +6,15 @@ refusals (``gateway.py``) into JSON errors. Nothing here writes to the database.
 
 from __future__ import annotations
 
-import time
+import logging
 
 from flask import current_app, g, request
 
 from .errors import ApiError
-from .gateway import KeyRejected, OwnerDisabled, OwnerMissing, check_owner, check_token, normalize_key
+from .gateway import KeyRejected, OwnerDisabled, OwnerMissing, check_can_read, check_owner, normalize_key
 from .lookup import lookup
+
+log = logging.getLogger(__name__)
 
 #: The HTTP status each refusal of the gateway's rules is answered with.
 _STATUS = {KeyRejected: 401, OwnerMissing: 404, OwnerDisabled: 403}
@@ -42,10 +44,13 @@ def authenticate() -> None:
     key = parse_key(request.headers.get("Authorization"))
     try:
         token, user = lookup(key)
-        check_token(token, int(time.time()))
+        check_can_read(token)  # expired and exhausted keys may read; creating an alert asks again
         g.token = token
         g.user = check_owner(user)
     except tuple(_STATUS) as e:
+        if isinstance(e, OwnerMissing):
+            # The answer is the documented message only; the detail goes here (the line carries the request id).
+            log.warning("token %s: its owner, user %s, does not exist or was deleted", token.id, token.user_id)
         status = next(code for kind, code in _STATUS.items() if isinstance(e, kind))
         raise ApiError(status, str(e)) from None
     current_app.logger.debug("authenticated token %s of user %s", token.id, user.id)

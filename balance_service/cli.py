@@ -13,6 +13,7 @@ from . import operations as ops
 from .alerts.cli import check_alerts_command
 from .alerts.schema import upgrade as upgrade_alerts_table
 from .extensions import db
+from .gateway_options import effective
 from .units import AmountTooLarge, NotANumber, NotWhole, parse_amount
 from .usage.doctor import doctor_command
 
@@ -35,11 +36,11 @@ def _operator_command(func):
 
 def _to_quota(amount: str, unit: str) -> int:
     """AMOUNT in quota units, or in USD/CNY when --unit says so."""
-    cfg = current_app.config
+    options = effective(current_app.config)  # the gateway's QuotaPerUnit and USDExchangeRate, unless set in env
     settings = {
         "unit": "tokens" if unit == "quota" else unit,  # raw quota units, whole numbers
-        "quota_per_unit": cfg["QUOTA_PER_UNIT"],
-        "exchange_rate": cfg["USD_EXCHANGE_RATE"],
+        "quota_per_unit": options.quota_per_unit,
+        "exchange_rate": options.usd_exchange_rate,
     }
     try:
         return parse_amount(amount, settings)

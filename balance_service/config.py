@@ -44,6 +44,7 @@ ENV_SETTINGS = (
     "ALERT_DELIVERY_DEADLINE",
     "ALERT_FAILURE_BACKOFF_MAX",
     "GATEWAY_LAYOUT_TTL",
+    "GATEWAY_OPTIONS_TTL",
 )
 
 UNITS = ("USD", "CNY", "tokens")
@@ -75,6 +76,22 @@ def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> i
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name} must be at most {maximum}, got {raw!r}")
     return value
+
+
+def _unit(raw: str) -> str | None:
+    """``BALANCE_UNIT``: USD, CNY or tokens (any case); empty or unset is ``None``, the gateway's own unit."""
+    unit = raw.strip()
+    if not unit:
+        return None
+    matches = [u for u in UNITS if u.lower() == unit.lower()]
+    if not matches:
+        raise ConfigError(f"BALANCE_UNIT must be one of {', '.join(UNITS)}, got {unit!r}")
+    return matches[0]
+
+
+def _optional(parse: Any, name: str, raw: str) -> Any:
+    """``None`` for an empty or unset variable (the gateway's options table decides), else the parsed value."""
+    return parse(name, raw) if raw.strip() else None
 
 
 def _log_level(raw: str) -> str:
@@ -256,10 +273,6 @@ def _clickhouse_url(raw: str) -> str:
 def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Build the Flask config mapping from environment variables (``os.environ`` by default)."""
     env = os.environ if env is None else env
-    unit = env.get("BALANCE_UNIT", "USD").strip()
-    matches = [u for u in UNITS if u.lower() == unit.lower()]
-    if not matches:
-        raise ConfigError(f"BALANCE_UNIT must be one of {', '.join(UNITS)}, got {unit!r}")
     roles_raw = env.get("UNLIMITED_USER_ROLES", "").strip()
     roles = frozenset(_int("UNLIMITED_USER_ROLES", r.strip()) for r in roles_raw.split(",") if r.strip())
     connect_timeout = _int("DB_CONNECT_TIMEOUT", env.get("DB_CONNECT_TIMEOUT", "3"), 1)
@@ -269,9 +282,13 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     if billing_source not in BILLING_SOURCES:
         raise ConfigError(f"BILLING_SOURCE must be one of {', '.join(BILLING_SOURCES)}, got {billing_source!r}")
     config: dict[str, Any] = {
-        "BALANCE_UNIT": matches[0],
-        "QUOTA_PER_UNIT": _decimal("QUOTA_PER_UNIT", env.get("QUOTA_PER_UNIT", "500000")),
-        "USD_EXCHANGE_RATE": _decimal("USD_EXCHANGE_RATE", env.get("USD_EXCHANGE_RATE", "7.3")),
+        # Unset (None): the gateway's own options table decides (gateway_options.py).
+        "BALANCE_UNIT": _unit(env.get("BALANCE_UNIT", "")),
+        "QUOTA_PER_UNIT": _optional(_decimal, "QUOTA_PER_UNIT", env.get("QUOTA_PER_UNIT", "")),
+        "USD_EXCHANGE_RATE": _optional(_decimal, "USD_EXCHANGE_RATE", env.get("USD_EXCHANGE_RATE", "")),
+        "GATEWAY_OPTIONS_TTL": _seconds(
+            "GATEWAY_OPTIONS_TTL", env.get("GATEWAY_OPTIONS_TTL", "60"), allow_zero=True, maximum=86400
+        ),
         "UNLIMITED_USER_ROLES": roles,
         "CORS_ORIGINS": cors_origins(env.get("CORS_ORIGINS", "*")),
         "CORS_MAX_AGE": _int("CORS_MAX_AGE", env.get("CORS_MAX_AGE", "86400")),

@@ -17,7 +17,7 @@ from flask_cors.core import get_cors_headers, get_cors_options
 
 from .extensions import cors
 
-#: The blueprint whose routes (all under /v1/ and /dashboard/) get the cached headers.
+#: The blueprint whose routes (under /v1/ and /dashboard/, and /user/balance and /balance) get the cached headers.
 _API_BLUEPRINT = "api"
 #: Distinct Origin values remembered; past that (a client making up origins) headers are computed each time.
 _MAX_REMEMBERED = 64
@@ -35,7 +35,9 @@ def init_app(app: Flask) -> None:
         "max_age": app.config["CORS_MAX_AGE"],
         "supports_credentials": False,
     }
-    cors.init_app(app, resources={r"/v1/*": {}, r"/dashboard/*": {}, r"/openapi.json": {}}, **options)
+    # The documented paths come with and without /v1 (/user/balance, /balance).
+    resources = {r"/v1/*": {}, r"/user/*": {}, r"/balance": {}, r"/dashboard/*": {}, r"/openapi.json": {}}
+    cors.init_app(app, resources=resources, **options)
     # The options Flask-CORS resolved for those resources (none has options of its own).
     resolved = get_cors_options(app, options)
     remembered: dict[tuple[str | None, str | None], list[tuple[str, Any]]] = {}

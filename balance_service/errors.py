@@ -38,11 +38,16 @@ def _http_error(e: HTTPException) -> Response:
     return response
 
 
+#: The documented message for a database failure; clients compare it, so nothing is appended.
+DATABASE_ERROR_MESSAGE = "Failed to get used quota"
+
+
 def _database_error(e: SQLAlchemyError) -> tuple[Response, int]:
     # Parameters are hidden on the engine, so this line cannot carry a key.
+    # The request id is on the line (logging_setup); the answer carries only the documented message.
     log.error("database error: %s: %s", type(e).__name__, getattr(e, "orig", None) or e.code)
     count_database_error()
-    return jsonify(error_body("Failed to get used quota: the database is unavailable")), 503
+    return jsonify(error_body(DATABASE_ERROR_MESSAGE)), 503
 
 
 def _unexpected_error(e: Exception) -> tuple[Response, int]:

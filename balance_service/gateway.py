@@ -20,7 +20,7 @@ _KEY_RE = re.compile(rf"[A-Za-z0-9]{{1,{KEY_LENGTH}}}")
 
 
 class KeyRejected(Exception):
-    """The key cannot be used (unknown, disabled, expired); the message says why, for the caller."""
+    """The key cannot be used (unknown, disabled); the message says why, for the caller."""
 
 
 class InvalidKey(KeyRejected, ValueError):
@@ -49,7 +49,7 @@ def normalize_key(value: str) -> str:
 
 
 def token_refusal(status: int, expired_time: int, now: int) -> str | None:
-    """Why a key may not be used (disabled, expired), or None; an exhausted key is still usable."""
+    """Why a key may not be used for anything new (disabled, expired), or None; an exhausted key is still usable."""
     if status == TOKEN_DISABLED:
         return "Token is disabled"
     if status == TOKEN_EXPIRED or (expired_time != NEVER_EXPIRES and expired_time < now):
@@ -57,17 +57,40 @@ def token_refusal(status: int, expired_time: int, now: int) -> str | None:
     return None
 
 
-def check_token(token: Any, now: int) -> None:
-    """Refuse a disabled or expired key (``KeyRejected``); an exhausted one may still read its zero balance."""
-    refusal = token_refusal(token.status, token.expired_time, now)
+def read_refusal(token: Any) -> str | None:
+    """Why a key may not read its figures, or None: only a disabled key is refused.
+
+    This is the gateways' own read-only token auth (new-api's ``/api/usage/token``):
+    a key that expired (status or ``expired_time``) or ran out is exactly when its
+    owner looks at its figures. Deleted keys never get this far (the lookup
+    filters them).
+    """
+    if token.status == TOKEN_DISABLED:
+        return "Token is disabled"
+    return None
+
+
+def alert_refusal(token: Any, now: int) -> str | None:
+    """Why a key may not create an alert, or None: that is a new use of the key, so it must be usable
+    (not disabled, not expired), as ``token_refusal`` says."""
+    return token_refusal(token.status, token.expired_time, now)
+
+
+def check_can_read(token: Any) -> None:
+    """Refuse a key that may not read (``KeyRejected``); expired and exhausted keys may."""
+    refusal = read_refusal(token)
     if refusal:
         raise KeyRejected(refusal)
+
+
+#: The documented message for a missing or deleted owner; clients compare it, so nothing is appended.
+OWNER_MISSING_MESSAGE = "Failed to get user quota"
 
 
 def check_owner(user: Any | None) -> Any:
     """The key's owner, if it exists and is enabled; ``OwnerMissing`` / ``OwnerDisabled`` otherwise."""
     if user is None:
-        raise OwnerMissing("Failed to get user quota: the key's owner does not exist")
+        raise OwnerMissing(OWNER_MISSING_MESSAGE)
     if user.status == USER_DISABLED:
         raise OwnerDisabled("User is disabled")
     return user

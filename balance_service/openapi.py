@@ -32,8 +32,12 @@ _AMOUNT = {
 }
 
 _UNIT = {
-    "enum": ["USD", "CNY", "tokens"],
-    "description": "The BALANCE_UNIT setting: USD or CNY amounts, or raw gateway quota units.",
+    "type": "string",
+    "description": (
+        "The display unit: `USD` or `CNY` amounts, or `tokens` (raw gateway quota units); under the gateway's "
+        "CUSTOM display type, its custom currency symbol (amounts are USD times its custom rate). BALANCE_UNIT "
+        "when set, else the gateway's own setting (its `options` table)."
+    ),
 }
 _TIMESTAMP = {"type": "string", "format": "date-time", "description": "UTC, to the second (`2024-05-01T12:00:00Z`)."}
 
@@ -178,17 +182,24 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Balance": {
         "type": "object",
-        "required": ["success", "balance", "used", "unlimited_quota", "unit"],
+        "description": (
+            "The fields of the gateways' published docs (`success`, `remain_balance`, `used_balance`, "
+            "`unlimited_quota`, in that order), then `unit`, then `balance` and `used`: the same values under "
+            "the names cc-switch and browser extensions read."
+        ),
+        "required": ["success", "remain_balance", "used_balance", "unlimited_quota", "unit", "balance", "used"],
         "properties": {
             "success": {"const": True},
-            "balance": {
+            "remain_balance": {
                 **_AMOUNT,
                 "minimum": -1,
                 "description": "What is left, in `unit`; -1 means unlimited; an overdrawn balance shows 0.",
             },
-            "used": {**_AMOUNT, "minimum": 0, "description": "What was spent so far, in `unit`."},
+            "used_balance": {**_AMOUNT, "minimum": 0, "description": "What was spent so far, in `unit`."},
             "unlimited_quota": {"type": "boolean"},
             "unit": _UNIT,
+            "balance": {**_AMOUNT, "minimum": -1, "description": "The same value as `remain_balance`."},
+            "used": {**_AMOUNT, "minimum": 0, "description": "The same value as `used_balance`."},
         },
     },
     "BillingSubscription": {
@@ -255,7 +266,7 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "number",
                 "minimum": 0,
                 "description": (
-                    "Notify when the balance falls below this, in BALANCE_UNIT (a whole number in tokens). "
+                    "Notify when the balance falls below this, in the balances' `unit` (a whole number in tokens). "
                     'A JSON number; a string such as "5" is refused. Give this or `days_left`, not both.'
                 ),
             },
@@ -335,9 +346,15 @@ _SCHEMAS: dict[str, Any] = {
 
 _ERROR = _ref("schemas", "Error")
 _RESPONSES: dict[str, Any] = {
-    "Unauthorized": _json("No, malformed, unknown, disabled or expired API key.", _ERROR),
+    "Unauthorized": _json(
+        "No, malformed, unknown, deleted or disabled API key. Expired and exhausted keys can read.", _ERROR
+    ),
     "Forbidden": _json("The key's owner is disabled.", _ERROR),
-    "OwnerNotFound": _json("The key's owner does not exist.", _ERROR),
+    "OwnerNotFound": _json(
+        "The key's owner does not exist or was deleted: `Failed to get user quota`. (The gateways' published "
+        "examples answer this with 200; clients test `success`.)",
+        _ERROR,
+    ),
     "MethodNotAllowed": {
         **_json("The path exists but not for this method; the Allow header lists the methods.", _ERROR),
         "headers": {"Allow": {"schema": {"type": "string"}, "description": "The methods the path accepts."}},
@@ -355,7 +372,11 @@ _RESPONSES: dict[str, Any] = {
             }
         },
     },
-    "DatabaseUnavailable": _json("The gateway database did not answer.", _ERROR),
+    "DatabaseUnavailable": _json(
+        "The gateway database did not answer: `Failed to get used quota`. (The gateways' published examples "
+        "answer this with 200; clients test `success`.)",
+        _ERROR,
+    ),
     "InternalError": _json("An unexpected error; details are only in the service log.", _ERROR),
 }
 
@@ -399,6 +420,23 @@ def _secured(
         **extra,
         "responses": dict(sorted({**_AUTH_ERRORS, **responses}.items())),
     }
+
+
+_USER_BALANCE_TEXT = (
+    "The owner's quota in the display unit; roles in UNLIMITED_USER_ROLES report -1 (unlimited). "
+    "`/user/balance` is the same endpoint."
+)
+_TOKEN_BALANCE_TEXT = (
+    "The key's remaining quota in the display unit; an unlimited key reports -1. `/balance` is the same endpoint."
+)
+
+
+def _user_balance(operation_id: str) -> dict[str, Any]:
+    return _authenticated(operation_id, "Balance of the account behind the key", _USER_BALANCE_TEXT, "Balance")
+
+
+def _token_balance(operation_id: str) -> dict[str, Any]:
+    return _authenticated(operation_id, "Balance of the key itself", _TOKEN_BALANCE_TEXT, "Balance")
 
 
 def _authenticated(operation_id: str, summary: str, description: str, schema: str, **extra: Any) -> dict[str, Any]:
@@ -471,18 +509,10 @@ _DOCUMENT: dict[str, Any] = {
         {"name": "service", "description": "Probes and this document; no key needed."},
     ],
     "paths": {
-        "/v1/user/balance": _authenticated(
-            "getUserBalance",
-            "Balance of the account behind the key",
-            "The owner's quota in BALANCE_UNIT; roles in UNLIMITED_USER_ROLES report -1 (unlimited).",
-            "Balance",
-        ),
-        "/v1/balance": _authenticated(
-            "getTokenBalance",
-            "Balance of the key itself",
-            "The key's remaining quota in BALANCE_UNIT; an unlimited key reports -1.",
-            "Balance",
-        ),
+        "/v1/user/balance": _user_balance("getUserBalance"),
+        "/user/balance": _user_balance("getUserBalanceWithoutV1"),
+        "/v1/balance": _token_balance("getTokenBalance"),
+        "/balance": _token_balance("getTokenBalanceWithoutV1"),
         "/v1/dashboard/billing/subscription": _subscription("getBillingSubscription"),
         "/dashboard/billing/subscription": _subscription("getBillingSubscriptionWithoutV1"),
         "/v1/dashboard/billing/usage": _usage("getBillingUsage"),
@@ -494,7 +524,7 @@ _DOCUMENT: dict[str, Any] = {
                 (
                     "From the gateway's request logs (LOG_DATABASE_URL when they have a database of their own, "
                     "SQL or ClickHouse). "
-                    "Amounts are net spend (consumed minus refunded) in BALANCE_UNIT, with the balance endpoints' "
+                    "Amounts are net spend (consumed minus refunded) in the balances' `unit`, with their "
                     "precision; a refund is negative spend on its own day and model. `days` lists every UTC day "
                     "of the range, days without requests included (zero), oldest first, so a chart needs no gaps "
                     "filled. `models` are ordered by spend, largest first. `forecast` divides the net spend of the "
@@ -552,6 +582,11 @@ _DOCUMENT: dict[str, Any] = {
                 "alerts",
                 {
                     "201": _json("Created; `alert.secret` is shown only here.", _ref("schemas", "AlertCreated")),
+                    "403": _json(
+                        "The key's owner is disabled, or the key has expired (an expired key can read but not "
+                        "create alerts).",
+                        _ERROR,
+                    ),
                     "400": _json(
                         "The body is not a JSON object, has an unknown field, or a field is invalid (including a "
                         "webhook host that does not resolve or resolves to a refused address). Nothing is stored.",

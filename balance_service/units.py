@@ -1,8 +1,10 @@
 """Quota-to-money conversion, as pure functions on exact Decimal values.
 
 The gateways count credit in integer "quota units"; ``QUOTA_PER_UNIT`` of them
-make one US dollar, and CNY is dollars times the configured exchange rate.
-Nothing here touches floats, so a balance is exact to the last displayed digit.
+make one US dollar, and CNY is dollars times the configured exchange rate. A
+gateway's CUSTOM currency is dollars times its own rate, shown under its own
+symbol. Nothing here touches floats, so a balance is exact to the last
+displayed digit.
 """
 
 from __future__ import annotations
@@ -25,20 +27,29 @@ MAX_QUOTA = 2**63 - 1
 
 
 def conversion(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``quota_to_unit`` / ``unit_to_quota`` that the app's settings give."""
-    return {
-        "unit": config["BALANCE_UNIT"],
-        "quota_per_unit": config["QUOTA_PER_UNIT"],
-        "exchange_rate": config["USD_EXCHANGE_RATE"],
-    }
+    """The keyword arguments of ``quota_to_unit`` / ``unit_to_quota`` in effect for the current app.
+
+    The environment's ``BALANCE_UNIT``, ``QUOTA_PER_UNIT`` and ``USD_EXCHANGE_RATE``
+    where set, the gateway's own ``options`` table (cached) for the rest; needs
+    an app context. See ``gateway_options``.
+    """
+    from .gateway_options import effective_conversion  # units stays importable without Flask
+
+    return effective_conversion(config)
 
 
-def quota_to_unit(quota: int, unit: str, quota_per_unit: Decimal, exchange_rate: Decimal) -> Decimal | int:
-    """Convert raw quota to the display unit: ``int`` for tokens, a 6-place ``Decimal`` otherwise."""
-    if unit == "tokens":
+def quota_to_unit(
+    quota: int, unit: str, quota_per_unit: Decimal, exchange_rate: Decimal, custom: bool = False
+) -> Decimal | int:
+    """Convert raw quota to the display unit: ``int`` for tokens, a 6-place ``Decimal`` otherwise.
+
+    ``custom``: ``unit`` is a gateway's custom currency symbol and ``exchange_rate``
+    its rate (1 USD = rate units), as with CNY.
+    """
+    if unit == "tokens" and not custom:
         return int(quota)
     amount = Decimal(int(quota)) / quota_per_unit
-    if unit == "CNY":
+    if unit == "CNY" or custom:
         amount *= exchange_rate
     elif unit != "USD":
         raise ValueError(f"unknown unit {unit!r}")
@@ -57,13 +68,15 @@ def remaining_for_display(quota: int, unlimited: bool, **conversion) -> Decimal 
     return quota_to_unit(max(int(quota), 0), **conversion)
 
 
-def unit_to_quota(amount: Decimal, unit: str, quota_per_unit: Decimal, exchange_rate: Decimal) -> int:
+def unit_to_quota(
+    amount: Decimal, unit: str, quota_per_unit: Decimal, exchange_rate: Decimal, custom: bool = False
+) -> int:
     """Convert an amount in a display unit back to whole quota units (rounded half up)."""
-    if unit == "tokens":
+    if unit == "tokens" and not custom:
         value = Decimal(amount)
-    elif unit == "USD":
+    elif unit == "USD" and not custom:
         value = Decimal(amount) * quota_per_unit
-    elif unit == "CNY":
+    elif unit == "CNY" or custom:
         value = Decimal(amount) / exchange_rate * quota_per_unit
     else:
         raise ValueError(f"unknown unit {unit!r}")
@@ -104,7 +117,7 @@ def parse_amount(value: str | int | Decimal, conversion: Mapping[str, Any]) -> i
         whole = amount == amount.to_integral_value()
     except ArithmeticError:  # an exponent past the decimal context's limit: far beyond any column
         raise AmountTooLarge(f"{value!r} is too large") from None
-    if conversion["unit"] == "tokens" and not whole:
+    if conversion["unit"] == "tokens" and not conversion.get("custom") and not whole:
         raise NotWhole(f"{value!r} is not a whole number")
     if amount.copy_abs() > MAX_QUOTA:  # copy_abs, unlike abs(), never overflows the context
         raise AmountTooLarge(f"{value!r} is too large")
@@ -130,7 +143,7 @@ def billing_amounts(remaining: int, used: int, unlimited: bool, quota_per_unit: 
     so the client's subtraction gives exactly that balance. An overdrawn
     balance counts as zero (a limit is never below what was used, never
     negative); unlimited credit is ``BILLING_UNLIMITED_USD``. Always USD and
-    US cents, whatever ``BALANCE_UNIT`` says: that is what the clients expect.
+    US cents, whatever the display unit is: that is what the clients expect.
     """
     conversion = {"unit": "USD", "quota_per_unit": quota_per_unit, "exchange_rate": Decimal(1)}
     used_usd = quota_to_unit(max(int(used), 0), **conversion)

@@ -254,6 +254,21 @@ def auth():
 
 
 @pytest.fixture
+def options_table(gateway_tables):
+    """The gateway's ``options`` table as GORM creates it, made on first use and dropped after the test.
+
+    Returns ``set_option(key, value)``, which writes a row as the gateway's admin
+    panel would. The service itself never writes this table.
+    """
+    tables = gateway_tables()
+
+    def set_option(key, value):
+        tables.set_options({key: value})
+
+    return set_option
+
+
+@pytest.fixture
 def count_statements(app):
     """Count SQL statements the app sends inside a ``with`` block: through its engine and its direct reader."""
 

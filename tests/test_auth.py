@@ -1,7 +1,9 @@
 """The before_request hook: every way a key can be refused, and the ways it is accepted."""
 
+import json
 import time
 from datetime import datetime
+from decimal import Decimal
 
 import pytest
 
@@ -61,14 +63,19 @@ def test_disabled_key_is_rejected_with_401(client, auth, create_token):
     assert refusal(client.get("/v1/user/balance", headers=auth(key)), 401) == "Token is disabled"
 
 
-def test_key_with_expired_status_is_rejected_with_401(client, auth, create_token):
-    key = create_token(status=TOKEN_EXPIRED)
-    assert refusal(client.get("/v1/balance", headers=auth(key)), 401) == "Token has expired"
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_key_with_expired_status_can_still_read_its_balance(client, auth, create_token, path):
+    key = create_token(status=TOKEN_EXPIRED, remain_quota=500000)
+    body = client.get(path, headers=auth(key)).get_json()
+    assert body["success"] is True
+    assert body["remain_balance"] == (1 if path == "/v1/balance" else 0)
 
 
-def test_key_past_its_expiry_time_is_rejected_with_401(client, auth, create_token):
-    key = create_token(expired_time=int(time.time()) - 5)
-    assert refusal(client.get("/v1/balance", headers=auth(key)), 401) == "Token has expired"
+def test_key_past_its_expiry_time_can_still_read_its_balance(client, auth, create_token):
+    key = create_token(expired_time=int(time.time()) - 5, remain_quota=250000)
+    response = client.get("/v1/balance", headers=auth(key))
+    assert response.status_code == 200
+    assert response.get_json()["remain_balance"] == Decimal("0.5")
 
 
 def test_key_expiring_in_the_future_is_accepted(client, auth, create_token):
@@ -85,15 +92,22 @@ def test_exhausted_key_can_still_read_its_zero_balance(client, auth, create_toke
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
-def test_key_whose_owner_is_missing_gets_404(client, auth, create_token, path):
+def test_key_whose_owner_is_missing_gets_404_with_the_documented_message(client, auth, create_token, path, capsys):
     key = create_token(user_id=987654)
-    assert refusal(client.get(path, headers=auth(key)), 404).startswith("Failed to get user quota")
+    capsys.readouterr()
+    response = client.get(path, headers=auth(key))
+    assert refusal(response, 404) == "Failed to get user quota"
+    # The detail is in the service log, on a JSON line that carries the request id sent back to the caller.
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [detail] = [line for line in lines if "987654" in line["message"]]
+    assert detail["request_id"] == response.headers["X-Request-ID"]
+    assert "does not exist" in detail["message"]
 
 
 def test_key_whose_owner_is_soft_deleted_gets_404(client, auth, create_user, create_token):
     owner = create_user(deleted_at=datetime(2026, 1, 1))
     key = create_token(user_id=owner)
-    assert refusal(client.get("/v1/user/balance", headers=auth(key)), 404).startswith("Failed to get user quota")
+    assert refusal(client.get("/v1/user/balance", headers=auth(key)), 404) == "Failed to get user quota"
 
 
 def test_key_of_a_disabled_user_gets_403(client, auth, create_user, create_token):

@@ -156,13 +156,15 @@ def test_missing_or_unknown_key_is_refused_with_401(client, path):
 
 
 @pytest.mark.parametrize("path", ALL_PATHS)
-def test_disabled_and_expired_keys_and_disabled_owners_are_refused(client, auth, create_user, create_token, path):
+def test_disabled_keys_and_disabled_owners_are_refused_but_expired_keys_can_read(
+    client, auth, create_user, create_token, path
+):
     disabled = create_token(status=TOKEN_DISABLED, remain_quota=1)
     expired = create_token(expired_time=int(time.time()) - 1, remain_quota=1)
     blocked_owner = create_token(user_id=create_user(status=USER_DISABLED), remain_quota=1)
     orphan = create_token(user_id=987654321, remain_quota=1)
     assert client.get(path, headers=auth(disabled)).status_code == 401
-    assert client.get(path, headers=auth(expired)).status_code == 401
+    assert client.get(path, headers=auth(expired)).status_code == 200
     assert client.get(path, headers=auth(blocked_owner)).status_code == 403
     assert client.get(path, headers=auth(orphan)).status_code == 404
 

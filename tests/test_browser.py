@@ -292,8 +292,8 @@ def test_page_shows_both_balances_exactly_as_the_service_sent_them(page, page_or
     assert card_text(page, "user-card", "used") == "$2.00"
     for card, path in (("token-card", "/v1/balance"), ("user-card", "/v1/user/balance")):
         raw = service_json(service, path, key)
-        assert card_title(page, card, "balance") == literal(raw, "balance") + " USD"
-        assert card_title(page, card, "used") == literal(raw, "used") + " USD"
+        assert card_title(page, card, "balance") == literal(raw, "remain_balance") + " USD"
+        assert card_title(page, card, "used") == literal(raw, "used_balance") + " USD"
 
     # 250000 of 1484567 quota used on the key; 1000000 of 4000000 on the account.
     assert card_text(page, "token-card", "bar-legend") == "16.8% used, 83.2% remaining"

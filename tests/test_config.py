@@ -10,14 +10,22 @@ from balance_service.config import ENV_SETTINGS, ConfigError, from_env, normaliz
 from tests.helpers import REPO, clean_environment
 
 
-def test_defaults_are_usd_at_500000_quota_per_dollar():
+def test_units_are_left_to_the_gateway_unless_set():
     config = from_env({})
-    assert config["BALANCE_UNIT"] == "USD"
-    assert config["QUOTA_PER_UNIT"] == Decimal(500000)
-    assert config["USD_EXCHANGE_RATE"] == Decimal("7.3")
+    assert (config["BALANCE_UNIT"], config["QUOTA_PER_UNIT"], config["USD_EXCHANGE_RATE"]) == (None, None, None)
+    assert config["GATEWAY_OPTIONS_TTL"] == 60
     assert config["UNLIMITED_USER_ROLES"] == frozenset()
     assert config["CORS_ORIGINS"] == "*"
     assert "SQLALCHEMY_DATABASE_URI" not in config
+
+
+def test_unit_settings_that_are_set_are_kept():
+    config = from_env({"BALANCE_UNIT": "USD", "QUOTA_PER_UNIT": "500000", "USD_EXCHANGE_RATE": "7.3"})
+    assert (config["BALANCE_UNIT"], config["QUOTA_PER_UNIT"], config["USD_EXCHANGE_RATE"]) == (
+        "USD",
+        Decimal(500000),
+        Decimal("7.3"),
+    )
 
 
 def test_unit_names_are_case_insensitive():
@@ -39,6 +47,8 @@ def test_lists_are_split_on_commas():
         {"QUOTA_PER_UNIT": "abc"},
         {"USD_EXCHANGE_RATE": "-7"},
         {"USD_EXCHANGE_RATE": "NaN"},
+        {"GATEWAY_OPTIONS_TTL": "-1"},
+        {"GATEWAY_OPTIONS_TTL": "soon"},
         {"UNLIMITED_USER_ROLES": "root"},
         {"DB_CONNECT_TIMEOUT": "0"},
         {"LOG_LEVEL": "verbose"},

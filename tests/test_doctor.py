@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
@@ -79,13 +81,15 @@ def test_a_one_api_database_needs_only_the_account_index(doctor, gateway_tables,
     assert recommended(output) == STATEMENTS[backend][:1]
 
 
-def test_consume_logging_off_and_mismatched_settings_are_pointed_out(doctor, gateway_tables):
+def test_consume_logging_off_and_mismatched_settings_are_pointed_out(doctor, gateway_tables, make_app):
     logs = gateway_tables().create_logs("new-api")
     logs.set_options({"LogConsumeEnabled": "false", "QuotaPerUnit": "1000000", "DisplayTokenStatEnabled": "false"})
     output = doctor()
     assert "  consume logging: OFF" in output
-    assert "  note: QuotaPerUnit is 1000000 but the service's QUOTA_PER_UNIT is 500000" in output
+    assert "note: QuotaPerUnit" not in output  # QUOTA_PER_UNIT is unset: the service uses the gateway's
     assert "  note: DisplayTokenStatEnabled is false but the service's BILLING_SOURCE is token" in output
+    overridden = doctor(make_app(QUOTA_PER_UNIT=Decimal(500000)))
+    assert "  note: QuotaPerUnit is 1000000 but the service's QUOTA_PER_UNIT=500000 overrides it" in overridden
 
 
 def test_a_database_without_gateway_logs_or_options_is_described(doctor, database_url):

@@ -77,7 +77,17 @@ def test_gunicorn_serves_both_balances_over_http(served):
     status, headers, body = call(base + "/v1/user/balance", headers={"Authorization": f"Bearer {key}"})
     assert status == 200
     assert headers["Content-Type"] == "application/json"
-    assert json.loads(body) == {"success": True, "balance": 14.6, "used": 0, "unlimited_quota": False, "unit": "CNY"}
+    assert json.loads(body) == {
+        "success": True,
+        "remain_balance": 14.6,
+        "used_balance": 0,
+        "unlimited_quota": False,
+        "unit": "CNY",
+        "balance": 14.6,
+        "used": 0,
+    }
+    # The documented path without /v1 answers the same body.
+    assert call(base + "/user/balance", headers={"Authorization": f"Bearer {key}"})[2] == body
     status, _, body = call(base + "/v1/balance", headers={"Authorization": f"Bearer {key}-suffix"})
     assert (status, json.loads(body)["balance"]) == (200, 3.65)
     assert b'"balance":3.650000' in body

@@ -9,8 +9,9 @@ run (docs/development.md). The contract they check, for every single response:
 * no 5xx at all (the database is up, so not even the 503 it would justify);
 * a JSON body ``{"success": false, "message": <non-empty text>}``, except
   - ``200`` with ``success: true`` for a GET of ``/healthz``, ``/readyz``, or of
-    a balance endpoint with a readable key (live token of an enabled owner) or
-    that key with a ``-suffix``: the only successes there can be,
+    a balance endpoint with a readable key (live token that is not disabled,
+    expired and exhausted ones included, of an enabled owner) or that key with
+    a ``-suffix``: the only successes there can be,
   - any ``HEAD`` response, which has an empty body by HTTP's rules,
   - an ``OPTIONS`` answered with ``200``: an empty body with an ``Allow`` header
     (the CORS preflight path, which needs no key);
@@ -36,7 +37,7 @@ from sqlalchemy import text
 from balance_service.extensions import db as _db
 from balance_service.models import TOKEN_DISABLED, TOKEN_EXHAUSTED, TOKEN_EXPIRED, USER_DISABLED
 
-BALANCE_PATHS = ("/v1/balance", "/v1/user/balance")
+BALANCE_PATHS = ("/v1/balance", "/v1/user/balance", "/balance", "/user/balance")
 PUBLIC_PATHS = ("/healthz", "/readyz")
 WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
 
@@ -68,7 +69,7 @@ def examples(in_ci: int) -> int:
 
 @pytest.fixture
 def seeded(create_user, create_token):
-    """Keys in every state the hook distinguishes; ``valid``, ``exhausted`` and ``unlimited`` can read a balance."""
+    """Keys in every state the hook distinguishes; all but ``disabled``, ``orphan`` and ``disabled_owner`` can read."""
     owner = create_user(quota=3_000_000, used_quota=250_000)
     return {
         "valid": create_token(user_id=owner, remain_quota=1_000_000, used_quota=500_000),
@@ -303,8 +304,8 @@ query_strings = st.one_of(
 
 def test_random_paths_methods_and_query_strings_keep_the_json_contract(client, seeded, dump_rows):
     before = dump_rows()
-    # Keys whose balance can be read: live token, live and enabled owner.
-    readable = {seeded[name] for name in ("valid", "exhausted", "unlimited")}
+    # Keys whose balance can be read: live token that is not disabled, live and enabled owner.
+    readable = {seeded[name] for name in ("valid", "expired", "past_expiry", "exhausted", "unlimited")}
     sent = []
     count = examples(300)
 

@@ -10,11 +10,20 @@ from balance_service.gateway import (
     KeyRejected,
     OwnerDisabled,
     OwnerMissing,
+    alert_refusal,
+    check_can_read,
     check_owner,
-    check_token,
     normalize_key,
 )
-from balance_service.models import NEVER_EXPIRES, ROLE_ROOT, TOKEN_DISABLED, TOKEN_EXHAUSTED, USER_DISABLED
+from balance_service.models import (
+    NEVER_EXPIRES,
+    ROLE_ROOT,
+    TOKEN_DISABLED,
+    TOKEN_ENABLED,
+    TOKEN_EXHAUSTED,
+    TOKEN_EXPIRED,
+    USER_DISABLED,
+)
 
 
 @pytest.mark.parametrize(("text", "message"), [("sk-", "Empty API key"), ("sk-ab_c", "Malformed API key")])
@@ -23,10 +32,29 @@ def test_text_that_is_not_a_key_raises_invalid_key_with_the_reason(text, message
         normalize_key(text)
 
 
-def test_a_disabled_key_is_rejected_and_an_exhausted_one_is_not():
+def test_only_a_disabled_key_may_not_read_expired_and_exhausted_ones_may():
     with pytest.raises(KeyRejected, match="Token is disabled"):
-        check_token(SimpleNamespace(status=TOKEN_DISABLED, expired_time=NEVER_EXPIRES), now=0)
-    check_token(SimpleNamespace(status=TOKEN_EXHAUSTED, expired_time=NEVER_EXPIRES), now=0)
+        check_can_read(SimpleNamespace(status=TOKEN_DISABLED, expired_time=NEVER_EXPIRES))
+    check_can_read(SimpleNamespace(status=TOKEN_EXHAUSTED, expired_time=NEVER_EXPIRES))
+    check_can_read(SimpleNamespace(status=TOKEN_EXPIRED, expired_time=NEVER_EXPIRES))
+    check_can_read(SimpleNamespace(status=TOKEN_ENABLED, expired_time=5))
+
+
+def test_an_alert_needs_a_key_that_is_neither_disabled_nor_expired():
+    def key(status, expired_time=NEVER_EXPIRES):
+        return SimpleNamespace(status=status, expired_time=expired_time)
+
+    assert alert_refusal(key(TOKEN_DISABLED), now=10) == "Token is disabled"
+    assert alert_refusal(key(TOKEN_EXPIRED), now=10) == "Token has expired"
+    assert alert_refusal(key(TOKEN_ENABLED, expired_time=5), now=10) == "Token has expired"
+    assert alert_refusal(key(TOKEN_ENABLED, expired_time=15), now=10) is None
+    assert alert_refusal(key(TOKEN_EXHAUSTED), now=10) is None
+
+
+def test_a_missing_owner_raises_the_documented_message_exactly():
+    with pytest.raises(OwnerMissing) as missing:
+        check_owner(None)
+    assert str(missing.value) == "Failed to get user quota"
 
 
 def test_a_missing_or_disabled_owner_raises_its_own_error():

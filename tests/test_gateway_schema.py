@@ -268,7 +268,15 @@ def app_with_nulls(gateway_url):
         db.engine.dispose()
 
 
-ZERO = {"success": True, "balance": 0, "used": 0, "unlimited_quota": False, "unit": "USD"}
+ZERO = {
+    "success": True,
+    "remain_balance": 0,
+    "used_balance": 0,
+    "unlimited_quota": False,
+    "unit": "USD",
+    "balance": 0,
+    "used": 0,
+}
 
 
 def test_null_gateway_columns_read_as_the_gateways_defaults_on_the_balance_endpoints(app_with_nulls):

@@ -184,21 +184,26 @@ def test_both_balance_endpoints_read_a_gorm_mysql_database_exactly_and_write_not
 
     token = get(app, "/v1/balance", KEY_RICH)
     assert token.status_code == 200
+    rich = Decimal("18014398509.481986")  # 9007199254740993 / 500000, not a float's rounding
     assert token.get_json() == {
         "success": True,
-        "balance": Decimal("18014398509.481986"),  # 9007199254740993 / 500000, not a float's rounding
-        "used": Decimal("0.5"),
+        "remain_balance": rich,
+        "used_balance": Decimal("0.5"),
         "unlimited_quota": False,
         "unit": "USD",
+        "balance": rich,
+        "used": Decimal("0.5"),
     }
     account = get(app, "/v1/user/balance", KEY_RICH).get_json()
     expected_balance = Decimal("4294.967294") if variant == "one-api" else Decimal("246913.578024")
     assert account == {
         "success": True,
-        "balance": expected_balance,
-        "used": Decimal("1975.308642"),
+        "remain_balance": expected_balance,
+        "used_balance": Decimal("1975.308642"),
         "unlimited_quota": False,
         "unit": "USD",
+        "balance": expected_balance,
+        "used": Decimal("1975.308642"),
     }
     unlimited = get(app, "/v1/balance", KEY_UNLIMITED).get_json()
     assert (unlimited["balance"], unlimited["unlimited_quota"], unlimited["used"]) == (-1, True, 3)
@@ -286,7 +291,15 @@ def test_null_gateway_columns_read_as_the_gateways_defaults_everywhere(gateway):
         f"INSERT INTO `tokens` {TOKEN_COLUMNS} VALUES (10,10,'{KEY_NULLS}',NULL,'nulls',NULL,NULL,NULL,NULL,NULL,NULL)"
     )
     app = serve(url, ALERT_ALLOW_PRIVATE_TARGETS=True)
-    zero = {"success": True, "balance": 0, "used": 0, "unlimited_quota": False, "unit": "USD"}
+    zero = {
+        "success": True,
+        "remain_balance": 0,
+        "used_balance": 0,
+        "unlimited_quota": False,
+        "unit": "USD",
+        "balance": 0,
+        "used": 0,
+    }
     for path in ("/v1/balance", "/v1/user/balance"):
         response = get(app, path, KEY_NULLS)
         assert (response.status_code, response.get_json()) == (200, zero)

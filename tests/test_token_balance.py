@@ -12,35 +12,37 @@ def test_token_balance_reports_remain_and_used_quota(client, auth, create_user, 
     assert response.status_code == 200
     assert response.get_json() == {
         "success": True,
-        "balance": Decimal("1.5"),
-        "used": Decimal("0.000002"),
+        "remain_balance": Decimal("1.5"),
+        "used_balance": Decimal("0.000002"),
         "unlimited_quota": False,
         "unit": "USD",
+        "balance": Decimal("1.5"),
+        "used": Decimal("0.000002"),
     }
 
 
 def test_unlimited_token_reports_minus_one_and_keeps_its_used_amount(client, auth, create_token):
     key = create_token(unlimited_quota=True, remain_quota=0, used_quota=1500000)
     body = client.get("/v1/balance", headers=auth(key)).get_json()
-    assert body["balance"] == -1
+    assert body["remain_balance"] == body["balance"] == -1
     assert body["unlimited_quota"] is True
-    assert body["used"] == 3
+    assert body["used_balance"] == body["used"] == 3
 
 
 def test_two_keys_of_one_user_report_their_own_quota(client, auth, create_user, create_token):
     owner = create_user(quota=1)
     first = create_token(user_id=owner, remain_quota=500000)
     second = create_token(user_id=owner, remain_quota=2500000)
-    assert client.get("/v1/balance", headers=auth(first)).get_json()["balance"] == 1
-    assert client.get("/v1/balance", headers=auth(second)).get_json()["balance"] == 5
+    assert client.get("/v1/balance", headers=auth(first)).get_json()["remain_balance"] == 1
+    assert client.get("/v1/balance", headers=auth(second)).get_json()["remain_balance"] == 5
 
 
 @pytest.mark.parametrize("app_config", [{"BALANCE_UNIT": "tokens"}])
 def test_token_balance_in_tokens_unit_is_the_raw_integer(client, auth, create_token):
     key = create_token(remain_quota=9007199254740993, used_quota=7)
     text = client.get("/v1/balance", headers=auth(key)).get_data(as_text=True)
-    assert '"balance":9007199254740993' in text
-    assert '"used":7' in text
+    assert '"remain_balance":9007199254740993' in text
+    assert '"used_balance":7' in text
     assert '"unit":"tokens"' in text
 
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from balance_service.models import TOKEN_EXPIRED
 from balance_service.usage.report import scope_forecast
 from balance_service.usage.source import Scope
 from tests.gateway_logs import CONSUME, REFUND, Log, at, seed_november, token_id
@@ -282,6 +283,27 @@ def test_an_exhausted_balance_runs_out_today(app, client, auth, create_user, cre
     logs.add([Log(owner, yesterday, CONSUME, 70000, "m", "x", token_id(app, overdrawn))])
     assert usage(client, auth, overdrawn, "?scope=key")["forecast"] == expected_forecast("0.02", "0.0", today)
     assert usage(client, auth, overdrawn)["forecast"] == expected_forecast("0.02", "500.0", today)
+
+
+def test_the_gateway_custom_currency_applies_to_the_amounts_and_the_daily_rate(client, auth, last_week, logs, flavour):
+    logs.set_options(
+        {
+            "general_setting.quota_display_type": "CUSTOM",
+            "general_setting.custom_currency_symbol": "pts",
+            "general_setting.custom_currency_exchange_rate": "100",
+        }
+    )
+    key = last_week[1]
+    body = usage(client, auth, key, "?scope=key")
+    assert body["unit"] == "pts"
+    # 0.1 USD a day is 10 pts; one-api's 450000 quota over 7 days is 12.857142… pts.
+    assert body["forecast"]["daily_rate"] == Decimal("10" if flavour == "new-api" else "12.857143")
+
+
+@pytest.mark.parametrize("expiry", [{"status": TOKEN_EXPIRED}, {"expired_time": 1}])
+def test_an_expired_key_can_still_read_its_usage(client, auth, create_user, create_token, logs, expiry):
+    key = create_token(user_id=create_user(), **expiry)
+    assert usage(client, auth, key)["success"] is True
 
 
 def test_without_spend_the_forecast_has_no_end(client, auth, create_token, logs):

@@ -109,7 +109,15 @@ def test_installed_gunicorn_serves_the_balance_of_the_key_the_installed_demo_pri
     with running_gunicorn(env, tmp_path / "gunicorn.log", command=command, cwd=venv.parent) as (base, _):
         assert get(base + "/v1/user/balance", key) == (
             200,
-            {"success": True, "balance": 10, "used": 0, "unlimited_quota": False, "unit": "USD"},
+            {
+                "success": True,
+                "remain_balance": 10,
+                "used_balance": 0,
+                "unlimited_quota": False,
+                "unit": "USD",
+                "balance": 10,
+                "used": 0,
+            },
         )
         status, body = get(base + "/v1/balance", key)
         assert (status, body["balance"]) == (200, 2)

@@ -129,7 +129,8 @@
       const message = body && typeof body.message === "string" && body.message ? body.message : null;
       return { error: message || ("HTTP " + response.status + " " + response.statusText).trim() };
     }
-    if (!isAmount(body.balance) || !isAmount(body.used)) {
+    // The documented names (remain_balance, used_balance); balance and used are aliases.
+    if (!isAmount(body.remain_balance) || !isAmount(body.used_balance)) {
       return { error: "The service answered without a balance." };
     }
     return { data: body };
@@ -166,15 +167,15 @@
       setText(root, "balance", "Unlimited");
       root.querySelector('[data-testid="balance"]').removeAttribute("title");
     } else {
-      showAmount(root.querySelector('[data-testid="balance"]'), data.balance, unit);
+      showAmount(root.querySelector('[data-testid="balance"]'), data.remain_balance, unit);
     }
-    showAmount(root.querySelector('[data-testid="used"]'), data.used, unit);
+    showAmount(root.querySelector('[data-testid="used"]'), data.used_balance, unit);
     setText(root, "unit", unit);
 
     const bar = root.querySelector('[data-testid="bar"]');
     const legend = root.querySelector('[data-testid="bar-legend"]');
-    const used = Math.max(data.used.value, 0);
-    const total = used + (unlimited ? 0 : Math.max(data.balance.value, 0));
+    const used = Math.max(data.used_balance.value, 0);
+    const total = used + (unlimited ? 0 : Math.max(data.remain_balance.value, 0));
     // No limit (or nothing ever granted): a proportion would mean nothing.
     bar.hidden = legend.hidden = unlimited || total <= 0;
     if (!bar.hidden) {
@@ -327,7 +328,7 @@
   let refreshing = false;
 
   function isUnlimited(data) {
-    return data.balance.value === -1 || data.unlimited_quota === true;
+    return data.remain_balance.value === -1 || data.unlimited_quota === true;
   }
 
   /** Seconds between refreshes: ?refresh=N (at least 0.2, for tests and kiosks), else a minute. */

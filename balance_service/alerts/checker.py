@@ -211,7 +211,7 @@ def _payload(row: Row, quota: int, now: int, forecast: Forecast | None = None) -
         "token_id": row.token_id,
         "balance": remaining_for_display(quota, False, **settings),
         "threshold": quota_to_unit(row.threshold, **settings),
-        "unit": current_app.config["BALANCE_UNIT"],
+        "unit": settings["unit"],
         "timestamp": now,
     }
     if forecast is not None:

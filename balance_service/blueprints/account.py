@@ -1,4 +1,4 @@
-"""``GET /v1/user/balance``: the balance of the user account behind the key."""
+"""``GET /v1/user/balance`` (also ``/user/balance``): the balance of the user account behind the key."""
 
 from flask import Blueprint, current_app, g
 
@@ -9,5 +9,6 @@ bp = Blueprint("account", __name__)
 
 
 @bp.get("/v1/user/balance")
+@bp.get("/user/balance")
 def user_balance():
     return balance_response(Balance.of_user(g.user, current_app.config["UNLIMITED_USER_ROLES"]))

@@ -12,6 +12,7 @@ requests and shapes answers.
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -22,6 +23,7 @@ from ..alerts import store
 from ..alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, BalanceAlert
 from ..alerts.targets import TargetError, check_url
 from ..errors import ApiError
+from ..gateway import alert_refusal
 from ..units import AmountError, NotWhole, conversion, parse_amount, quota_to_unit
 
 bp = Blueprint("alerts", __name__)
@@ -109,7 +111,14 @@ def _present(alert: BalanceAlert) -> dict[str, Any]:
 
 @bp.post("/v1/user/balance/alerts")
 def create_alert():
-    """Validate everything first (the database is written only for a fully valid request)."""
+    """Validate everything first (the database is written only for a fully valid request).
+
+    Reading works with an expired key (``gateway.read_refusal``); creating an
+    alert is a new use of the key, so it needs one the gateway still accepts.
+    """
+    refusal = alert_refusal(g.token, int(time.time()))
+    if refusal:
+        raise ApiError(403, refusal)
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(

@@ -4,8 +4,8 @@ NextChat (ChatGPT-Next-Web) and similar clients read a key's credit from
 ``/dashboard/billing/subscription`` and ``/dashboard/billing/usage`` (with or
 without ``/v1``) and show ``hard_limit_usd - total_usage / 100`` as the balance.
 The bodies follow what one-api itself returns, plus ``success``. Amounts are
-always USD and US cents, whatever ``BALANCE_UNIT`` says, because that is what
-these clients assume.
+always USD and US cents (at the gateway's ``QuotaPerUnit``, or ``QUOTA_PER_UNIT``),
+whatever the display unit is, because that is what these clients assume.
 
 ``BILLING_SOURCE`` chooses whose numbers are shown: the key's (``token``, the
 default, like one-api's DisplayTokenStatEnabled) or its owner's account
@@ -23,7 +23,7 @@ from decimal import Decimal
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..gateway import Balance
-from ..units import billing_amounts
+from ..units import billing_amounts, conversion
 from ..usage.report import billing_range, ranged_billing_cents
 from ..usage.source import Scope
 
@@ -37,7 +37,7 @@ def _amounts() -> tuple[Decimal, Decimal]:
         balance = Balance.of_user(g.user, cfg["UNLIMITED_USER_ROLES"])
     else:
         balance = Balance.of_token(g.token)
-    return billing_amounts(balance.remaining, balance.used, balance.unlimited, cfg["QUOTA_PER_UNIT"])
+    return billing_amounts(balance.remaining, balance.used, balance.unlimited, conversion(cfg)["quota_per_unit"])
 
 
 @bp.get("/v1/dashboard/billing/subscription")

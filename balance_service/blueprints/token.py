@@ -1,4 +1,4 @@
-"""``GET /v1/balance``: the balance of the one key that made the request."""
+"""``GET /v1/balance`` (also ``/balance``): the balance of the one key that made the request."""
 
 from flask import Blueprint, g
 
@@ -9,5 +9,6 @@ bp = Blueprint("token", __name__)
 
 
 @bp.get("/v1/balance")
+@bp.get("/balance")
 def token_balance():
     return balance_response(Balance.of_token(g.token))

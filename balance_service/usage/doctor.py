@@ -140,9 +140,9 @@ def inspect_gateway(
         "lifetime, GET /v1/usage answers 409)"
     )
     qpu = found.get("QuotaPerUnit")
-    configured = current_app.config["QUOTA_PER_UNIT"]
-    if qpu is not None and _number(qpu) != configured:
-        out.append(f"  note: QuotaPerUnit is {qpu} but the service's QUOTA_PER_UNIT is {configured}")
+    configured = current_app.config["QUOTA_PER_UNIT"]  # None: the service uses the gateway's own
+    if qpu is not None and configured is not None and _number(qpu) != configured:
+        out.append(f"  note: QuotaPerUnit is {qpu} but the service's QUOTA_PER_UNIT={configured} overrides it")
     token_stat = found.get("DisplayTokenStatEnabled", "true") == "true"
     source = current_app.config["BILLING_SOURCE"]
     if token_stat != (source == "token"):

@@ -106,16 +106,17 @@ def ranged_billing_cents(scope: Scope, start: date, end: date) -> Decimal | None
     if logs_unavailable() is not None:
         return None
     net = log_source().net_spend(scope, start, end)
-    settings = {**_conversion(), "unit": "USD", "exchange_rate": Decimal(1)}
+    settings = {**_conversion(), "unit": "USD", "exchange_rate": Decimal(1), "custom": False}
     return (quota_to_unit(net, **settings) * 100).quantize(CENT_PLACES)
 
 
 def _rate_in_unit(rate_quota: Decimal, settings: Mapping[str, Any]) -> Decimal | int:
     """A fractional quota amount (a daily rate) in the display unit, with the balance endpoints' precision."""
-    if settings["unit"] == "tokens":
+    custom = settings.get("custom", False)  # a gateway's CUSTOM currency: USD times its rate, like CNY
+    if settings["unit"] == "tokens" and not custom:
         return int(rate_quota.quantize(Decimal(1), rounding=ROUND_HALF_UP))
     amount = rate_quota / settings["quota_per_unit"]
-    if settings["unit"] == "CNY":
+    if settings["unit"] == "CNY" or custom:
         amount *= settings["exchange_rate"]
     return amount.quantize(DISPLAY_PLACES, rounding=ROUND_HALF_UP)
 
