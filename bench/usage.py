@@ -196,7 +196,7 @@ def main() -> None:
         started = time.perf_counter()
         account_key, _ = fill(dsn, args.rows, args.heavy_rows, args.heavy_months)
         print(f"database {name}: {args.rows:,} log rows in {time.perf_counter() - started:.1f} s")
-        url = servers.start("usage-service", "wsgi:app", env, free_port(), [])
+        url = servers.start("usage-service", "wsgi:app", {**os.environ, **env, "BIND": f"127.0.0.1:{free_port()}"}, [])
 
         results: dict[str, dict] = {}
         for phase in ("gateway indexes", "recommended index"):

@@ -157,7 +157,12 @@ def main() -> None:
                 database_url = f"sqlite:///{tmp}/main.sqlite3"
                 key = fill_main(database_url)
                 env = {"DATABASE_URL": database_url, "LOG_DATABASE_URL": reader_url(url), "LOG_LEVEL": "warning"}
-                service = servers.start("usage-clickhouse-service", "wsgi:app", env, free_port(), [])
+                service = servers.start(
+                    "usage-clickhouse-service",
+                    "wsgi:app",
+                    {**os.environ, **env, "BIND": f"127.0.0.1:{free_port()}"},
+                    [],
+                )
                 today = datetime.now(UTC).date()
                 month_start = int(datetime(today.year, today.month, today.day, tzinfo=UTC).timestamp()) - 29 * DAY
                 results = {}
