@@ -175,13 +175,31 @@ def read(engine: Engine) -> GatewayOptions:
     try:
         with engine.connect() as connection:
             rows = connection.execute(stmt).all()
-    except SQLAlchemyError:
+    except SQLAlchemyError as e:
+        if _permission_denied(e):
+            # A role granted only users and tokens (all that earlier versions needed) must not
+            # turn every balance into a 503: the gateway's defaults apply, as without the table.
+            log.warning("the database role may not read the gateway's options table: its defaults apply")
+            return GatewayOptions()
         if inspect(engine).has_table(OPTIONS.name):
             raise
         log.debug("no options table: the gateway's default settings apply")
         return GatewayOptions()
     # MySQL's default collation would also match a row whose key differs in case.
     return parse({key: value for key, value in rows if key in NAMES and value is not None})
+
+
+#: PostgreSQL's SQLSTATE and MySQL/MariaDB's error numbers for "no SELECT privilege on this table".
+_PG_INSUFFICIENT_PRIVILEGE = "42501"
+_MYSQL_ACCESS_DENIED = (1142, 1143)
+
+
+def _permission_denied(error: SQLAlchemyError) -> bool:
+    orig = getattr(error, "orig", None)
+    if getattr(orig, "pgcode", None) == _PG_INSUFFICIENT_PRIVILEGE:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in _MYSQL_ACCESS_DENIED
 
 
 class OptionsCache:

@@ -7,11 +7,14 @@ in MySQL/MariaDB, so an unquoted query would fail there).
 from __future__ import annotations
 
 import logging
+import uuid
 from decimal import Decimal
 
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from balance_service import create_app
+from balance_service.extensions import db as _db
 from balance_service.gateway_options import GatewayOptions, OptionsCache, gateway_options, parse
 
 HOOK = "https://93.184.215.14/hook"  # a literal public address: creating an alert sends nothing
@@ -226,3 +229,64 @@ def test_a_failed_re_read_keeps_the_values_read_before(caplog):
     assert "keeping the last values" in caplog.text
     with pytest.raises(OperationalError):
         OptionsCache(10).get(unreachable)  # nothing read before: the request gets the usual 503
+
+
+@pytest.fixture
+def role_without_options(database_url, backend):
+    """A database login that may read ``users`` and ``tokens`` only, as earlier versions' README granted.
+
+    Yields a database URL for it; the login is dropped afterwards.
+    """
+    from sqlalchemy.engine import make_url
+
+    from tests.helpers import mariadb_admin_connection
+
+    name = f"ro_{uuid.uuid4().hex[:12]}"
+    url = make_url(database_url)
+    if backend == "postgresql":
+        import psycopg2
+
+        def run(*statements):
+            conn = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username, dbname=url.database)
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement)
+            conn.close()
+
+        run(f"CREATE ROLE {name} LOGIN", f"GRANT SELECT ON users, tokens TO {name}")
+        yield url.set(username=name).render_as_string(hide_password=False)
+        run(f"DROP OWNED BY {name}", f"DROP ROLE {name}")
+        return
+    hosts = ("localhost", "127.0.0.1", "%")
+    conn = mariadb_admin_connection()
+    with conn.cursor() as cur:
+        for host in hosts:
+            cur.execute(f"CREATE USER '{name}'@'{host}'")
+            for table in ("users", "tokens"):
+                cur.execute(f"GRANT SELECT ON `{url.database}`.`{table}` TO '{name}'@'{host}'")
+    yield url.set(username=name, password=None).render_as_string(hide_password=False)
+    with conn.cursor() as cur:
+        for host in hosts:
+            cur.execute(f"DROP USER '{name}'@'{host}'")
+    conn.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_a_role_that_may_not_read_options_gets_the_gateway_defaults_not_a_503(
+    app, options_table, create_token, role_without_options, caplog
+):
+    options_table("general_setting.quota_display_type", "CNY")
+    key = create_token(remain_quota=750000, used_quota=500000)
+    restricted = create_app(
+        {"TESTING": True, "SQLALCHEMY_DATABASE_URI": role_without_options, "AUTH_FAILURE_LIMIT": None}
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="balance_service"):
+            for path in ("/v1/balance", "/balance"):
+                body = balance(restricted.test_client(), key, path)
+                assert (body["remain_balance"], body["used_balance"], body["unit"]) == (Decimal("1.5"), 1, "USD")
+        assert "may not read the gateway's options table" in caplog.text
+    finally:
+        with restricted.app_context():
+            _db.engine.dispose()
