@@ -1,6 +1,10 @@
 """Browser pages on other origins can call the API; preflights need no key."""
 
+import socket
+
 import pytest
+
+from balance_service import create_app
 
 # Whether and how this works cannot depend on the database: SQLite only (conftest.py).
 pytestmark = pytest.mark.backend_independent
@@ -108,3 +112,22 @@ def test_api_answers_carry_the_same_cors_headers_as_any_other_cors_route_every_t
                 response = client.get("/v1/balance", headers=request_headers)
                 assert response.status_code == status
                 assert cors_headers(response) == reference, origin
+
+
+def test_preflight_of_the_alerts_endpoint_needs_no_database():
+    """A preflight carries no key: it is answered even when the database is down (no table check first)."""
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"postgresql://postgres@127.0.0.1:{port}/gone",
+            "AUTH_FAILURE_LIMIT": None,
+        }
+    )
+    headers = {**PREFLIGHT, "Access-Control-Request-Method": "POST"}
+    response = app.test_client().options("/v1/user/balance/alerts", headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.headers["Access-Control-Allow-Origin"] in ("*", ORIGIN)
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]

@@ -31,8 +31,12 @@ bp = Blueprint("alerts", __name__)
 
 @bp.before_request
 def _table_up_to_date() -> None:
-    """A table from an earlier version gets its new columns before the first use (once per process)."""
-    store.table_up_to_date()
+    """A table from an earlier version gets its new columns before the first use (once per process).
+
+    Not for a CORS preflight: it carries no key and must not fail on the database.
+    """
+    if request.method != "OPTIONS":
+        store.table_up_to_date()
 
 
 _FIELDS = ("threshold", "days_left", "webhook_url", "scope")
