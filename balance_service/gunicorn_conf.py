@@ -121,7 +121,15 @@ def pre_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """The same in the worker once it has its app (this is where the app is built without preload)."""
+    """The same in the worker once it has its app (this is where the app is built without preload).
+
+    Also mask keys in gunicorn's own log handlers again: after a ``kill -HUP``
+    gunicorn makes new ones, and a preloaded app does not run its logging set-up
+    a second time. The worker has loaded the app by now, so the import is free.
+    """
+    from balance_service.logging_setup import mask_all_handlers
+
+    mask_all_handlers()
     gc.freeze()
 
 

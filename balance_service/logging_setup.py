@@ -145,10 +145,20 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     if not any(isinstance(h, _StderrHandler) for h in root.handlers):
         root.addHandler(_StderrHandler())
-    handlers = list(root.handlers)
+    mask_all_handlers()
+    logging.getLogger("balance_service").setLevel(level)
+
+
+def mask_all_handlers() -> None:
+    """Put the redacting filter on every handler of the root and of gunicorn's loggers that lacks it.
+
+    gunicorn replaces its handlers when it reloads (``kill -HUP``); with the app
+    preloaded in the master, ``configure`` does not run again, so the gunicorn
+    settings call this in every new worker (``post_worker_init``).
+    """
+    handlers = list(logging.getLogger().handlers)
     for name in _GUNICORN_LOGGERS:
         handlers.extend(logging.getLogger(name).handlers)
     for handler in handlers:
         if not any(isinstance(f, RedactKeys) for f in handler.filters):
             handler.addFilter(RedactKeys())
-    logging.getLogger("balance_service").setLevel(level)

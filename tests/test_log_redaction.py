@@ -42,3 +42,35 @@ def test_gunicorn_log_handlers_get_the_filter_too():
         assert any(isinstance(f, RedactKeys) for f in handler.filters)
     finally:
         logger.removeHandler(handler)
+
+
+def test_handlers_gunicorn_makes_anew_on_a_reload_are_masked_in_every_new_worker():
+    """With the app preloaded, a ``kill -HUP`` gives gunicorn new log handlers but builds no new app.
+
+    gunicorn's own logger is used as gunicorn uses it: set up, the app's logging
+    configured (as the preloaded app does in the master), then set up again (a
+    reload). The worker hook must mask keys in the new handlers.
+    """
+    import gc
+
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    from balance_service import gunicorn_conf
+
+    errors = logging.getLogger("gunicorn.error")
+    kept = list(errors.handlers)
+    try:
+        cfg = Config()
+        glog = Logger(cfg)
+        configure("INFO")
+        glog.setup(cfg)  # what a reload does
+        assert errors.handlers and not any(isinstance(f, RedactKeys) for f in errors.handlers[0].filters)
+        gunicorn_conf.post_worker_init(worker=None)
+        record = errors.makeRecord("gunicorn.error", logging.ERROR, __file__, 1, "Invalid request %s", (KEY,), None)
+        for handler in errors.handlers:
+            assert handler.filter(record)
+        assert KEY not in record.getMessage()
+    finally:
+        gc.unfreeze()
+        errors.handlers[:] = kept
