@@ -38,7 +38,7 @@ from tests.clickhouse import (
     running_clickhouse,
     temporary_clickhouse_database,
 )
-from tests.gateway_logs import GatewayTables
+from tests.gateway_logs import GatewayTables, seed_november
 from tests.helpers import temporary_mariadb_database, temporary_postgres_database
 
 BACKENDS = ["sqlite", "postgresql", "mariadb"]
@@ -251,6 +251,24 @@ def auth():
         return {"Authorization": f"Bearer {key}", **extra}
 
     return headers
+
+
+@pytest.fixture(params=["new-api", "one-api"])
+def flavour(request):
+    """The gateway whose ``logs`` layout a usage test reads: new-api (``token_id``) or one-api (key by name)."""
+    return request.param
+
+
+@pytest.fixture
+def logs(gateway_tables, flavour):
+    """The gateway's ``logs`` table in the ``flavour`` layout."""
+    return gateway_tables().create_logs(flavour)
+
+
+@pytest.fixture
+def november(app, create_user, create_token, logs):
+    """The shared log rows across the October → November → December boundaries (``tests.gateway_logs``)."""
+    return seed_november(app, create_user, create_token, logs)
 
 
 @pytest.fixture

@@ -18,21 +18,6 @@ USAGE = "/v1/usage"
 AROUND_NOVEMBER = "?start_date=2025-10-31&end_date=2025-12-02"
 
 
-@pytest.fixture(params=["new-api", "one-api"])
-def flavour(request):
-    return request.param
-
-
-@pytest.fixture
-def logs(gateway_tables, flavour):
-    return gateway_tables().create_logs(flavour)
-
-
-@pytest.fixture
-def november(app, create_user, create_token, logs):
-    return seed_november(app, create_user, create_token, logs)
-
-
 def usage(client, auth, key, query=""):
     response = client.get(USAGE + query, headers=auth(key))
     assert response.status_code == 200, response.get_json()

@@ -10,27 +10,12 @@ from decimal import Decimal
 
 import pytest
 
-from tests.gateway_logs import CONSUME, Log, at, seed_november, token_id
+from tests.gateway_logs import CONSUME, Log, at, token_id
 
 pytestmark = pytest.mark.log_stores
 
 USAGE = "/v1/dashboard/billing/usage"
 NOVEMBER = "?start_date=2025-11-01&end_date=2025-12-01"
-
-
-@pytest.fixture(params=["new-api", "one-api"])
-def flavour(request):
-    return request.param
-
-
-@pytest.fixture
-def logs(gateway_tables, flavour):
-    return gateway_tables().create_logs(flavour)
-
-
-@pytest.fixture
-def november(app, create_user, create_token, logs):
-    return seed_november(app, create_user, create_token, logs)
 
 
 def cents(client, auth, key, query="", path=USAGE):
