@@ -10,6 +10,7 @@ package imported into the master.
 import gc
 import multiprocessing
 import os
+import sys
 
 
 def _positive_int(name: str, default: int) -> int:
@@ -125,11 +126,13 @@ def post_worker_init(worker):
 
     Also mask keys in gunicorn's own log handlers again: after a ``kill -HUP``
     gunicorn makes new ones, and a preloaded app does not run its logging set-up
-    a second time. The worker has loaded the app by now, so the import is free.
+    a second time. The worker has loaded the app by now; an app that is not this service (the
+    benchmark's reference apps run under this file too) never loads the package, and must not
+    be made to: importing it would add the service's ~20 MB to every one of its workers.
     """
-    from balance_service.logging_setup import mask_all_handlers
-
-    mask_all_handlers()
+    logging_setup = sys.modules.get("balance_service.logging_setup")
+    if logging_setup is not None:
+        logging_setup.mask_all_handlers()
     gc.freeze()
 
 

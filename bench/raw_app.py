@@ -45,7 +45,9 @@ def _cursor():
         _connection.autocommit = True
         if PREPARED:
             with _connection.cursor() as cur:
-                cur.execute("PREPARE balance_lookup(text) AS " + SELECT.format(param="$1"))
+                # No parameter type: PostgreSQL takes it from tokens.key (char(48)). Declaring it
+                # text would cast the column instead and skip its unique index (a scan per request).
+                cur.execute("PREPARE balance_lookup AS " + SELECT.format(param="$1"))
     return _connection.cursor()
 
 
