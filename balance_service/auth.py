@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app, g, request
+from flask import g, request
 
 from .errors import ApiError
 from .gateway import KeyRejected, OwnerDisabled, OwnerMissing, check_can_read, check_owner, normalize_key
@@ -39,18 +39,20 @@ def parse_key(header: str | None) -> str:
 
 def authenticate() -> None:
     """``before_request`` hook: put ``g.token`` and ``g.user`` in place, or refuse."""
-    if request.method == "OPTIONS":
+    req = request._get_current_object()  # once: every proxy lookup costs, and this runs on every request
+    if req.method == "OPTIONS":
         return  # CORS preflight carries no credentials by design.
-    key = parse_key(request.headers.get("Authorization"))
+    key = parse_key(req.headers.get("Authorization"))
     try:
         token, user = lookup(key)
         check_can_read(token)  # expired and exhausted keys may read; creating an alert asks again
-        g.token = token
-        g.user = check_owner(user)
+        state = g._get_current_object()
+        state.token = token
+        state.user = check_owner(user)
     except tuple(_STATUS) as e:
         if isinstance(e, OwnerMissing):
             # The answer is the documented message only; the detail goes here (the line carries the request id).
             log.warning("token %s: its owner, user %s, does not exist or was deleted", token.id, token.user_id)
         status = next(code for kind, code in _STATUS.items() if isinstance(e, kind))
         raise ApiError(status, str(e)) from None
-    current_app.logger.debug("authenticated token %s of user %s", token.id, user.id)
+    log.debug("authenticated token %s of user %s", token.id, user.id)

@@ -43,20 +43,23 @@ def init_app(app: Flask) -> None:
     remembered: dict[tuple[str | None, str | None], list[tuple[str, Any]]] = {}
 
     def api_cors_headers(response: Response) -> Response:
-        blueprint = request.blueprint
-        if request.method == "OPTIONS" or blueprint is None or blueprint.partition(".")[0] != _API_BLUEPRINT:
+        req = request._get_current_object()  # once: each proxy lookup costs, on every request
+        blueprint = req.blueprint
+        if req.method == "OPTIONS" or blueprint is None or blueprint.partition(".")[0] != _API_BLUEPRINT:
             return response  # Flask-CORS's own hook does it
-        if _ALLOW_ORIGIN in response.headers:
+        response_headers = response.headers
+        if _ALLOW_ORIGIN in response_headers:
             return response  # an error answer: Flask-CORS's wrapper of the error handlers did it already
-        headers = request.headers
+        headers = req.headers
         key = (headers.get("Origin"), headers.get(_PRIVATE_NETWORK))
         found = remembered.get(key)
         if found is None:
-            found = list(get_cors_headers(resolved, headers, request.method).items())
+            found = list(get_cors_headers(resolved, headers, req.method).items())
             if len(remembered) < _MAX_REMEMBERED:
                 remembered[key] = found
+        add = response_headers.add
         for name, value in found:
-            response.headers.add(name, value)
+            add(name, value)
         return response
 
     # Registered after Flask-CORS's hook, so it runs before it (Flask runs them in reverse).

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from flask import current_app
@@ -267,7 +268,17 @@ def effective(config: Mapping[str, Any]) -> GatewayOptions:
 
 
 def effective_conversion(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``effective(config).conversion()``; no SQL at all when every unit setting is given."""
-    if all(config.get(name) is not None for name in _UNIT_SETTINGS):
-        return with_overrides(GatewayOptions(), config).conversion()
-    return effective(config).conversion()
+    """``effective(config).conversion()``; no SQL at all when every unit setting is given.
+
+    Every balance answer needs it, and the inputs change only when the options
+    are re-read or the config changes, so the result is kept per input
+    (``_conversion_of``); each caller gets a copy of its own to change.
+    """
+    overrides = tuple(config.get(name) for name in _UNIT_SETTINGS)
+    options = GatewayOptions() if None not in overrides else gateway_options()
+    return dict(_conversion_of(options, overrides))
+
+
+@lru_cache(maxsize=32)
+def _conversion_of(options: GatewayOptions, overrides: tuple[Any, ...]) -> dict[str, Any]:
+    return with_overrides(options, dict(zip(_UNIT_SETTINGS, overrides, strict=True))).conversion()

@@ -79,46 +79,68 @@ def count_database_error() -> None:
 
 def request_id() -> str:
     """The current request's id: the caller's ``X-Request-ID`` if well formed, else a fresh one."""
-    if "request_id" not in g:
-        incoming = request.headers.get(REQUEST_ID_HEADER, "")
-        # The canonical uuid4 form, with hyphens: 32 bare hex digits would look
-        # like a key to the log redactor and be masked.
-        g.request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else str(uuid.uuid4())
-    return g.request_id
+    found = g.get("request_id")
+    if found is None:
+        found = g.request_id = _new_request_id(request.headers.get(REQUEST_ID_HEADER, ""))
+    return found
+
+
+def _new_request_id(incoming: str) -> str:
+    # The canonical uuid4 form, with hyphens: 32 bare hex digits would look
+    # like a key to the log redactor and be masked.
+    return incoming if _REQUEST_ID_RE.fullmatch(incoming) else str(uuid.uuid4())
 
 
 def start_request() -> None:
     """``before_request``: the clock starts and the request id is fixed."""
-    g.request_started = time.perf_counter()
-    request_id()
+    # The proxies (g, request) are looked up once each: these hooks run on every request.
+    state = g._get_current_object()
+    state.request_started = time.perf_counter()
+    state.request_id = _new_request_id(request.headers.get(REQUEST_ID_HEADER, ""))
 
 
 def finish_request(response: Response) -> Response:
     """``after_request``, the last to run: header, metrics, one log line, for every response
     (error handlers' and other hooks' included)."""
-    duration = time.perf_counter() - g.get("request_started", time.perf_counter())
-    rid = request_id()
+    state = g._get_current_object()
+    duration = time.perf_counter() - getattr(state, "request_started", time.perf_counter())
+    req = request._get_current_object()
+    rid = getattr(state, "request_id", None) or request_id()
     response.headers[REQUEST_ID_HEADER] = rid
-    rule = request.url_rule
+    rule = req.url_rule
     route = rule.rule if rule is not None else "unmatched"
-    method = request.method if request.method in _METHODS else "other"
-    current_app.extensions[_EXTENSION].observe(method, route, response.status_code, duration)
+    method = req.method
+    status = response.status_code
+    current_app.extensions[_EXTENSION].observe(method if method in _METHODS else "other", route, status, duration)
     if access_log.isEnabledFor(logging.INFO):
         # Deliberately no headers at all: Authorization carries the key. A key
         # pasted into the path is masked here, before the path is cut: cut first,
         # a key's first characters before the cut would be too short to look
         # like a key to the RedactKeys filter of the log handlers.
-        path = redact(request.path)[:_MAX_LOGGED_PATH]
+        path = redact(req.path)[:_MAX_LOGGED_PATH]
         fields = {
-            "method": request.method[:16],
+            "method": method[:16],
             "route": route,
             "path": path,
-            "status": response.status_code,
+            "status": status,
             "duration_ms": round(duration * 1000, 3),
             "request_id": rid,
-            "remote_addr": request.remote_addr,
+            "remote_addr": req.remote_addr,
         }
-        access_log.info("%s %s %s", fields["method"], path, response.status_code, extra={"fields": fields})
+        # What access_log.info() does, without its search of the stack for the caller's file and
+        # line: for this line they are always this function, and the JSON line leaves them out.
+        access_log.handle(
+            access_log.makeRecord(
+                access_log.name,
+                logging.INFO,
+                __file__,
+                0,
+                "%s %s %s",
+                (fields["method"], path, status),
+                None,
+                extra={"fields": fields, "request_id": rid},  # the RequestId filter need not look it up
+            )
+        )
     return response
 
 

@@ -15,6 +15,7 @@ of the PostgreSQL backend per request from /proc instead.
     .venv/bin/python bench/instructions.py --profile out.cg   # keep callgrind's file (callgrind_annotate out.cg)
     .venv/bin/python bench/instructions.py --server-cpu       # no valgrind: PostgreSQL backend CPU µs/request
     .venv/bin/python bench/instructions.py --cprofile out.prof --requests 3000   # no valgrind: where the time goes
+    .venv/bin/python bench/instructions.py --env LOG_LEVEL=WARNING  # what a feature costs: the service without it
 
 Needs valgrind (Debian package ``valgrind``) and PostgreSQL on 127.0.0.1:5432.
 """
@@ -182,6 +183,13 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="keep callgrind's output file here")
     parser.add_argument("--server-cpu", action="store_true", help="no valgrind; PostgreSQL backend CPU per request")
     parser.add_argument("--cprofile", help="no valgrind; write cProfile stats of the counted requests to this file")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the measured app (repeatable; e.g. LOG_LEVEL=WARNING); by default none: the defaults",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     parser.add_argument("--keys", help=argparse.SUPPRESS)
@@ -202,6 +210,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", "--app", args.app, "--dsn", dsn, "--keys", str(keyfile)]
         cmd += ["--requests", str(args.requests), "--warmup", str(args.warmup)]
         env = {k: v for k, v in os.environ.items() if k not in ENV_SETTINGS}
+        env.update(setting.split("=", 1) for setting in args.env)
         if args.server_cpu or args.cprofile:
             extra = ["--server-cpu"] if args.server_cpu else ["--cprofile", str(Path(args.cprofile).resolve())]
             subprocess.run([*cmd, *extra], check=True, env=env, stderr=subprocess.DEVNULL)
