@@ -5,14 +5,19 @@ with the pinned requirements.txt into a new venv in a temporary directory, and r
 from there: the ``balance-service`` command, gunicorn, with the temporary directory as working
 directory and no ``PYTHONPATH``, so nothing can be imported from the checkout.
 
-It is the one test that talks to the package index (setuptools for the build, the pinned
-dependencies for the venv), as an operator's install does; pip's own cache keeps a second run
-quick. CI has the index, since ``.ci/run`` installs from it too. Nothing here skips.
+pip works offline here, as every test does: no index and no configuration files, only the wheelhouse
+``scripts/setup-venv`` fills (the wheels of requirements.txt and of the build backend pinned in
+requirements-build.txt), and a closed loopback port as its proxy, so that a request it still tried
+fails the test instead of reaching out. The build keeps its isolation, so it proves that
+pyproject.toml's build requirements suffice, and the install that requirements.txt holds everything
+the wheel needs. Without a wheelhouse as new as the requirements these tests skip, except under
+``CI=true``, where they fail: ``.ci/run`` fills it through ``scripts/test``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -29,6 +34,13 @@ from tests.helpers import REPO, clean_environment, running_gunicorn
 
 pytestmark = pytest.mark.e2e
 
+#: Filled by scripts/setup-venv; ``.filled`` is touched last, so its age tells whether it is complete and current.
+WHEELHOUSE = REPO / ".venv" / "wheelhouse"
+#: What the wheelhouse is made from.
+WHEELHOUSE_SOURCES = (REPO / "requirements.txt", REPO / "requirements-build.txt")
+#: A port nothing listens on: a proxy there refuses every request pip might still try.
+CLOSED_PROXY = "http://127.0.0.1:9"
+
 #: What a build never needs, or must not see (a stale ``build/`` would put deleted modules in the wheel).
 _NOT_COPIED = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "instance", "results"
@@ -42,20 +54,53 @@ def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 120
 
 
 def outside_environment(**settings: str) -> dict[str, str]:
-    """The test's clean environment without anything that points Python at the checkout or another venv."""
-    env = clean_environment(**settings)
-    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"):
+    """The test's clean environment without anything that points Python at the checkout, another venv or an index."""
+    env = clean_environment()
+    for name in [*env]:
+        if name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV") or name.startswith("PIP_"):
+            del env[name]
+    env.update(settings)
+    return env
+
+
+def wheelhouse() -> Path:
+    """scripts/setup-venv's wheelhouse; a skip (a failure under ``CI=true``) when it is missing or older than
+    the requirements it was filled from, since only that script, with the network, can fill it."""
+    filled = WHEELHOUSE / ".filled"
+    if filled.exists() and all(filled.stat().st_mtime >= source.stat().st_mtime for source in WHEELHOUSE_SOURCES):
+        return WHEELHOUSE
+    message = f"{WHEELHOUSE} is missing or older than the requirements: run scripts/setup-venv requirements-dev.txt"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def offline_pip_environment(wheels: Path) -> dict[str, str]:
+    """pip, and the pip its isolated build runs, with ``wheels`` as the only source of packages.
+
+    No configuration file is read (a machine's may add indexes, find-links or constraints), no index is
+    asked, and a request that still went out would go to a closed loopback port, once, and fail.
+    """
+    env = outside_environment(
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_NO_INDEX="1",
+        PIP_FIND_LINKS=str(wheels),
+        PIP_RETRIES="0",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_NO_INPUT="1",
+    )
+    for name in ("no_proxy", "NO_PROXY"):
         env.pop(name, None)
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    env["PIP_NO_INPUT"] = "1"
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        env[name] = CLOSED_PROXY
     return env
 
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory) -> Path:
     """A new venv holding the freshly built wheel and the pinned runtime requirements, nothing else."""
+    env = offline_pip_environment(wheelhouse())
     root = tmp_path_factory.mktemp("wheel")
-    env = outside_environment()
     source = root / "source"
     shutil.copytree(REPO, source, ignore=_NOT_COPIED)
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(root / "dist"), str(source)], root, env, 600)
