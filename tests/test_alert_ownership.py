@@ -6,7 +6,9 @@ account's balance, whichever key created it. Alerts stored before the creator
 was recorded stay manageable by the account's keys, without their URL.
 
 What the creating key set up follows the key: once the gateway deletes it, its
-alerts never notify again; while the gateway has it disabled, they are paused.
+alerts never notify again and the account's other keys may list (without the
+URL) and delete them; while the gateway has it disabled, its alerts are paused
+and stay private.
 """
 
 from __future__ import annotations
@@ -159,6 +161,26 @@ def test_alerts_of_a_deleted_key_never_notify_again(client, app, auth, create_us
         summary = check(app)
     assert [body["alert_id"] for body in received] == [theirs]
     assert "2 skipped" in summary and "2 created by a key since deleted" in summary, summary
+
+
+@pytest.mark.parametrize("how", ["row removed", "soft-deleted"])
+def test_the_accounts_other_keys_list_and_delete_the_alerts_of_a_deleted_key(
+    client, app, auth, create_user, create_token, how
+):
+    owner = create_user()
+    gone, other = create_token(user_id=owner), create_token(user_id=owner)
+    account_alert = create(client, auth, gone)
+    token_alert = create(client, auth, gone, scope="token")
+    theirs = create(client, auth, other)
+    stranger = create_token()  # a key of another account
+    delete_key(app, gone, how)
+    # The URL may carry the receiver's token: other keys see the alerts without it; their own keep theirs.
+    assert listed(client, auth, other) == [(account_alert, None), (token_alert, None), (theirs, HOOK)]
+    assert listed(client, auth, stranger) == []
+    assert client.delete(f"{URL}/{account_alert}", headers=auth(stranger)).status_code == 404
+    for alert_id in (account_alert, token_alert):
+        assert client.delete(f"{URL}/{alert_id}", headers=auth(other)).status_code == 200
+    assert listed(client, auth, other) == [(theirs, HOOK)]
 
 
 def test_an_alert_of_a_disabled_key_is_paused_and_private_until_the_gateway_enables_the_key_again(
