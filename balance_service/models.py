@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm.util import AliasedClass
 from sqlalchemy.sql.functions import FunctionElement
 
 from .extensions import db
@@ -123,16 +124,21 @@ def or_default(column: Any) -> ColumnElement[Any]:
     row written by hand, by an older version or by another tool can hold NULL;
     the gateway then reads its default (Go's zero value or the DEFAULT). The
     defaults are the ones mapped above (``mapped_column(default=...)``).
+    ``column`` may be an attribute of an ``aliased()`` model (the same table
+    joined twice): the default comes from the model, the value from the alias.
     """
-    column = column.property.columns[0] if hasattr(column, "property") else column  # a mapped attribute
-    default = column.default.arg if column.default is not None else None
+    mapped = column.property.columns[0] if hasattr(column, "property") else column  # a mapped attribute
+    default = mapped.default.arg if mapped.default is not None else None
     if default is None or callable(default):
-        return column.label(column.key)
-    return func.coalesce(column, literal(default, type_=column.type)).label(column.key)
+        return column.label(mapped.key)
+    return func.coalesce(column, literal(default, type_=mapped.type)).label(mapped.key)
 
 
-def live(model: type[Token] | type[User], soft_delete: bool) -> ColumnElement[bool]:
-    """``deleted_at IS NULL`` where the table has soft delete (new-api), else TRUE (one-api)."""
+def live(model: type[Token] | type[User] | AliasedClass[Any], soft_delete: bool) -> ColumnElement[bool]:
+    """``deleted_at IS NULL`` where the table has soft delete (new-api), else TRUE (one-api).
+
+    ``model`` may be an ``aliased()`` one, for a table joined twice.
+    """
     return model.deleted_at.is_(None) if soft_delete else true()
 
 

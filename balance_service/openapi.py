@@ -67,7 +67,9 @@ def _alert_schema(with_secret: bool) -> dict[str, Any]:
         "webhook_url": {
             "type": ["string", "null"],
             "format": "uri",
-            "description": "Null only for an alert stored before the service recorded which key created it.",
+            "description": "Null for an alert this key did not create (the URL may carry the receiver's token): "
+            "one stored before the service recorded which key created it, or one whose creating key the gateway "
+            "deleted.",
         },
         "state": {
             "enum": [STATE_ABOVE, STATE_BELOW],
@@ -599,8 +601,9 @@ _DOCUMENT: dict[str, Any] = {
             "get": _secured(
                 "listBalanceAlerts",
                 "List the key's balance alerts",
-                "The alerts this key created (an account-scoped one still watches the whole account), and the "
-                "account's alerts stored before creators were recorded, without their URL; never the secrets.",
+                "The alerts this key created (an account-scoped one still watches the whole account), and, without "
+                "their URL, the account's alerts no live key owns: stored before creators were recorded, or "
+                "created by a key the gateway has since deleted (those never notify again). Never the secrets.",
                 "alerts",
                 {"200": _json("The alerts, oldest first.", _ref("schemas", "AlertList"))},
             ),
@@ -609,12 +612,14 @@ _DOCUMENT: dict[str, Any] = {
             "delete": _secured(
                 "deleteBalanceAlert",
                 "Delete a balance alert",
-                "Deletes one of the alerts this key created; another key's alert is answered like a missing one.",
+                "Deletes one of the alerts this key may list: its own, or one of its account's that no live key "
+                "owns. Another key's alert is answered like a missing one.",
                 "alerts",
                 {
                     "200": _json("Deleted.", _ref("schemas", "AlertDeleted")),
                     "404": _json(
-                        "No such alert of this key (missing or another key's), or the key's owner does not exist.",
+                        "No such alert this key may manage (missing, or another live key's), or the key's owner "
+                        "does not exist.",
                         _ERROR,
                     ),
                 },

@@ -316,3 +316,49 @@ def test_null_gateway_columns_read_as_the_gateways_defaults_in_the_alert_checker
         assert result.exit_code == 0, result.output
         assert "2 notified" in result.output
     assert sorted((body["scope"], body["balance"]) for body in received) == [("account", 0), ("token", 0)]
+
+
+def test_alerts_of_a_key_the_gateway_deleted_stop_and_pass_to_the_accounts_other_keys(backend, flavour, gateway_url):
+    """one-api removes the key's row, new-api sets deleted_at (with a zone, as GORM writes it)."""
+    engine = create_engine(gateway_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    other = "e" * 48
+    with engine.begin() as conn:  # a second key of alice's, as the gateway would add it
+        conn.execute(
+            text(
+                'INSERT INTO tokens (id, user_id, "key", status, name, created_time, accessed_time, expired_time,'
+                " remain_quota, unlimited_quota, used_quota) VALUES (6, 1, :key, 1, 'k2', 0, 0, -1, 0, false, 0)"
+            ),
+            {"key": other},
+        )
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": gateway_url, "ALERT_ALLOW_PRIVATE_TARGETS": True})
+    runner, client = app.test_cli_runner(), app.test_client()
+    assert runner.invoke(args=["init-db"]).exit_code == 0
+    try:
+        with recording_receiver() as (hook, received):
+            created = client.post(
+                "/v1/user/balance/alerts",
+                json={"threshold": 5, "webhook_url": hook},  # alice has 2.469134 USD left
+                headers={"Authorization": f"Bearer sk-{ALICE}"},
+            )
+            assert created.status_code == 201, created.get_json()
+            alert_id = created.get_json()["alert"]["id"]
+            with engine.begin() as conn:
+                if flavour == "new-api":
+                    conn.execute(text("UPDATE tokens SET deleted_at = :t WHERE id = 1"), {"t": DELETED_VALUE[backend]})
+                else:
+                    conn.execute(text("DELETE FROM tokens WHERE id = 1"))
+            with app.app_context():  # as `flask check-alerts` runs it
+                result = runner.invoke(args=["check-alerts"])
+        assert result.exit_code == 0, result.output
+        assert "1 created by a key since deleted" in result.output, result.output
+        assert received == []
+        listed = get(client, "/v1/user/balance/alerts", other).get_json()["alerts"]
+        assert [(a["id"], a["webhook_url"]) for a in listed] == [(alert_id, None)]
+        deleted = client.delete(f"/v1/user/balance/alerts/{alert_id}", headers={"Authorization": f"Bearer sk-{other}"})
+        assert deleted.status_code == 200
+    finally:
+        engine.dispose()
+        with app.app_context():
+            from balance_service.extensions import db
+
+            db.engine.dispose()

@@ -325,3 +325,36 @@ def test_null_gateway_columns_read_as_the_gateways_defaults_everywhere(gateway):
     assert sorted((body["scope"], body["balance"]) for body in received) == [("account", 0), ("token", 0)]
     with app.app_context():
         db.engine.dispose()
+
+
+def test_alerts_of_a_key_the_gateway_deleted_stop_and_pass_to_the_accounts_other_keys(gateway):
+    """one-api removes the key's row, new-api sets deleted_at; alice's other key takes over what was left."""
+    variant, url, cur = gateway
+    app = serve(url, ALERT_ALLOW_PRIVATE_TARGETS=True)
+    runner, client = app.test_cli_runner(), app.test_client()
+    assert runner.invoke(args=["init-db"]).exit_code == 0
+    with recording_receiver() as (hook, received):
+        created = client.post(
+            "/v1/user/balance/alerts",
+            json={"threshold": 1_000_000, "webhook_url": hook},  # alice has less than that
+            headers={"Authorization": f"Bearer sk-{KEY_RICH}"},
+        )
+        assert created.status_code == 201, created.get_json()
+        alert_id = created.get_json()["alert"]["id"]
+        if variant == "new-api":
+            cur.execute("UPDATE `tokens` SET `deleted_at` = '2026-01-02 03:04:05.678' WHERE `id` = 1")
+        else:
+            cur.execute("DELETE FROM `tokens` WHERE `id` = 1")
+        with app.app_context():  # as `flask check-alerts` runs it
+            result = runner.invoke(args=["check-alerts"])
+    assert result.exit_code == 0, result.output
+    assert "1 created by a key since deleted" in result.output, result.output
+    assert received == []
+    listed = get(app, "/v1/user/balance/alerts", KEY_UNLIMITED).get_json()["alerts"]
+    assert [(a["id"], a["webhook_url"]) for a in listed] == [(alert_id, None)]
+    deleted = client.delete(
+        f"/v1/user/balance/alerts/{alert_id}", headers={"Authorization": f"Bearer sk-{KEY_UNLIMITED}"}
+    )
+    assert deleted.status_code == 200
+    with app.app_context():
+        db.engine.dispose()

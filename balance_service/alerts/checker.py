@@ -1,13 +1,16 @@
 """Find balances that fell below their alert's threshold and notify each crossing once.
 
 One query reads every alert with its current balance (balance_alerts joined to
-users and tokens). The read transaction ends before any webhook is called, so
-no database lock or connection is held across the network. A crossing is
-claimed with a conditional UPDATE (``state`` from ``above`` to ``below``)
-before sending: of two runs at the same time only one wins the claim, so the
-receiver gets one notification. A failed delivery (including any unexpected
-exception while sending) puts the state back to ``above`` with ``last_error``
-set, and the next run tries again.
+users and tokens) and the state of the key that created it (tokens again).
+What a key set up follows the key: the alerts of a creator the gateway deleted
+never notify again, those of a disabled creator are paused until the gateway
+enables it again (``_creator_hold``). The read transaction ends before any
+webhook is called, so no database lock or connection is held across the
+network. A crossing is claimed with a conditional UPDATE (``state`` from
+``above`` to ``below``) before sending: of two runs at the same time only one
+wins the claim, so the receiver gets one notification. A failed delivery
+(including any unexpected exception while sending) puts the state back to
+``above`` with ``last_error`` set, and the next run tries again.
 
 If the process dies between the claim and the send, that one notification is
 lost (the state already says ``below``); the opposite order could send twice.
@@ -44,11 +47,11 @@ from flask import current_app
 from sqlalchemy import and_, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Bundle
+from sqlalchemy.orm import Bundle, aliased
 
 from ..extensions import db
 from ..gateway import Balance, token_refusal
-from ..models import USER_DISABLED, Token, User, live, or_default, soft_delete_columns
+from ..models import TOKEN_DISABLED, USER_DISABLED, Token, User, live, or_default, soft_delete_columns
 from ..units import conversion, quota_to_unit, remaining_for_display
 from ..usage.forecast import Forecast
 from ..usage.report import present_forecast, scope_forecast
@@ -63,6 +66,8 @@ EVENT_BELOW_THRESHOLD = "balance.below_threshold"
 EVENT_FORECAST_BELOW_DAYS = "balance.forecast_below_days"
 #: Seconds a failed alert waits after its first failure; each further failure doubles it.
 FIRST_BACKOFF = 60
+#: What ``_creator_hold`` says about an alert whose creating key the gateway deleted or disabled.
+CREATOR_DELETED, CREATOR_DISABLED = "deleted", "disabled"
 
 
 @dataclass
@@ -75,21 +80,31 @@ class CheckSummary:
     rearmed: int = 0
     skipped: int = 0
     deferred: int = 0
+    #: Of ``skipped``: alerts whose creating key was deleted (for good), or is disabled (paused).
+    creator_deleted: int = 0
+    creator_disabled: int = 0
 
     def __str__(self) -> str:
         return (
             f"checked {self.checked} alerts: {self.notified} notified, {self.failed} failed, "
             f"{self.rearmed} re-armed, {self.skipped} skipped (key or account gone or disabled, or the forecast "
-            "unreadable), "
-            f"{self.deferred} held back after failed deliveries"
+            f"unreadable; {self.creator_deleted} created by a key since deleted, {self.creator_disabled} by a key "
+            f"now disabled), {self.deferred} held back after failed deliveries"
         )
 
 
 def _alerts_with_balances() -> list[Row]:
-    """Every alert with the balance it watches, in one statement."""
+    """Every alert with the balance it watches and the state of its creating key, in one statement."""
     tokens_soft, users_soft = soft_delete_columns(db.engine)
     user_on = and_(User.id == BalanceAlert.user_id, live(User, users_soft))
     token_on = and_(Token.id == BalanceAlert.token_id, Token.user_id == BalanceAlert.user_id, live(Token, tokens_soft))
+    # The creator is a key of the alert's account that the gateway has not deleted, like the watched key.
+    creator = aliased(Token, name="creator")
+    creator_on = and_(
+        creator.id == BalanceAlert.created_by_token_id,
+        creator.user_id == BalanceAlert.user_id,
+        live(creator, tokens_soft),
+    )
     stmt = (
         db.select(
             BalanceAlert.id,
@@ -102,6 +117,7 @@ def _alerts_with_balances() -> list[Row]:
             BalanceAlert.secret,
             BalanceAlert.failures,
             BalanceAlert.next_attempt_at,
+            BalanceAlert.created_by_token_id,
             # NULLs read as the gateway's defaults, as in the key lookup (models.or_default).
             Bundle("user", *(or_default(c) for c in (User.quota, User.used_quota, User.role, User.status))),
             # ``row.token.id`` is None when the key is gone (outer join).
@@ -120,13 +136,34 @@ def _alerts_with_balances() -> list[Row]:
                     )
                 ),
             ),
+            # ``row.creator.id`` is None when the creating key is gone (or none was recorded).
+            Bundle("creator", creator.id, or_default(creator.status)),
         )
         .select_from(BalanceAlert)
         .join(User, user_on)
         .outerjoin(Token, token_on)
+        .outerjoin(creator, creator_on)
         .order_by(BalanceAlert.id)
     )
     return list(db.session.execute(stmt).all())
+
+
+def _creator_hold(row: Row) -> str | None:
+    """Why the key that created the alert stops it: ``deleted`` (for good), ``disabled`` (paused), or None.
+
+    Only a revocation by the gateway counts. An expired or exhausted creator
+    still reads its balance and lists and deletes its alerts, and its holder
+    revoked nothing, so its alerts go on (a token-scoped alert watches that very
+    key, and an expired key's balance is skipped as before). Alerts stored
+    before creators were recorded have none and are not held.
+    """
+    if row.created_by_token_id is None:
+        return None
+    if row.creator.id is None:
+        return CREATOR_DELETED
+    if row.creator.status == TOKEN_DISABLED:
+        return CREATOR_DISABLED
+    return None
 
 
 def _balance(row: Row, now: int) -> Balance | None:
@@ -328,6 +365,15 @@ def check_alerts(now: int | None = None) -> CheckSummary:
     forecasts: dict[int, Forecast] = {}
     for row in rows:
         summary.checked += 1
+        hold = _creator_hold(row)
+        if hold is not None:
+            # Not even re-armed: a paused alert picks up where it was once its key is enabled again.
+            summary.skipped += 1
+            if hold == CREATOR_DELETED:
+                summary.creator_deleted += 1
+            else:
+                summary.creator_disabled += 1
+            continue
         balance = _balance(row, now)
         if balance is None:
             summary.skipped += 1

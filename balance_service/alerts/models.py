@@ -27,6 +27,9 @@ class BalanceAlert(db.Model):
 
     ``created_by_token_id`` is the key that created the alert: only that key
     lists and deletes it (null for alerts stored before the column existed).
+    Once the gateway deletes that key the alert never notifies again and any
+    key of the account may list and delete it; while the key is disabled the
+    alert is paused (``checker._creator_hold``, ``store._managed_by``).
     ``failures`` counts failed deliveries in a row and ``next_attempt_at``
     (naive UTC) holds a failing alert back until then. Columns added after the
     first release are added to existing tables by ``schema.upgrade``.

@@ -3,8 +3,10 @@
 An alert belongs to the key that created it (``created_by_token_id``): only
 that key lists and deletes it, since its webhook URL often carries the
 receiver's secret. The cap still counts the whole account. Alerts stored
-before the creator was recorded (null) stay visible to every key of the
-account, which can delete them; the blueprint leaves out their URL.
+before the creator was recorded (null), and alerts whose creator the gateway
+has deleted (no row, or ``deleted_at`` set), are visible to every key of the
+account, which can delete them; the blueprint leaves out their URL. A disabled
+creator's alerts stay its own: the gateway may enable the key again.
 
 No HTTP here; the blueprint (``blueprints/alerts.py``) validates requests and
 turns the outcomes into answers.
@@ -16,9 +18,10 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, text
+from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, text
 
 from ..extensions import db
+from ..models import Token, live, soft_delete_columns
 from .models import BalanceAlert
 from .schema import ensure_upgraded
 
@@ -102,11 +105,25 @@ def add_within_cap(alert: BalanceAlert, limit: int) -> bool:
     return True
 
 
+def _creator_deleted() -> ColumnElement[bool]:
+    """The alert's creating key is no longer a live key of its account (as the checker's creator join sees it)."""
+    tokens_soft, _ = soft_delete_columns(db.engine)
+    return ~exists().where(
+        Token.id == BalanceAlert.created_by_token_id,
+        Token.user_id == BalanceAlert.user_id,
+        live(Token, tokens_soft),
+    )
+
+
 def _managed_by(user_id: int, token_id: int) -> ColumnElement[bool]:
-    """The alerts a key may list and delete: its own, and its account's alerts that have no recorded creator."""
+    """The alerts a key may list and delete: its own, and its account's alerts with no recorded or live creator."""
     return and_(
         BalanceAlert.user_id == user_id,
-        or_(BalanceAlert.created_by_token_id == token_id, BalanceAlert.created_by_token_id.is_(None)),
+        or_(
+            BalanceAlert.created_by_token_id == token_id,
+            BalanceAlert.created_by_token_id.is_(None),
+            _creator_deleted(),
+        ),
     )
 
 

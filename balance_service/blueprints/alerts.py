@@ -1,10 +1,12 @@
 """``/v1/user/balance/alerts``: create, list and delete the caller's balance alerts.
 
-The caller is the key: it sees and deletes only the alerts it created. An
-alert watches either the balance of the account behind the key (``scope:
-account``) or the balance of the key itself (``scope: token``), either against
-an amount (``threshold``) or against the spend forecast's days left
-(``days_left``); ``flask check-alerts`` does the watching. Storage
+The caller is the key: it sees and deletes the alerts it created, and (without
+their webhook URL) its account's alerts that no live key owns: no recorded
+creator, or a creator the gateway deleted. An alert watches either the balance
+of the account behind the key (``scope: account``) or the balance of the key
+itself (``scope: token``), either against an amount (``threshold``) or against
+the spend forecast's days left (``days_left``); ``flask check-alerts`` does
+the watching. Storage
 and the per-account cap are in ``alerts/store.py``; this module checks
 requests and shapes answers.
 """
@@ -95,8 +97,12 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat(timespec="seconds") + "Z"
 
 
-def _present(alert: BalanceAlert) -> dict[str, Any]:
-    """The alert as its key sees it; an alert with no recorded creator is shown without its URL."""
+def _present(alert: BalanceAlert, viewer: int) -> dict[str, Any]:
+    """The alert as the key ``viewer`` sees it: the URL only for the key that created the alert.
+
+    The URL may carry the receiver's token; the other alerts a key is shown
+    (no recorded creator, or a deleted one) come without it.
+    """
     conversion = _conversion()
     return {
         "id": alert.id,
@@ -105,7 +111,7 @@ def _present(alert: BalanceAlert) -> dict[str, Any]:
         "threshold": None if alert.is_forecast else quota_to_unit(alert.threshold, **conversion),
         "days_left": None if alert.days_left_tenths is None else Decimal(alert.days_left_tenths) / 10,
         "unit": conversion["unit"],
-        "webhook_url": alert.webhook_url if alert.created_by_token_id is not None else None,
+        "webhook_url": alert.webhook_url if alert.created_by_token_id == viewer else None,
         "state": alert.state,
         "created_at": _iso(alert.created_at),
         "last_notified_at": _iso(alert.last_notified_at),
@@ -161,12 +167,13 @@ def create_alert():
     if not stored:
         raise ApiError(409, f"An account can have at most {limit} alerts; delete one first")
     # The secret is shown this once; no other response carries it.
-    return jsonify(success=True, alert={**_present(alert), "secret": secret}), 201
+    return jsonify(success=True, alert={**_present(alert, g.token.id), "secret": secret}), 201
 
 
 @bp.get("/v1/user/balance/alerts")
 def list_alerts():
-    return jsonify(success=True, alerts=[_present(alert) for alert in store.alerts_of(g.user.id, g.token.id)])
+    alerts = store.alerts_of(g.user.id, g.token.id)
+    return jsonify(success=True, alerts=[_present(alert, g.token.id) for alert in alerts])
 
 
 @bp.delete("/v1/user/balance/alerts/<int:alert_id>")
