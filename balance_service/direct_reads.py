@@ -13,6 +13,8 @@ thread, under a threaded server) keeps one connection of its own:
 - a statement is compiled once per dialect to the driver's SQL text; on
   PostgreSQL it is ``PREPARE``d once per connection and each read is one
   ``EXECUTE``, so the server skips parsing and planning the join every time.
+  Its name is a hash of its text, so a name means the same statement in every
+  worker, host and version.
   PyMySQL has no server-side statements (a SQL ``PREPARE`` would need a second
   round trip to set the parameter), and Python's sqlite3 caches compiled
   statements per connection by itself, so there the same SQL text is reused;
@@ -28,7 +30,7 @@ never touches the parent's connection (see ``_forget_connections_in_child``).
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import logging
 import os
 import threading
@@ -49,7 +51,6 @@ log = logging.getLogger(__name__)
 _NO_SUCH_PREPARED_STATEMENT = "26000"
 #: "cached plan must not change result type": a selected column's type changed since the PREPARE.
 _CACHED_PLAN_CHANGED = "0A000"
-_names = itertools.count(1)
 #: Statements made ready per reader (each a PREPARE per connection on PostgreSQL).
 _MAX_PLANS = 32
 
@@ -76,8 +77,11 @@ class _Plan:
             # The same statement with $1, $2, … placeholders, in the order EXECUTE passes them.
             numbered = stmt.compile(dialect=type(dialect)(paramstyle="numeric_dollar"))
             self.execute_order = tuple(numbered.positiontup)
-            self.name = f"balance_service_read_{next(_names)}"
-            self.prepare = f"PREPARE {self.name} AS {numbered}"
+            # Named after its text: the same name is the same statement in every process
+            # that shares a server connection (64 bits, so no two of them ever meet).
+            sql = str(numbered)
+            self.name = "balance_service_" + hashlib.sha256(sql.encode()).hexdigest()[:16]
+            self.prepare = f"PREPARE {self.name} AS {sql}"
             arguments = ", ".join(["%s"] * len(self.execute_order))
             self.execute = f"EXECUTE {self.name} ({arguments})" if arguments else f"EXECUTE {self.name}"
 
@@ -170,7 +174,11 @@ class DirectReader:
         found = self._plans.get(id(stmt))
         if found is None or found[0] is not stmt:
             # Callers pass the same statement object each time (built once, e.g. lru_cache); a
-            # caller building new ones would make this grow, hence the bound.
+            # caller building new ones would make this grow, hence the bound. Nothing is
+            # DEALLOCATEd: a statement made ready again has the same name, so it finds its
+            # PREPARE still on the connection, and the server holds one per distinct statement
+            # the code can build (a handful). A DEALLOCATE could also take a statement away from
+            # another worker that shares the server connection through a pooler.
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
             found = (stmt, _Plan(stmt, self.dialect))  # the statement is kept, so its id stays its own
