@@ -14,7 +14,10 @@ thread, under a threaded server) keeps one connection of its own:
   PostgreSQL it is ``PREPARE``d once per connection and each read is one
   ``EXECUTE``, so the server skips parsing and planning the join every time.
   Its name is a hash of its text, so a name means the same statement in every
-  worker, host and version.
+  worker, host and version: behind a pooler that shares server connections
+  between clients (PgBouncer), a statement another worker prepared on the
+  server connection we were given is used as ours, and a server connection
+  without it makes the reader switch to plain statements (see ``_run``).
   PyMySQL has no server-side statements (a SQL ``PREPARE`` would need a second
   round trip to set the parameter), and Python's sqlite3 caches compiled
   statements per connection by itself, so there the same SQL text is reused;
@@ -49,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: PostgreSQL's "prepared statement does not exist": a pooler in transaction mode sits in between.
 _NO_SUCH_PREPARED_STATEMENT = "26000"
+#: "prepared statement already exists": another client of a pooler prepared it on this server connection.
+_DUPLICATE_PREPARED_STATEMENT = "42P05"
 #: "cached plan must not change result type": a selected column's type changed since the PREPARE.
 _CACHED_PLAN_CHANGED = "0A000"
 #: Statements made ready per reader (each a PREPARE per connection on PostgreSQL).
@@ -200,29 +205,52 @@ class DirectReader:
         if plan.name is None or not self.use_prepared:
             self._send(cursor, plan.plain, plan.parameters(params, plan.plain_order))
             return plan.rows(cursor)
-        if plan.name not in connection.prepared:
-            self._send(cursor, plan.prepare, None)
-            connection.prepared.add(plan.name)
-        arguments = plan.parameters(params, plan.execute_order)
         try:
-            self._send(cursor, plan.execute, arguments)
-        except self.error as e:
-            code = getattr(e, "pgcode", None)
-            if code == _CACHED_PLAN_CHANGED:
+            if plan.name not in connection.prepared:
+                self._prepare(connection, plan)
+            arguments = plan.parameters(params, plan.execute_order)
+            try:
+                self._send(cursor, plan.execute, arguments)
+            except self.error as e:
+                if getattr(e, "pgcode", None) != _CACHED_PLAN_CHANGED:
+                    raise
                 # A column's type changed under the prepared statement (a gateway
                 # migration): PostgreSQL refuses it until it is prepared again.
                 self._send(cursor, f"DEALLOCATE {plan.name}", None)
-                self._send(cursor, plan.prepare, None)
+                self._prepare(connection, plan)
                 self._send(cursor, plan.execute, arguments)
-            elif code == _NO_SUCH_PREPARED_STATEMENT:
-                # Only a pooler that hands each statement to another server connection
-                # (PgBouncer in transaction mode) loses a statement we prepared.
-                log.warning("prepared statements do not survive between statements here (a pooler?); not using them")
-                self.use_prepared = False
-                self._send(cursor, plan.plain, plan.parameters(params, plan.plain_order))
-            else:
+        except self.error as e:
+            if getattr(e, "pgcode", None) != _NO_SUCH_PREPARED_STATEMENT:
                 raise
+            # Only a pooler that hands each statement to another server connection
+            # (PgBouncer in transaction mode) loses a statement we prepared. Preparing
+            # again would not help: the EXECUTE may land on yet another one. So this
+            # reader sends plain statements from now on, this request's included.
+            if self.use_prepared:
+                self.use_prepared = False
+                log.warning(
+                    "prepared statements do not survive between statements here (a pooler in transaction mode, "
+                    "such as PgBouncer?); using plain statements from now on"
+                )
+            self._send(cursor, plan.plain, plan.parameters(params, plan.plain_order))
         return plan.rows(cursor)
+
+    def _prepare(self, connection: _Connection, plan: _Plan) -> None:
+        """PREPARE ``plan`` on ``connection``; finding it there already counts as done.
+
+        Only a pooler that shares server connections between clients (PgBouncer in
+        transaction mode, or in session mode without a reset query) gives us one on
+        which another worker prepared it: the name is the hash of the text, so it is
+        this very statement. The connection is in autocommit, so the failed PREPARE
+        was a transaction of its own: nothing is left aborted, and a pooler has let
+        go of the server connection (the EXECUTE may get another one: then 26000).
+        """
+        try:
+            self._send(connection.cursor, plan.prepare, None)
+        except self.error as e:
+            if getattr(e, "pgcode", None) != _DUPLICATE_PREPARED_STATEMENT:
+                raise
+        connection.prepared.add(plan.name)
 
     def _send(self, cursor: Any, sql: str, parameters: Any) -> None:
         for listener in self.listeners:
