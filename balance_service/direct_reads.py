@@ -13,6 +13,11 @@ thread, under a threaded server) keeps one connection of its own:
 - a statement is compiled once per dialect to the driver's SQL text; on
   PostgreSQL it is ``PREPARE``d once per connection and each read is one
   ``EXECUTE``, so the server skips parsing and planning the join every time.
+  Its name is a hash of its text, so a name means the same statement in every
+  worker, host and version: behind a pooler that shares server connections
+  between clients (PgBouncer), a statement another worker prepared on the
+  server connection we were given is used as ours, and a server connection
+  without it makes the reader switch to plain statements (see ``_run``).
   PyMySQL has no server-side statements (a SQL ``PREPARE`` would need a second
   round trip to set the parameter), and Python's sqlite3 caches compiled
   statements per connection by itself, so there the same SQL text is reused;
@@ -28,7 +33,7 @@ never touches the parent's connection (see ``_forget_connections_in_child``).
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import logging
 import os
 import threading
@@ -47,9 +52,10 @@ log = logging.getLogger(__name__)
 
 #: PostgreSQL's "prepared statement does not exist": a pooler in transaction mode sits in between.
 _NO_SUCH_PREPARED_STATEMENT = "26000"
+#: "prepared statement already exists": another client of a pooler prepared it on this server connection.
+_DUPLICATE_PREPARED_STATEMENT = "42P05"
 #: "cached plan must not change result type": a selected column's type changed since the PREPARE.
 _CACHED_PLAN_CHANGED = "0A000"
-_names = itertools.count(1)
 #: Statements made ready per reader (each a PREPARE per connection on PostgreSQL).
 _MAX_PLANS = 32
 
@@ -76,8 +82,11 @@ class _Plan:
             # The same statement with $1, $2, … placeholders, in the order EXECUTE passes them.
             numbered = stmt.compile(dialect=type(dialect)(paramstyle="numeric_dollar"))
             self.execute_order = tuple(numbered.positiontup)
-            self.name = f"balance_service_read_{next(_names)}"
-            self.prepare = f"PREPARE {self.name} AS {numbered}"
+            # Named after its text: the same name is the same statement in every process
+            # that shares a server connection (64 bits, so no two of them ever meet).
+            sql = str(numbered)
+            self.name = "balance_service_" + hashlib.sha256(sql.encode()).hexdigest()[:16]
+            self.prepare = f"PREPARE {self.name} AS {sql}"
             arguments = ", ".join(["%s"] * len(self.execute_order))
             self.execute = f"EXECUTE {self.name} ({arguments})" if arguments else f"EXECUTE {self.name}"
 
@@ -170,7 +179,11 @@ class DirectReader:
         found = self._plans.get(id(stmt))
         if found is None or found[0] is not stmt:
             # Callers pass the same statement object each time (built once, e.g. lru_cache); a
-            # caller building new ones would make this grow, hence the bound.
+            # caller building new ones would make this grow, hence the bound. Nothing is
+            # DEALLOCATEd: a statement made ready again has the same name, so it finds its
+            # PREPARE still on the connection, and the server holds one per distinct statement
+            # the code can build (a handful). A DEALLOCATE could also take a statement away from
+            # another worker that shares the server connection through a pooler.
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
             found = (stmt, _Plan(stmt, self.dialect))  # the statement is kept, so its id stays its own
@@ -192,29 +205,52 @@ class DirectReader:
         if plan.name is None or not self.use_prepared:
             self._send(cursor, plan.plain, plan.parameters(params, plan.plain_order))
             return plan.rows(cursor)
-        if plan.name not in connection.prepared:
-            self._send(cursor, plan.prepare, None)
-            connection.prepared.add(plan.name)
-        arguments = plan.parameters(params, plan.execute_order)
         try:
-            self._send(cursor, plan.execute, arguments)
-        except self.error as e:
-            code = getattr(e, "pgcode", None)
-            if code == _CACHED_PLAN_CHANGED:
+            if plan.name not in connection.prepared:
+                self._prepare(connection, plan)
+            arguments = plan.parameters(params, plan.execute_order)
+            try:
+                self._send(cursor, plan.execute, arguments)
+            except self.error as e:
+                if getattr(e, "pgcode", None) != _CACHED_PLAN_CHANGED:
+                    raise
                 # A column's type changed under the prepared statement (a gateway
                 # migration): PostgreSQL refuses it until it is prepared again.
                 self._send(cursor, f"DEALLOCATE {plan.name}", None)
-                self._send(cursor, plan.prepare, None)
+                self._prepare(connection, plan)
                 self._send(cursor, plan.execute, arguments)
-            elif code == _NO_SUCH_PREPARED_STATEMENT:
-                # Only a pooler that hands each statement to another server connection
-                # (PgBouncer in transaction mode) loses a statement we prepared.
-                log.warning("prepared statements do not survive between statements here (a pooler?); not using them")
-                self.use_prepared = False
-                self._send(cursor, plan.plain, plan.parameters(params, plan.plain_order))
-            else:
+        except self.error as e:
+            if getattr(e, "pgcode", None) != _NO_SUCH_PREPARED_STATEMENT:
                 raise
+            # Only a pooler that hands each statement to another server connection
+            # (PgBouncer in transaction mode) loses a statement we prepared. Preparing
+            # again would not help: the EXECUTE may land on yet another one. So this
+            # reader sends plain statements from now on, this request's included.
+            if self.use_prepared:
+                self.use_prepared = False
+                log.warning(
+                    "prepared statements do not survive between statements here (a pooler in transaction mode, "
+                    "such as PgBouncer?); using plain statements from now on"
+                )
+            self._send(cursor, plan.plain, plan.parameters(params, plan.plain_order))
         return plan.rows(cursor)
+
+    def _prepare(self, connection: _Connection, plan: _Plan) -> None:
+        """PREPARE ``plan`` on ``connection``; finding it there already counts as done.
+
+        Only a pooler that shares server connections between clients (PgBouncer in
+        transaction mode, or in session mode without a reset query) gives us one on
+        which another worker prepared it: the name is the hash of the text, so it is
+        this very statement. The connection is in autocommit, so the failed PREPARE
+        was a transaction of its own: nothing is left aborted, and a pooler has let
+        go of the server connection (the EXECUTE may get another one: then 26000).
+        """
+        try:
+            self._send(connection.cursor, plan.prepare, None)
+        except self.error as e:
+            if getattr(e, "pgcode", None) != _DUPLICATE_PREPARED_STATEMENT:
+                raise
+        connection.prepared.add(plan.name)
 
     def _send(self, cursor: Any, sql: str, parameters: Any) -> None:
         for listener in self.listeners:

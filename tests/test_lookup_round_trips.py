@@ -15,6 +15,7 @@ import threading
 
 import psycopg2
 import pytest
+from sqlalchemy import literal_column, select
 from sqlalchemy.engine import make_url
 
 from balance_service import direct_reads
@@ -213,3 +214,24 @@ def test_a_column_type_changed_by_a_gateway_migration_is_prepared_again(client, 
         finally:
             with admin.cursor() as cur:
                 cur.execute("ALTER TABLE tokens ALTER COLUMN name TYPE varchar(64)")
+
+
+def test_statements_made_ready_again_after_the_plan_cache_filled_up_are_not_prepared_again(
+    app, client, create_token, proxy
+):
+    """The reader keeps ``_MAX_PLANS`` statements ready and then starts afresh; the server keeps one per statement."""
+    key = create_token(remain_quota=5)
+    reader = direct_reads.reader(app)
+    others = [select(literal_column(str(n))) for n in range(direct_reads._MAX_PLANS)]
+
+    def everything() -> None:
+        balance(client, key)
+        for n, stmt in enumerate(others):
+            assert reader.rows(stmt, {}) == [(n,)]
+
+    everything()  # each prepared once; the cache filled up and was emptied
+    sent = proxy.sent_during(lambda: [everything() for _ in range(2)])
+    assert {q.split(" ", 1)[0] for _, q in sent} == {"EXECUTE"}, sent
+    connection = reader._local.connection
+    connection.cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+    assert connection.cursor.fetchone() == (len(others) + 1,)
