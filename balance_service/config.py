@@ -10,10 +10,8 @@ import os
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
-
-from limits import parse_many
 
 #: Every environment variable this module reads (tests clear them all, so a
 #: developer's own settings cannot change what a test sees).
@@ -101,18 +99,34 @@ def _log_level(raw: str) -> str:
     return level
 
 
-def auth_failure_limit(raw: str) -> str | None:
-    """``AUTH_FAILURE_LIMIT``: a rate such as ``20/minute``, or ``0``/``off`` for no limit (``None``)."""
-    value = raw.strip()
-    if value.lower() in ("", "0", "off", "none", "false"):
+class Rate(NamedTuple):
+    """``amount`` events per moving window of ``seconds``."""
+
+    amount: int
+    seconds: int
+
+
+#: The units AUTH_FAILURE_LIMIT may name, singular or plural, in seconds (a month is 30 days, a year 360,
+#: as the ``limits`` library that read this setting before counted them).
+_RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "month": 30 * 86400, "year": 360 * 86400}
+#: ``20/minute``, ``20 per minute``, ``5/10 seconds``, ``100 per 2 hours``.
+_RATE = re.compile(r"\s*([0-9]{1,9})\s*(?:/|per)\s*([0-9]{1,9})?\s*([a-z]+?)s?\s*", re.IGNORECASE)
+_OFF = ("", "0", "off", "none", "false")
+
+
+def parse_rate(raw: str) -> Rate | None:
+    """``AUTH_FAILURE_LIMIT``'s rate such as ``20/minute`` or ``5 per 10 seconds``; ``None`` for ``0``/``off``."""
+    if raw.strip().lower() in _OFF:
         return None
-    try:
-        items = parse_many(value)
-    except ValueError:
-        items = []
-    if len(items) != 1 or items[0].amount < 1:
+    match = _RATE.fullmatch(raw)
+    if match is None or match[3].lower() not in _RATE_UNITS or int(match[1]) < 1 or int(match[2] or 1) < 1:
         raise ConfigError(f"AUTH_FAILURE_LIMIT must be one rate such as '20/minute', or 'off'; got {raw!r}")
-    return value
+    return Rate(int(match[1]), int(match[2] or 1) * _RATE_UNITS[match[3].lower()])
+
+
+def auth_failure_limit(raw: str) -> str | None:
+    """``AUTH_FAILURE_LIMIT``: a rate such as ``20/minute`` (see :func:`parse_rate`), or ``0``/``off`` (``None``)."""
+    return None if parse_rate(raw) is None else raw.strip()
 
 
 def _bool(name: str, raw: str) -> bool:

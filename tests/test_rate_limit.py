@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from balance_service import create_app
-from balance_service.config import ConfigError, from_env
+from balance_service.config import ConfigError, Rate, from_env, parse_rate
 from balance_service.extensions import db
 from balance_service.ratelimit import client_key
 from tests.helpers import clean_environment, running_gunicorn
@@ -288,3 +288,34 @@ def test_with_redis_a_worker_that_saw_an_address_unblocked_lets_at_most_one_fail
     assert first.get("/v1/balance", headers=BAD_KEY, **address).status_code in (401, 429)
     for headers in (BAD_KEY, auth(key)):
         assert first.get("/v1/balance", headers=headers, **address).status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("raw", "rate"),
+    [
+        ("20/minute", Rate(20, 60)),
+        ("20 per minute", Rate(20, 60)),
+        ("5/10 seconds", Rate(5, 10)),
+        ("100 per 2 hours", Rate(100, 7200)),
+        ("1/day", Rate(1, 86400)),
+        ("3 PER DAYS", Rate(3, 86400)),
+        (" 10/Second ", Rate(10, 1)),
+        ("7/month", Rate(7, 30 * 86400)),
+        ("0", None),
+        ("off", None),
+        ("Off", None),
+        ("", None),
+    ],
+)
+def test_auth_failure_limit_is_read_as_failures_per_window_of_seconds(raw, rate):
+    assert parse_rate(raw) == rate
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["lots", "0/minute", "5/minute;100/day", "5/0 minutes", "20/min", "20/s", "1.5/minute", "-1/minute", "20/"]
+    + ["/minute", "20/fortnight", "20", "1234567890/minute"],
+)
+def test_an_auth_failure_limit_that_is_not_one_rate_stops_the_start_up(raw):
+    with pytest.raises(ConfigError, match=r"AUTH_FAILURE_LIMIT must be one rate such as '20/minute', or 'off'"):
+        parse_rate(raw)
