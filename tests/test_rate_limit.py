@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from balance_service import create_app
-from balance_service.config import ConfigError, Rate, from_env, parse_rate
+from balance_service.config import ConfigError, Rate, from_env, parse_rate, redis_target
 from balance_service.extensions import db
 from balance_service.ratelimit import client_key
 from tests.helpers import clean_environment, running_gunicorn
@@ -319,3 +319,47 @@ def test_auth_failure_limit_is_read_as_failures_per_window_of_seconds(raw, rate)
 def test_an_auth_failure_limit_that_is_not_one_rate_stops_the_start_up(raw):
     with pytest.raises(ConfigError, match=r"AUTH_FAILURE_LIMIT must be one rate such as '20/minute', or 'off'"):
         parse_rate(raw)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://127.0.0.1:6379/15", {"host": "127.0.0.1", "port": 6379, "db": 15, "password": None, "tls": False}),
+        ("redis://redis.internal", {"host": "redis.internal", "port": 6379, "db": 0, "unix_socket": None}),
+        ("redis://:p%40ss@10.0.0.5:7000/2", {"username": None, "password": "p@ss", "port": 7000, "db": 2}),
+        ("redis://limiter:pw@[::1]/1?db=4", {"username": "limiter", "password": "pw", "host": "::1", "db": 4}),
+        ("rediss://:pw@cache.example:6380/0", {"tls": True, "verify": True, "ca_file": None, "port": 6380}),
+        (
+            "rediss://cache.example?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=none",
+            {"ca_file": "/etc/ca.pem", "verify": False},
+        ),
+        (
+            "redis+unix:///run/redis/redis.sock?db=3",
+            {"unix_socket": "/run/redis/redis.sock", "db": 3, "password": None},
+        ),
+        ("redis+unix://:pw@/run/redis.sock", {"unix_socket": "/run/redis.sock", "password": "pw", "db": 0}),
+    ],
+)
+def test_redis_urls_are_read_in_the_forms_redis_py_and_limits_took(url, expected):
+    target = redis_target(url)._asdict()
+    assert {name: target[name] for name in expected} == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:secret-pw@127.0.0.1:port/0",
+        "redis://:secret-pw@127.0.0.1/zero",
+        "redis://secret-pw@127.0.0.1/0",  # a user name without a password: the password was meant
+        "redis://:secret-pw@127.0.0.1/0?socket_timeout=5",
+        "redis://:secret-pw@127.0.0.1/0?ssl_ca_certs=/etc/ca.pem",
+        "rediss://:secret-pw@127.0.0.1/0?ssl_cert_reqs=optional",
+        "redis+unix://:secret-pw@var/run/redis.sock",
+        "redis+unix://:secret-pw@/run/redis.sock?db=x",
+        "memcached://:secret-pw@127.0.0.1:11211",
+    ],
+)
+def test_a_bad_redis_url_stops_the_start_up_without_repeating_the_password(url):
+    with pytest.raises(ConfigError, match="RATELIMIT_STORAGE_URI") as error:
+        from_env({"RATELIMIT_STORAGE_URI": url})
+    assert "secret-pw" not in str(error.value)
