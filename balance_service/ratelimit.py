@@ -41,7 +41,7 @@ import time
 from collections import deque
 from functools import lru_cache
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Request, Response, current_app, jsonify, request
 
 from .config import Rate, parse_rate, redis_target
 from .errors import error_body
@@ -178,11 +178,11 @@ class SharedCounts:
             log.warning("rate-limit storage unavailable, failure not counted: %s: %s", self.redis.target, e)
 
 
-def _guarded() -> bool:
+def _guarded(req: Request) -> bool:
     # Preflights carry no credentials and are never refused: the page must be
     # able to read the 429 that follows.
-    blueprint = request.blueprint
-    return blueprint is not None and blueprint.partition(".")[0] == _GUARDED_BLUEPRINT and request.method != "OPTIONS"
+    blueprint = req.blueprint
+    return blueprint is not None and blueprint.partition(".")[0] == _GUARDED_BLUEPRINT and req.method != "OPTIONS"
 
 
 #: A client address that is not an IP (a misconfigured proxy header) is counted as text, this long at most.
@@ -207,9 +207,10 @@ def client_key(address: str | None) -> str | None:
 
 def refuse_blocked_client() -> Response | None:
     """``before_request``: a blocked address gets 429 before its key is even looked up."""
-    if not _guarded():
+    req = request._get_current_object()  # one context lookup, not one per attribute
+    if not _guarded(req):
         return None
-    address = client_key(request.remote_addr)
+    address = client_key(req.remote_addr)
     if address is None:
         return None
     retry_after = current_app.extensions[_EXTENSION].retry_after(address)
@@ -223,9 +224,12 @@ def refuse_blocked_client() -> Response | None:
 
 def count_failed_auth(response: Response) -> Response:
     """``after_request``: count the 401s of the guarded blueprints."""
-    if response.status_code != 401 or not _guarded():
+    if response.status_code != 401:
         return response
-    address = client_key(request.remote_addr)
+    req = request._get_current_object()
+    if not _guarded(req):
+        return response
+    address = client_key(req.remote_addr)
     if address is not None:
         current_app.extensions[_EXTENSION].record_failure(address)
     return response
