@@ -10,10 +10,8 @@ import os
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any
-from urllib.parse import urlparse
-
-from limits import parse_many
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, unquote, urlparse
 
 #: Every environment variable this module reads (tests clear them all, so a
 #: developer's own settings cannot change what a test sees).
@@ -101,18 +99,34 @@ def _log_level(raw: str) -> str:
     return level
 
 
-def auth_failure_limit(raw: str) -> str | None:
-    """``AUTH_FAILURE_LIMIT``: a rate such as ``20/minute``, or ``0``/``off`` for no limit (``None``)."""
-    value = raw.strip()
-    if value.lower() in ("", "0", "off", "none", "false"):
+class Rate(NamedTuple):
+    """``amount`` events per moving window of ``seconds``."""
+
+    amount: int
+    seconds: int
+
+
+#: The units AUTH_FAILURE_LIMIT may name, singular or plural, in seconds (a month is 30 days, a year 360,
+#: as the ``limits`` library that read this setting before counted them).
+_RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "month": 30 * 86400, "year": 360 * 86400}
+#: ``20/minute``, ``20 per minute``, ``5/10 seconds``, ``100 per 2 hours``.
+_RATE = re.compile(r"\s*([0-9]{1,9})\s*(?:/|per)\s*([0-9]{1,9})?\s*([a-z]+?)s?\s*", re.IGNORECASE)
+_OFF = ("", "0", "off", "none", "false")
+
+
+def parse_rate(raw: str) -> Rate | None:
+    """``AUTH_FAILURE_LIMIT``'s rate such as ``20/minute`` or ``5 per 10 seconds``; ``None`` for ``0``/``off``."""
+    if raw.strip().lower() in _OFF:
         return None
-    try:
-        items = parse_many(value)
-    except ValueError:
-        items = []
-    if len(items) != 1 or items[0].amount < 1:
+    match = _RATE.fullmatch(raw)
+    if match is None or match[3].lower() not in _RATE_UNITS or int(match[1]) < 1 or int(match[2] or 1) < 1:
         raise ConfigError(f"AUTH_FAILURE_LIMIT must be one rate such as '20/minute', or 'off'; got {raw!r}")
-    return value
+    return Rate(int(match[1]), int(match[2] or 1) * _RATE_UNITS[match[3].lower()])
+
+
+def auth_failure_limit(raw: str) -> str | None:
+    """``AUTH_FAILURE_LIMIT``: a rate such as ``20/minute`` (see :func:`parse_rate`), or ``0``/``off`` (``None``)."""
+    return None if parse_rate(raw) is None else raw.strip()
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -181,11 +195,104 @@ def cors_origins(raw: str) -> str | list[str | re.Pattern[str]]:
     return origins
 
 
+class RedisTarget(NamedTuple):
+    """Where and how to reach the Redis of ``RATELIMIT_STORAGE_URI`` (see :func:`redis_target`)."""
+
+    host: str
+    port: int
+    #: The server's unix socket (``redis+unix://``); host and port are then unused.
+    unix_socket: str | None
+    username: str | None
+    password: str | None
+    db: int
+    tls: bool
+    #: CA certificates to check the server's certificate with (``ssl_ca_certs``); None: the system's.
+    ca_file: str | None
+    #: False only with ``ssl_cert_reqs=none``: any certificate is taken.
+    verify: bool
+
+    def __str__(self) -> str:
+        """Where, for log lines: never the credentials."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        where = f"unix:{self.unix_socket}" if self.unix_socket else f"{host}:{self.port}"
+        return f"{'rediss' if self.tls else 'redis'} {where} db {self.db}"
+
+
+#: What a Redis URL's query may set; anything else stops the start-up instead of being silently ignored.
+_REDIS_QUERY = {"db", "ssl_ca_certs", "ssl_cert_reqs"}
+
+
+def redis_target(url: str) -> RedisTarget:
+    """Parse a Redis URL of ``RATELIMIT_STORAGE_URI``, in the forms the service has always taken.
+
+    ``redis://[[user]:password@]host[:port][/db]``; ``rediss://`` the same
+    over TLS, the server's certificate checked against the system's CAs (or
+    ``?ssl_ca_certs=/path/ca.pem``; ``?ssl_cert_reqs=none`` takes any), as
+    redis-py did; ``redis+unix://[[user]:password@]/path/to/socket[?db=N]``,
+    the form the ``limits`` library documented. ``?db=N`` may be given with
+    any of them. Error messages never repeat the URL: it may hold a password.
+    """
+    parsed = urlparse(url.strip())
+    scheme = parsed.scheme
+    if scheme not in ("redis", "rediss", "redis+unix"):
+        raise ConfigError(f"RATELIMIT_STORAGE_URI must be a redis://, rediss:// or redis+unix:// URL, not {scheme}://")
+    query = dict(parse_qsl(parsed.query, keep_blank_values=True))
+    allowed = _REDIS_QUERY if scheme == "rediss" else {"db"}
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"RATELIMIT_STORAGE_URI: a {scheme}:// URL may set only {', '.join(sorted(allowed))}, "
+            f"not {', '.join(unknown)}"
+        )
+    try:
+        port = parsed.port or 6379
+    except ValueError:
+        raise ConfigError("RATELIMIT_STORAGE_URI has an invalid port") from None
+    username = unquote(parsed.username) if parsed.username else None
+    password = unquote(parsed.password) if parsed.password else None
+    if username and not password:
+        raise ConfigError(
+            "RATELIMIT_STORAGE_URI names a Redis user without a password: redis://user:password@host, "
+            "or redis://:password@host for the default user"
+        )
+    path = unquote(parsed.path)
+    db = query.get("db")
+    if scheme == "redis+unix":
+        if parsed.hostname or not path.startswith("/") or path == "/":
+            raise ConfigError(
+                "RATELIMIT_STORAGE_URI must name the socket's absolute path: redis+unix:///path/to/socket"
+            )
+        unix_socket = path
+    else:
+        unix_socket = None
+        if db is None and path.strip("/"):
+            db = path.strip("/")
+    if db is not None and not (db.isascii() and db.isdigit()):
+        raise ConfigError("RATELIMIT_STORAGE_URI's database must be a number: redis://host:6379/0")
+    verify = query.get("ssl_cert_reqs", "required").lower()
+    if verify not in ("required", "none"):
+        raise ConfigError("RATELIMIT_STORAGE_URI's ssl_cert_reqs must be required (the default) or none")
+    return RedisTarget(
+        host=parsed.hostname or "localhost",
+        port=port,
+        unix_socket=unix_socket,
+        username=username,
+        password=password,
+        db=int(db or 0),
+        tls=scheme == "rediss",
+        ca_file=query.get("ssl_ca_certs") or None,
+        verify=verify == "required",
+    )
+
+
 def ratelimit_storage_uri(raw: str) -> str:
     """``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) or a Redis URL (shared by all workers)."""
     value = raw.strip() or "memory://"
-    if urlparse(value).scheme not in RATELIMIT_SCHEMES:
-        raise ConfigError(f"RATELIMIT_STORAGE_URI must be memory:// or a redis:// URL, got {raw!r}")
+    scheme = urlparse(value).scheme
+    if scheme not in RATELIMIT_SCHEMES:
+        raise ConfigError(f"RATELIMIT_STORAGE_URI must be memory:// or a redis:// URL, not {scheme}://")
+    if scheme != "memory":
+        redis_target(value)
     return value
 
 

@@ -16,8 +16,19 @@ clients would share one count and lock each other out.
 The counts live in ``RATELIMIT_STORAGE_URI``: in memory (each gunicorn worker
 counts on its own, and a worker recycled after ``max_requests`` forgets its
 counts) or in Redis (one count for all workers and hosts; what production
-uses). If Redis is unreachable the check lets requests through: the limiter is
-a brake, not a gate, and must not take the service down with it.
+uses). If Redis is unreachable or slow (``_REDIS_TIMEOUT``) the check lets
+requests through and logs a warning: the limiter is a brake, not a gate, and
+must not take the service down with it.
+
+In Redis each address has a sorted set, ``balance-service:auth-failures:<address>``,
+of its failures scored with their time in milliseconds by Redis's own clock
+(so that hosts whose clocks differ still count one window); one Lua script
+(``_SCRIPT``) checks an address, or counts a failure, in one round trip. The
+``limits`` library this replaces kept lists under ``LIMITS:balance-service-auth-failures/...``;
+those are left alone (they expire within a window), so counts start afresh once
+when this version is deployed. Both stores count at most ``AUTH_FAILURE_LIMIT``
+failures per address: a failure while blocked (one that got past the check of
+another worker, see :class:`SharedCounts`) is not counted and does not lengthen the block.
 """
 
 from __future__ import annotations
@@ -25,106 +36,153 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import secrets
 import time
+from collections import deque
 from functools import lru_cache
 
-from flask import Flask, Response, current_app, jsonify, request
-from limits import parse
-from limits.errors import StorageError
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
+from flask import Flask, Request, Response, current_app, jsonify, request
 
+from .config import Rate, parse_rate, redis_target
 from .errors import error_body
+from .redis_client import RedisClient, RedisError, Script
 
 MESSAGE = "Too many failed authentication attempts; retry later"
-_NAMESPACE = "balance-service-auth-failures"
+_KEY_PREFIX = "balance-service:auth-failures:"
 _EXTENSION = "balance_auth_failure_limiter"
 #: Blueprints whose 401s count and whose requests are blocked.
 _GUARDED_BLUEPRINT = "api"
 #: Addresses remembered (recent failure, or recently found unblocked) before the stale ones are swept out.
 _REMEMBERED_ADDRESSES = 10_000
-#: Seconds a worker takes an address it found unblocked in Redis as still unblocked (see FailedAuthLimiter).
+#: Seconds a worker takes an address it found unblocked in Redis as still unblocked (see SharedCounts).
 _TRUST_UNBLOCKED = 1.0
-#: Seconds to wait for Redis before giving up (and letting the request through).
+#: Seconds to wait for Redis (connecting, and each read) before giving up and letting the request through.
 _REDIS_TIMEOUT = 1.0
+
+#: KEYS[1]: one address's sorted set; ARGV: the window (ms), the limit, and a new failure's unique member
+#: ('' only checks). Returns the milliseconds until the oldest failure leaves the window if the address is
+#: blocked, else 0. TIME comes before the writes, which Redis < 5 allows only after replicate_commands().
+_SCRIPT = Script(
+    """
+redis.replicate_commands()
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local window, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+if ARGV[3] ~= '' and count < limit then
+    redis.call('ZADD', KEYS[1], now, ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], window)
+    count = count + 1
+end
+if count < limit then
+    return 0
+end
+return tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]) + window - now
+"""
+)
 
 log = logging.getLogger(__name__)
 
 
-class FailedAuthLimiter:
-    """A moving-window count of failed authentications per client address.
+class LocalCounts:
+    """This process's own counts (``memory://``): each address's failure times inside the window, oldest first.
 
-    Nearly every request comes from an address without failures, and asking
-    the storage for each one would cost more than the key lookup itself:
-
-    - in memory the counts are this process's own, so the limiter remembers
-      when each address last failed here: an address with no failure inside
-      the window cannot be blocked and is not looked up (exact);
-    - in Redis the counts are shared by every worker and host, so a worker
-      that found an address unblocked trusts that for ``_TRUST_UNBLOCKED``
-      seconds, until it sees a failure from that address itself. An address
-      blocked elsewhere in that second can thus get one more failed guess
-      through on each worker (its 401 ends the trust at once); its requests
-      with a valid key are answered, which tells it nothing it did not know.
+    Nearly every request comes from an address without recent failures: it
+    is not in ``failures``, and checking it costs one dict lookup. No lock:
+    gunicorn's sync workers serve one request at a time, and threads (the
+    development server) can at worst lose a failure, never invent a block.
     """
 
-    def __init__(self, limit: str, storage_uri: str) -> None:
-        self.item = parse(limit)
-        options: dict = {"wrap_exceptions": True}
-        shared = storage_uri.startswith("redis")
-        if shared:
-            options.update(socket_timeout=_REDIS_TIMEOUT, socket_connect_timeout=_REDIS_TIMEOUT)
-        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri, **options))
-        #: address -> time.monotonic() of its latest failure here; None when the counts are shared.
-        self.last_failure: dict[str, float] | None = None if shared else {}
-        #: address -> time.monotonic() until which it is taken as unblocked; None when the counts are local.
-        self.unblocked_until: dict[str, float] | None = {} if shared else None
-        # A second more than the window, so a clock step between this and the storage's clock cannot unblock early.
-        self._window = self.item.get_expiry() + 1
+    def __init__(self, rate: Rate) -> None:
+        self.limit = rate.amount
+        self.window = float(rate.seconds)
+        #: address -> time.monotonic() of its failures (at most ``limit``), oldest first; stale ones swept out.
+        self.failures: dict[str, deque[float]] = {}
+        self._sweep_at = _REMEMBERED_ADDRESSES
+
+    def _in_window(self, failures: deque[float], now: float) -> deque[float]:
+        cutoff = now - self.window
+        while failures and failures[0] <= cutoff:
+            failures.popleft()
+        return failures
 
     def retry_after(self, address: str) -> int | None:
         """Seconds until ``address`` may try again, or ``None`` if it is not blocked."""
-        if self.last_failure is not None:
-            failed = self.last_failure.get(address)
-            if failed is None or time.monotonic() - failed > self._window:
-                return None
-        elif self.unblocked_until is not None:
-            until = self.unblocked_until.get(address)
-            if until is not None and time.monotonic() < until:
-                return None
-        try:
-            if self.limiter.test(self.item, _NAMESPACE, address):
-                if self.unblocked_until is not None:
-                    now = time.monotonic()
-                    if len(self.unblocked_until) >= _REMEMBERED_ADDRESSES:
-                        self.unblocked_until = {a: t for a, t in list(self.unblocked_until.items()) if t > now}
-                    self.unblocked_until[address] = now + _TRUST_UNBLOCKED
-                return None
-            reset, _ = self.limiter.get_window_stats(self.item, _NAMESPACE, address)
-        except StorageError as e:
-            log.warning("rate-limit storage unavailable, not limiting: %s", e.storage_error)
+        failures = self.failures.get(address)
+        if failures is None:
             return None
-        return max(1, math.ceil(reset - time.time()))
+        now = time.monotonic()
+        if len(self._in_window(failures, now)) < self.limit:
+            return None
+        return max(1, math.ceil(failures[0] + self.window - now))
 
     def record_failure(self, address: str) -> None:
-        if self.unblocked_until is not None:
-            self.unblocked_until.pop(address, None)
-        if self.last_failure is not None:
-            now = time.monotonic()
-            if len(self.last_failure) >= _REMEMBERED_ADDRESSES:
-                self.last_failure = {a: t for a, t in list(self.last_failure.items()) if now - t <= self._window}
-            self.last_failure[address] = now
+        now = time.monotonic()
+        failures = self.failures.get(address)
+        if failures is None:
+            if len(self.failures) >= self._sweep_at:
+                cutoff = now - self.window
+                self.failures = {a: f for a, f in self.failures.items() if f and f[-1] > cutoff}
+                # Sweep again only once as many have come: not on every new address while all are recent.
+                self._sweep_at = max(_REMEMBERED_ADDRESSES, 2 * len(self.failures))
+            failures = self.failures[address] = deque(maxlen=self.limit)
+        if len(self._in_window(failures, now)) < self.limit:
+            failures.append(now)
+
+
+class SharedCounts:
+    """The counts in Redis, shared by every worker and host.
+
+    Asking Redis for every request would cost more than the key lookup
+    itself, so a worker that found an address unblocked trusts that for
+    ``_TRUST_UNBLOCKED`` seconds, until it sees a failure from that address
+    itself. An address blocked elsewhere in that second can thus get one more
+    failed guess through on each worker (its 401 ends the trust at once); its
+    requests with a valid key are answered, which tells it nothing it did not know.
+    """
+
+    def __init__(self, rate: Rate, redis_url: str) -> None:
+        self.limit = rate.amount
+        self.window_ms = rate.seconds * 1000
+        self.redis = RedisClient(redis_target(redis_url), _REDIS_TIMEOUT)
+        #: address -> time.monotonic() until which it is taken as unblocked.
+        self.unblocked_until: dict[str, float] = {}
+        self._sweep_at = _REMEMBERED_ADDRESSES
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until ``address`` may try again, or ``None`` if it is not blocked (or Redis does not answer)."""
+        until = self.unblocked_until.get(address)
+        if until is not None and time.monotonic() < until:
+            return None
         try:
-            self.limiter.hit(self.item, _NAMESPACE, address)
-        except StorageError as e:
-            log.warning("rate-limit storage unavailable, failure not counted: %s", e.storage_error)
+            wait_ms = self.redis.run(_SCRIPT, [_KEY_PREFIX + address], [self.window_ms, self.limit, ""])
+        except RedisError as e:
+            log.warning("rate-limit storage unavailable, not limiting: %s: %s", self.redis.target, e)
+            return None
+        if wait_ms:
+            return math.ceil(wait_ms / 1000)
+        now = time.monotonic()
+        if len(self.unblocked_until) >= self._sweep_at:
+            self.unblocked_until = {a: t for a, t in self.unblocked_until.items() if t > now}
+            self._sweep_at = max(_REMEMBERED_ADDRESSES, 2 * len(self.unblocked_until))
+        self.unblocked_until[address] = now + _TRUST_UNBLOCKED
+        return None
+
+    def record_failure(self, address: str) -> None:
+        self.unblocked_until.pop(address, None)
+        member = secrets.token_hex(8)  # unique: two failures in one millisecond are two failures
+        try:
+            self.redis.run(_SCRIPT, [_KEY_PREFIX + address], [self.window_ms, self.limit, member])
+        except RedisError as e:
+            log.warning("rate-limit storage unavailable, failure not counted: %s: %s", self.redis.target, e)
 
 
-def _guarded() -> bool:
+def _guarded(req: Request) -> bool:
     # Preflights carry no credentials and are never refused: the page must be
     # able to read the 429 that follows.
-    blueprint = request.blueprint
-    return blueprint is not None and blueprint.partition(".")[0] == _GUARDED_BLUEPRINT and request.method != "OPTIONS"
+    blueprint = req.blueprint
+    return blueprint is not None and blueprint.partition(".")[0] == _GUARDED_BLUEPRINT and req.method != "OPTIONS"
 
 
 #: A client address that is not an IP (a misconfigured proxy header) is counted as text, this long at most.
@@ -149,9 +207,10 @@ def client_key(address: str | None) -> str | None:
 
 def refuse_blocked_client() -> Response | None:
     """``before_request``: a blocked address gets 429 before its key is even looked up."""
-    if not _guarded():
+    req = request._get_current_object()  # one context lookup, not one per attribute
+    if not _guarded(req):
         return None
-    address = client_key(request.remote_addr)
+    address = client_key(req.remote_addr)
     if address is None:
         return None
     retry_after = current_app.extensions[_EXTENSION].retry_after(address)
@@ -165,9 +224,12 @@ def refuse_blocked_client() -> Response | None:
 
 def count_failed_auth(response: Response) -> Response:
     """``after_request``: count the 401s of the guarded blueprints."""
-    if response.status_code != 401 or not _guarded():
+    if response.status_code != 401:
         return response
-    address = client_key(request.remote_addr)
+    req = request._get_current_object()
+    if not _guarded(req):
+        return response
+    address = client_key(req.remote_addr)
     if address is not None:
         current_app.extensions[_EXTENSION].record_failure(address)
     return response
@@ -175,8 +237,9 @@ def count_failed_auth(response: Response) -> Response:
 
 def init_app(app: Flask) -> bool:
     """Set up the limiter unless the limit is off; True when ``create_app`` should install the two hooks."""
-    limit = app.config.get("AUTH_FAILURE_LIMIT")
-    if not limit:
+    rate = parse_rate(app.config.get("AUTH_FAILURE_LIMIT") or "off")
+    if rate is None:
         return False
-    app.extensions[_EXTENSION] = FailedAuthLimiter(limit, app.config.get("RATELIMIT_STORAGE_URI") or "memory://")
+    storage = app.config.get("RATELIMIT_STORAGE_URI") or "memory://"
+    app.extensions[_EXTENSION] = LocalCounts(rate) if storage.startswith("memory:") else SharedCounts(rate, storage)
     return True

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import time
 import uuid
 
 import pytest
-import redis
 
 from balance_service import create_app
-from balance_service.config import ConfigError, from_env
+from balance_service.config import ConfigError, Rate, from_env, parse_rate, redis_target
 from balance_service.extensions import db
 from balance_service.ratelimit import client_key
+from balance_service.redis_client import RedisClient, RedisError
 from tests.helpers import clean_environment, running_gunicorn
+from tests.redis_server import PASSWORD, USER, USER_PASSWORD, running_redis
 
 # Whether and how this works cannot depend on the database: SQLite only (conftest.py).
 pytestmark = pytest.mark.backend_independent
@@ -25,6 +29,11 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 def from_address(address: str) -> dict:
     return {"environ_base": {"REMOTE_ADDR": address}}
+
+
+def a_new_address() -> dict:
+    """An address of its own, so that tests (and concurrent test runs) on one Redis do not meet."""
+    return from_address(f"2001:db8:{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}::1")
 
 
 @pytest.fixture
@@ -193,10 +202,10 @@ def test_behind_a_trusted_proxy_each_forwarded_client_is_counted_on_its_own(make
 
 @pytest.fixture
 def redis_url():
-    connection = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    connection = RedisClient(redis_target(REDIS_URL), timeout=2)
     try:
-        connection.ping()
-    except redis.RedisError as e:
+        connection.call("PING")
+    except RedisError as e:
         if os.environ.get("CI") == "true":
             pytest.fail(f"Redis must be reachable in CI: {e}")
         pytest.skip(f"Redis not reachable at {REDIS_URL}")
@@ -288,3 +297,167 @@ def test_with_redis_a_worker_that_saw_an_address_unblocked_lets_at_most_one_fail
     assert first.get("/v1/balance", headers=BAD_KEY, **address).status_code in (401, 429)
     for headers in (BAD_KEY, auth(key)):
         assert first.get("/v1/balance", headers=headers, **address).status_code == 429
+
+
+@pytest.mark.parametrize("storage", ["memory", "redis"])
+def test_the_block_ends_when_the_oldest_failure_leaves_the_moving_window(make_app, storage, request):
+    url = request.getfixturevalue("redis_url") if storage == "redis" else "memory://"
+    client = make_app(AUTH_FAILURE_LIMIT="2/2 seconds", RATELIMIT_STORAGE_URI=url).test_client()
+    address = a_new_address()
+    fail(client, 1, **address)
+    time.sleep(1)
+    fail(client, 1, **address)
+    blocked = client.get("/v1/balance", headers=BAD_KEY, **address)
+    assert (blocked.status_code, blocked.headers["Retry-After"]) == (429, "1")
+    time.sleep(1.1)  # the first failure has left the window, the second has not: one more attempt
+    fail(client, 1, **address)
+    assert client.get("/v1/balance", headers=BAD_KEY, **address).status_code == 429
+
+
+@pytest.fixture(scope="module")
+def private_redis():
+    """A redis-server of this module's own, with passwords, a unix socket and TLS (tests/redis_server.py)."""
+    with running_redis(tls=True) as server:
+        yield server
+
+
+@pytest.mark.parametrize("kind", ["unix socket", "ACL user", "TLS"])
+def test_with_redis_two_app_instances_share_the_count_over_every_kind_of_url(make_app, private_redis, kind):
+    server = private_redis
+    url = {
+        "unix socket": f"redis+unix://:{PASSWORD}@{server.unix_socket}?db=2",
+        "ACL user": f"redis://{USER}:{USER_PASSWORD}@127.0.0.1:{server.port}/3",
+        "TLS": f"rediss://:{PASSWORD}@127.0.0.1:{server.tls_port}/0?ssl_ca_certs={server.certificate}",
+    }[kind]
+    first = make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI=url).test_client()
+    second = make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI=url).test_client()
+    address = a_new_address()
+    fail(first, 2, **address)
+    fail(second, 1, **address)
+    assert first.get("/v1/balance", headers=BAD_KEY, **address).status_code == 429
+    assert second.get("/v1/balance", headers=BAD_KEY, **address).status_code == 429
+
+
+def test_a_redis_that_stops_answering_lets_requests_through_after_the_timeout_and_keeps_its_counts(
+    make_app, create_token, auth, private_redis, caplog
+):
+    """A frozen Redis costs a request one second (the timeout), not a 500; once it answers, counting goes on."""
+    client = make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI=private_redis.url(db=6)).test_client()
+    key = create_token(remain_quota=1)
+    address = a_new_address()
+    fail(client, 2, **address)
+    os.kill(private_redis.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert client.get("/v1/balance", headers=auth(key), **address).status_code == 200
+        assert time.monotonic() - started < 1.9
+    finally:
+        os.kill(private_redis.pid, signal.SIGCONT)
+    assert "rate-limit storage unavailable, not limiting" in caplog.text
+    assert "timed out" in caplog.text
+    fail(client, 1, **address)  # connected again: the third failure in the window
+    assert client.get("/v1/balance", headers=auth(key), **address).status_code == 429
+
+
+def test_a_redis_that_never_answers_lets_requests_through_after_the_timeout(make_app, create_token, auth, caplog):
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        client = make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI=url).test_client()
+        key = create_token(remain_quota=1)
+        started = time.monotonic()
+        assert client.get("/v1/balance", headers=auth(key)).status_code == 200
+        assert 0.9 < time.monotonic() - started < 1.9
+    assert "rate-limit storage unavailable, not limiting" in caplog.text
+
+
+def test_a_wrong_redis_password_is_logged_as_such_but_never_itself(make_app, create_token, auth, private_redis, caplog):
+    url = private_redis.url(password="wrong-password-for-the-log-test")
+    client = make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI=url).test_client()
+    key = create_token(remain_quota=1)
+    assert client.get("/v1/balance", headers=auth(key)).status_code == 200
+    fail(client, 1)
+    assert "WRONGPASS" in caplog.text
+    assert "wrong-password-for-the-log-test" not in caplog.text
+    assert key[3:] not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("raw", "rate"),
+    [
+        ("20/minute", Rate(20, 60)),
+        ("20 per minute", Rate(20, 60)),
+        ("5/10 seconds", Rate(5, 10)),
+        ("100 per 2 hours", Rate(100, 7200)),
+        ("1/day", Rate(1, 86400)),
+        ("3 PER DAYS", Rate(3, 86400)),
+        (" 10/Second ", Rate(10, 1)),
+        ("7/month", Rate(7, 30 * 86400)),
+        ("0", None),
+        ("off", None),
+        ("Off", None),
+        ("", None),
+    ],
+)
+def test_auth_failure_limit_is_read_as_failures_per_window_of_seconds(raw, rate):
+    assert parse_rate(raw) == rate
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["lots", "0/minute", "5/minute;100/day", "5/0 minutes", "20/min", "20/s", "1.5/minute", "-1/minute", "20/"]
+    + ["/minute", "20/fortnight", "20", "1234567890/minute"],
+)
+def test_an_auth_failure_limit_that_is_not_one_rate_stops_the_start_up(raw):
+    with pytest.raises(ConfigError, match=r"AUTH_FAILURE_LIMIT must be one rate such as '20/minute', or 'off'"):
+        parse_rate(raw)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://127.0.0.1:6379/15", {"host": "127.0.0.1", "port": 6379, "db": 15, "password": None, "tls": False}),
+        ("redis://redis.internal", {"host": "redis.internal", "port": 6379, "db": 0, "unix_socket": None}),
+        ("redis://:p%40ss@10.0.0.5:7000/2", {"username": None, "password": "p@ss", "port": 7000, "db": 2}),
+        ("redis://limiter:pw@[::1]/1?db=4", {"username": "limiter", "password": "pw", "host": "::1", "db": 4}),
+        ("rediss://:pw@cache.example:6380/0", {"tls": True, "verify": True, "ca_file": None, "port": 6380}),
+        (
+            "rediss://cache.example?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=none",
+            {"ca_file": "/etc/ca.pem", "verify": False},
+        ),
+        (
+            "redis+unix:///run/redis/redis.sock?db=3",
+            {"unix_socket": "/run/redis/redis.sock", "db": 3, "password": None},
+        ),
+        ("redis+unix://:pw@/run/redis.sock", {"unix_socket": "/run/redis.sock", "password": "pw", "db": 0}),
+    ],
+)
+def test_redis_urls_are_read_in_the_forms_redis_py_and_limits_took(url, expected):
+    target = redis_target(url)._asdict()
+    assert {name: target[name] for name in expected} == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:secret-pw@127.0.0.1:port/0",
+        "redis://:secret-pw@127.0.0.1/zero",
+        "redis://secret-pw@127.0.0.1/0",  # a user name without a password: the password was meant
+        "redis://:secret-pw@127.0.0.1/0?socket_timeout=5",
+        "redis://:secret-pw@127.0.0.1/0?ssl_ca_certs=/etc/ca.pem",
+        "rediss://:secret-pw@127.0.0.1/0?ssl_cert_reqs=optional",
+        "redis+unix://:secret-pw@var/run/redis.sock",
+        "redis+unix://:secret-pw@/run/redis.sock?db=x",
+        "memcached://:secret-pw@127.0.0.1:11211",
+    ],
+)
+def test_a_bad_redis_url_stops_the_start_up_without_repeating_the_password(url):
+    with pytest.raises(ConfigError, match="RATELIMIT_STORAGE_URI") as error:
+        from_env({"RATELIMIT_STORAGE_URI": url})
+    assert "secret-pw" not in str(error.value)
+
+
+def test_an_unreadable_ca_file_stops_the_start_up(make_app, tmp_path):
+    with pytest.raises(ConfigError, match="ssl_ca_certs"):
+        make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI=f"rediss://127.0.0.1/0?ssl_ca_certs={tmp_path}/x")
