@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,24 +114,40 @@ class JsonFormatter(logging.Formatter):
         return f"{prefix}.{micros // 1000:03d}+00:00"
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": self._timestamp(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        request_id = getattr(record, "request_id", None)
-        if request_id is not None:
-            entry["request_id"] = request_id
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(fields)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            entry["exception"] = record.exc_text
-        if record.stack_info:
-            entry["stack"] = self.formatStack(record.stack_info)
+        return self.line(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            getattr(record, "request_id", None),
+            getattr(record, "fields", None),
+            record.exc_text or None,
+            self.formatStack(record.stack_info) if record.stack_info else None,
+        )
+
+    def line(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        request_id: str | None = None,
+        fields: Any = None,
+        exception: str | None = None,
+        stack: str | None = None,
+    ) -> str:
+        """The JSON line itself, from a record's parts (``write_access_line`` has no record)."""
+        entry: dict[str, Any] = {"ts": self._timestamp(created), "level": level, "logger": logger, "message": message}
+        if request_id is not None:
+            entry["request_id"] = request_id
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if exception:
+            entry["exception"] = exception
+        if stack:
+            entry["stack"] = stack
         line = self._encoder.encode(entry)
         if "\x85" in line or "\u2028" in line or "\u2029" in line:  # three scans in C beat translate's lookups
             line = line.translate(_LINE_BREAKS)
@@ -154,6 +171,60 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:
         pass
+
+
+#: The filters ``_StderrHandler`` is made with, in order.
+_OWN_FILTERS = [RequestId, RedactKeys]
+
+
+def write_access_line(logger: logging.Logger, message: str, request_id: str, fields: dict[str, Any]) -> bool:
+    """Write an INFO line of ``logger`` straight to the service's JSON handler; False if it must take logging's path.
+
+    Through ``logging`` the access line cost a LogRecord, two filters and the
+    formatter: under load, about as much CPU as the key lookup (bench/README.md).
+    When that handler is the only place the line would reach (the default
+    set-up: no other handler, no filter added by anyone), the same line, masked
+    the same way, is written here directly. Anything else (a test's capture
+    handler, an operator's own handler or filter) makes this return False, and
+    the caller logs the line as usual.
+    """
+    handler = _sole_json_handler(logger)
+    if handler is None:
+        return False
+    try:
+        text = handler.formatter.line(
+            time.time(), "INFO", logger.name, redact(message), redact(request_id), _redact_fields(fields)
+        )
+        stream = handler.stream
+        with handler.lock:
+            stream.write(text + handler.terminator)
+            stream.flush()
+    except Exception:  # noqa: BLE001 - logging's own path reports a failing handler its way
+        return False
+    return True
+
+
+def _sole_json_handler(logger: logging.Logger) -> _StderrHandler | None:
+    """The service's JSON handler if a record of ``logger`` at INFO would reach it and nothing else."""
+    if logger.filters:
+        return None
+    found = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if (
+                found is not None
+                or type(handler) is not _StderrHandler
+                or handler.level > logging.INFO
+                or [type(f) for f in handler.filters] != _OWN_FILTERS
+                or type(handler.formatter) is not JsonFormatter
+            ):
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    return found
 
 
 #: gunicorn's loggers have handlers of their own and do not propagate to the root.

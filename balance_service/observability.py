@@ -18,7 +18,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from .logging_setup import redact
+from .logging_setup import redact, write_access_line
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -127,20 +127,21 @@ def finish_request(response: Response) -> Response:
             "request_id": rid,
             "remote_addr": req.remote_addr,
         }
-        # What access_log.info() does, without its search of the stack for the caller's file and
-        # line: for this line they are always this function, and the JSON line leaves them out.
-        access_log.handle(
-            access_log.makeRecord(
+        message = f"{fields['method']} {path} {status}"
+        if not write_access_line(access_log, message, rid, fields):
+            # What access_log.info() does, without its search of the stack for the caller's file
+            # and line: for this line they are always this function, and the JSON line leaves them out.
+            record = access_log.makeRecord(
                 access_log.name,
                 logging.INFO,
                 __file__,
                 0,
-                "%s %s %s",
-                (fields["method"], path, status),
+                "%s",
+                (message,),
                 None,
                 extra={"fields": fields, "request_id": rid},  # the RequestId filter need not look it up
             )
-        )
+            access_log.handle(record)
     return response
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+from contextlib import contextmanager
 
 import pytest
+
+from balance_service.logging_setup import _sole_json_handler, _StderrHandler
 
 # Whether and how this works cannot depend on the database: SQLite only (conftest.py).
 pytestmark = pytest.mark.backend_independent
@@ -64,3 +68,82 @@ def test_error_responses_are_logged_too(log_client, capsys):
     log_client.get("/v1/balance")
     log_client.post("/v1/balance")
     assert [(e["route"], e["status"]) for e in access_lines(capsys)] == [("/v1/balance", 401), ("unmatched", 405)]
+
+
+class _Collect(logging.Handler):
+    """An operator's own handler next to the service's: the access line must reach it too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def production_loggers():
+    """The logger tree as the service runs: the service's own handler alone on the root.
+
+    pytest puts capture handlers of its own on the root while a test runs
+    (after its fixtures are set up), which would always send the access line
+    through logging; they are set aside here, inside the test.
+    """
+    root = logging.getLogger()
+    others = [h for h in root.handlers if not isinstance(h, _StderrHandler)]
+    for handler in others:
+        root.removeHandler(handler)
+    try:
+        assert _sole_json_handler(logging.getLogger("balance_service.access")) is not None
+        yield
+    finally:
+        for handler in others:
+            root.addHandler(handler)
+
+
+@pytest.mark.parametrize("attach_to", ["", "balance_service", "balance_service.access"])
+def test_the_line_is_the_same_whether_written_directly_or_through_another_handler(
+    log_client, create_token, auth, capsys, attach_to
+):
+    """Alone, the service's handler gets the line written straight to it; with a handler of someone
+    else's on the way, the line goes through logging as usual. Both lines carry the same fields,
+    masked the same way, and the other handler gets its copy."""
+    key = create_token(remain_quota=5)
+    headers = {**auth(key), "X-Request-ID": "sk-" + "r" * 40}  # a key-shaped id: masked in both paths
+    path = f"/v1/balance?ignored=1&sk-{'q' * 40}"
+
+    def one_line() -> dict:
+        assert log_client.get(path, headers=headers, environ_base={"REMOTE_ADDR": "192.0.2.7"}).status_code == 200
+        [entry] = access_lines(capsys)
+        return {name: value for name, value in entry.items() if name not in ("ts", "duration_ms")}
+
+    with production_loggers():
+        direct = one_line()
+        other = _Collect()
+        logger = logging.getLogger(attach_to)
+        logger.addHandler(other)
+        try:
+            through_logging = one_line()
+        finally:
+            logger.removeHandler(other)
+        again = one_line()
+    assert through_logging == direct
+    assert direct["request_id"].startswith("sk-r…[redacted]")
+    assert direct["message"] == "GET /v1/balance 200"
+    assert other.messages == ["GET /v1/balance 200"]
+    assert again == direct  # and directly again once the other handler is gone
+
+
+def test_a_filter_on_the_access_logger_still_decides_what_is_written(log_client, create_token, auth, capsys):
+    key = create_token(remain_quota=5)
+    access = logging.getLogger("balance_service.access")
+    dropping = logging.Filter("nothing.matches.this")
+    with production_loggers():
+        access.addFilter(dropping)
+        try:
+            assert log_client.get("/v1/balance", headers=auth(key)).status_code == 200
+            assert access_lines(capsys) == []
+        finally:
+            access.removeFilter(dropping)
+        assert log_client.get("/v1/balance", headers=auth(key)).status_code == 200
+        assert len(access_lines(capsys)) == 1
