@@ -40,6 +40,7 @@ import secrets
 import time
 from collections import deque
 from functools import lru_cache
+from urllib.parse import urlparse
 
 from flask import Flask, Request, Response, current_app, jsonify, request
 
@@ -241,5 +242,7 @@ def init_app(app: Flask) -> bool:
     if rate is None:
         return False
     storage = app.config.get("RATELIMIT_STORAGE_URI") or "memory://"
-    app.extensions[_EXTENSION] = LocalCounts(rate) if storage.startswith("memory:") else SharedCounts(rate, storage)
+    # By the scheme, as config.ratelimit_storage_uri accepted it: "Memory://" is memory:// too.
+    in_memory = urlparse(storage).scheme == "memory"
+    app.extensions[_EXTENSION] = LocalCounts(rate) if in_memory else SharedCounts(rate, storage)
     return True

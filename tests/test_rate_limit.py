@@ -234,6 +234,15 @@ def test_an_unreachable_redis_does_not_take_the_service_down(make_app, create_to
     assert client.get("/v1/balance", headers=auth(key)).status_code == 200
 
 
+def test_a_memory_storage_uri_written_in_capitals_counts_in_memory(make_app):
+    """The setting is taken as memory:// when read (URL schemes are case-insensitive), so the limiter must
+    count in memory too, not stop the start-up with "must be a redis:// URL, not memory://"."""
+    assert from_env({"RATELIMIT_STORAGE_URI": "Memory://"})["RATELIMIT_STORAGE_URI"] == "Memory://"
+    client = make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI="Memory://").test_client()
+    fail(client, 3)
+    assert client.get("/v1/balance", headers=BAD_KEY).status_code == 429
+
+
 def test_the_default_limit_is_20_failures_a_minute():
     assert from_env({})["AUTH_FAILURE_LIMIT"] == "20/minute"
     assert from_env({})["RATELIMIT_STORAGE_URI"] == "memory://"
