@@ -323,6 +323,21 @@ def test_the_block_ends_when_the_oldest_failure_leaves_the_moving_window(make_ap
     assert client.get("/v1/balance", headers=BAD_KEY, **address).status_code == 429
 
 
+def test_with_redis_a_client_that_waits_its_retry_after_is_let_in_after_the_limit_was_lowered(make_app, redis_url):
+    """Hosts (or a deploy) with a lower limit than the one that counted: Retry-After must still be when the
+    count falls below this host's limit, not when the oldest failure leaves the window."""
+    before = make_app(AUTH_FAILURE_LIMIT="4/3 seconds", RATELIMIT_STORAGE_URI=redis_url).test_client()
+    after = make_app(AUTH_FAILURE_LIMIT="2/3 seconds", RATELIMIT_STORAGE_URI=redis_url).test_client()
+    address = a_new_address()
+    fail(before, 2, **address)
+    time.sleep(1.2)
+    fail(before, 2, **address)
+    blocked = after.get("/v1/balance", headers=BAD_KEY, **address)
+    assert blocked.status_code == 429
+    time.sleep(int(blocked.headers["Retry-After"]) + 0.05)
+    assert after.get("/v1/balance", headers=BAD_KEY, **address).status_code == 401
+
+
 @pytest.fixture(scope="module")
 def private_redis():
     """A redis-server of this module's own, with passwords, a unix socket and TLS (tests/redis_server.py)."""
