@@ -99,7 +99,7 @@ def when_ready(server):
     recycled after ``max_requests`` forgets its counts. Read from the
     environment here, without importing the package (see the module docstring).
     """
-    storage = os.environ.get("RATELIMIT_STORAGE_URI", "").strip() or "memory://"
+    storage = os.environ.get("RATELIMIT_STORAGE_URI", "").strip().lower() or "memory://"
     limit_on = os.environ.get("AUTH_FAILURE_LIMIT", "20/minute").strip().lower() not in _LIMIT_OFF
     if server.cfg.workers > 1 and limit_on and storage.startswith("memory"):
         server.log.warning(

@@ -40,6 +40,7 @@ import secrets
 import time
 from collections import deque
 from functools import lru_cache
+from urllib.parse import urlparse
 
 from flask import Flask, Request, Response, current_app, jsonify, request
 
@@ -60,8 +61,9 @@ _TRUST_UNBLOCKED = 1.0
 _REDIS_TIMEOUT = 1.0
 
 #: KEYS[1]: one address's sorted set; ARGV: the window (ms), the limit, and a new failure's unique member
-#: ('' only checks). Returns the milliseconds until the oldest failure leaves the window if the address is
-#: blocked, else 0. TIME comes before the writes, which Redis < 5 allows only after replicate_commands().
+#: ('' only checks). Returns the milliseconds until the address is no longer blocked (its count falls below
+#: the limit as failures leave the window), else 0. TIME comes before the writes, which Redis < 5 allows only
+#: after replicate_commands().
 _SCRIPT = Script(
     """
 redis.replicate_commands()
@@ -78,7 +80,9 @@ end
 if count < limit then
     return 0
 end
-return tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]) + window - now
+-- Blocked until the count falls below the limit: when the (count - limit + 1)th oldest failure leaves the
+-- window. That is the oldest unless a host with a higher limit counted more (a lowered limit, a deploy).
+return tonumber(redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')[2]) + window - now
 """
 )
 
@@ -241,5 +245,7 @@ def init_app(app: Flask) -> bool:
     if rate is None:
         return False
     storage = app.config.get("RATELIMIT_STORAGE_URI") or "memory://"
-    app.extensions[_EXTENSION] = LocalCounts(rate) if storage.startswith("memory:") else SharedCounts(rate, storage)
+    # By the scheme, as config.ratelimit_storage_uri accepted it: "Memory://" is memory:// too.
+    in_memory = urlparse(storage).scheme == "memory"
+    app.extensions[_EXTENSION] = LocalCounts(rate) if in_memory else SharedCounts(rate, storage)
     return True

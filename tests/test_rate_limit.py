@@ -234,6 +234,15 @@ def test_an_unreachable_redis_does_not_take_the_service_down(make_app, create_to
     assert client.get("/v1/balance", headers=auth(key)).status_code == 200
 
 
+def test_a_memory_storage_uri_written_in_capitals_counts_in_memory(make_app):
+    """The setting is taken as memory:// when read (URL schemes are case-insensitive), so the limiter must
+    count in memory too, not stop the start-up with "must be a redis:// URL, not memory://"."""
+    assert from_env({"RATELIMIT_STORAGE_URI": "Memory://"})["RATELIMIT_STORAGE_URI"] == "Memory://"
+    client = make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI="Memory://").test_client()
+    fail(client, 3)
+    assert client.get("/v1/balance", headers=BAD_KEY).status_code == 429
+
+
 def test_the_default_limit_is_20_failures_a_minute():
     assert from_env({})["AUTH_FAILURE_LIMIT"] == "20/minute"
     assert from_env({})["RATELIMIT_STORAGE_URI"] == "memory://"
@@ -312,6 +321,21 @@ def test_the_block_ends_when_the_oldest_failure_leaves_the_moving_window(make_ap
     time.sleep(1.1)  # the first failure has left the window, the second has not: one more attempt
     fail(client, 1, **address)
     assert client.get("/v1/balance", headers=BAD_KEY, **address).status_code == 429
+
+
+def test_with_redis_a_client_that_waits_its_retry_after_is_let_in_after_the_limit_was_lowered(make_app, redis_url):
+    """Hosts (or a deploy) with a lower limit than the one that counted: Retry-After must still be when the
+    count falls below this host's limit, not when the oldest failure leaves the window."""
+    before = make_app(AUTH_FAILURE_LIMIT="4/3 seconds", RATELIMIT_STORAGE_URI=redis_url).test_client()
+    after = make_app(AUTH_FAILURE_LIMIT="2/3 seconds", RATELIMIT_STORAGE_URI=redis_url).test_client()
+    address = a_new_address()
+    fail(before, 2, **address)
+    time.sleep(1.2)
+    fail(before, 2, **address)
+    blocked = after.get("/v1/balance", headers=BAD_KEY, **address)
+    assert blocked.status_code == 429
+    time.sleep(int(blocked.headers["Retry-After"]) + 0.05)
+    assert after.get("/v1/balance", headers=BAD_KEY, **address).status_code == 401
 
 
 @pytest.fixture(scope="module")
