@@ -37,6 +37,7 @@ import ipaddress
 import logging
 import math
 import secrets
+import threading
 import time
 from collections import deque
 from functools import lru_cache
@@ -93,9 +94,9 @@ class LocalCounts:
     """This process's own counts (``memory://``): each address's failure times inside the window, oldest first.
 
     Nearly every request comes from an address without recent failures: it
-    is not in ``failures``, and checking it costs one dict lookup. No lock:
-    gunicorn's sync workers serve one request at a time, and threads (the
-    development server) can at worst lose a failure, never invent a block.
+    is not in ``failures``, and checking it costs one dict lookup. A lock
+    (uncontended under gunicorn's sync workers) keeps threads (the development
+    server, ``--threads``) from sweeping the dict while another adds to it.
     """
 
     def __init__(self, rate: Rate) -> None:
@@ -104,6 +105,7 @@ class LocalCounts:
         #: address -> time.monotonic() of its failures (at most ``limit``), oldest first; stale ones swept out.
         self.failures: dict[str, deque[float]] = {}
         self._sweep_at = _REMEMBERED_ADDRESSES
+        self._lock = threading.Lock()
 
     def _in_window(self, failures: deque[float], now: float) -> deque[float]:
         cutoff = now - self.window
@@ -116,12 +118,17 @@ class LocalCounts:
         failures = self.failures.get(address)
         if failures is None:
             return None
-        now = time.monotonic()
-        if len(self._in_window(failures, now)) < self.limit:
-            return None
-        return max(1, math.ceil(failures[0] + self.window - now))
+        with self._lock:
+            now = time.monotonic()
+            if len(self._in_window(failures, now)) < self.limit:
+                return None
+            return max(1, math.ceil(failures[0] + self.window - now))
 
     def record_failure(self, address: str) -> None:
+        with self._lock:
+            self._record(address)
+
+    def _record(self, address: str) -> None:
         now = time.monotonic()
         failures = self.failures.get(address)
         if failures is None:
@@ -168,7 +175,8 @@ class SharedCounts:
             return math.ceil(wait_ms / 1000)
         now = time.monotonic()
         if len(self.unblocked_until) >= self._sweep_at:
-            self.unblocked_until = {a: t for a, t in self.unblocked_until.items() if t > now}
+            # A snapshot first: under threads another request may add an address meanwhile.
+            self.unblocked_until = {a: t for a, t in list(self.unblocked_until.items()) if t > now}
             self._sweep_at = max(_REMEMBERED_ADDRESSES, 2 * len(self.unblocked_until))
         self.unblocked_until[address] = now + _TRUST_UNBLOCKED
         return None

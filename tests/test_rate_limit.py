@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 import uuid
 
@@ -14,7 +16,7 @@ import pytest
 from balance_service import create_app
 from balance_service.config import ConfigError, Rate, from_env, parse_rate, redis_target
 from balance_service.extensions import db
-from balance_service.ratelimit import client_key
+from balance_service.ratelimit import LocalCounts, client_key
 from balance_service.redis_client import RedisClient, RedisError
 from tests.helpers import clean_environment, running_gunicorn
 from tests.redis_server import PASSWORD, USER, USER_PASSWORD, running_redis
@@ -485,3 +487,33 @@ def test_a_bad_redis_url_stops_the_start_up_without_repeating_the_password(url):
 def test_an_unreadable_ca_file_stops_the_start_up(make_app, tmp_path):
     with pytest.raises(ConfigError, match="ssl_ca_certs"):
         make_app(AUTH_FAILURE_LIMIT="3/minute", RATELIMIT_STORAGE_URI=f"rediss://127.0.0.1/0?ssl_ca_certs={tmp_path}/x")
+
+
+def test_counting_in_memory_from_many_threads_at_once_never_fails():
+    """A threaded server (the development server, gunicorn ``--threads``) records failures of many
+    addresses at once; past 10,000 addresses the store sweeps stale ones out, and that sweep must not
+    trip over another thread adding an address ("dictionary changed size during iteration", a 500)."""
+    counts = LocalCounts(parse_rate("5/minute"))
+    errors: list[str] = []
+
+    def fail_from_many_addresses(n: int) -> None:
+        try:
+            for i in range(15_000):
+                address = f"10.{n}.{i // 256 % 256}.{i % 256}"
+                counts.record_failure(address)
+                counts.retry_after(address)
+        except Exception as e:  # noqa: BLE001 - the test reports whatever a thread raised
+            errors.append(repr(e))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, so a race shows at once
+    try:
+        threads = [threading.Thread(target=fail_from_many_addresses, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert counts.retry_after("10.0.0.1") is None  # one failure each: nobody is blocked
