@@ -147,6 +147,19 @@ def temporary_mariadb_database():
 # --- child processes -----------------------------------------------------------
 
 
+def self_signed_certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """A one-day certificate and its key for ``name`` (an IP address or a host name), made with ``openssl``."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    kind = "IP" if re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+", name) else "DNS"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}"]
+        + ["-addext", f"subjectAltName={kind}:{name}", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
 def clean_environment(**settings: str) -> dict[str, str]:
     """``os.environ`` without any setting of the service or of gunicorn, plus ``settings``.
 

@@ -23,6 +23,7 @@ import pytest
 
 from balance_service.config import redis_target
 from balance_service.redis_client import RedisClient, RedisError
+from tests.helpers import self_signed_certificate
 
 PASSWORD = "default-user-password"
 USER, USER_PASSWORD = "limiter", "limiter-password"
@@ -56,17 +57,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "redis.crt", directory / "redis.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
-        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
 @contextmanager
 def running_redis(tls: bool = False, timeout: float = 30) -> Iterator[PrivateRedis]:
     """Start the server (again on other ports if one was taken meanwhile); stop it when the block ends."""
@@ -74,7 +64,7 @@ def running_redis(tls: bool = False, timeout: float = 30) -> Iterator[PrivateRed
     # A short directory: a unix socket's path may be at most 107 bytes, and pytest's tmp_path can be longer.
     directory = Path(tempfile.mkdtemp(prefix="redis-"))
     try:
-        cert, key = _certificate(directory) if tls else (None, None)
+        cert, key = self_signed_certificate(directory, "127.0.0.1") if tls else (None, None)
         for _attempt in range(3):
             port, tls_port, unix_socket = _free_port(), _free_port() if tls else None, str(directory / "redis.sock")
             command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port)]

@@ -14,7 +14,6 @@ import re
 import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from contextlib import contextmanager
@@ -33,7 +32,7 @@ from balance_service.alerts.checker import check_alerts, claim
 from balance_service.alerts.models import BalanceAlert
 from balance_service.extensions import db as _db
 from balance_service.models import TOKEN_DISABLED, Token, User
-from tests.helpers import run_concurrently
+from tests.helpers import run_concurrently, self_signed_certificate
 
 URL = "/v1/user/balance/alerts"
 USD = 500_000  # quota units per dollar
@@ -426,14 +425,7 @@ def certificate(tmp_path):
         if os.environ.get("CI") == "true":
             pytest.fail("the openssl command must be installed in CI, to test HTTPS webhooks")
         pytest.skip("needs the openssl command to make a certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
-        + ["-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed_certificate(tmp_path, "localhost")
 
 
 def test_https_webhooks_check_the_certificate_against_the_url_host(
