@@ -38,12 +38,17 @@ worker_class = "sync"
 timeout = _positive_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = 30
 keepalive = 5
-# Recycle workers now and then so a slow leak can never grow without bound. With
-# the app preloaded a new worker is a fork of the master, ready in milliseconds.
-# All workers take the same share of requests, so without jitter they would all
-# reach the limit together; ±10 % spreads the restarts out.
-max_requests = 10000
-max_requests_jitter = 1000
+# Recycle workers now and then so a slow leak can never grow without bound, but
+# rarely: a new worker's first requests are slow (it connects to the database and
+# Redis, prepares the lookup, reads the options and the table layout, and copies
+# the master's pages it writes to), 50-95 ms for the first. At 10,000 requests a
+# loaded worker was replaced every few seconds, and at one connection the p99 went
+# from 2 ms to 43-68 ms (bench/README.md, issue 11). At 100,000 a worker serving
+# 400 requests a second lives about four minutes. All workers take the same share
+# of requests, so without jitter they would all reach the limit together; ±10 %
+# spreads the restarts out. GUNICORN_MAX_REQUESTS=0 turns recycling off.
+max_requests = _positive_int("GUNICORN_MAX_REQUESTS", 100000) if os.environ.get("GUNICORN_MAX_REQUESTS") != "0" else 0
+max_requests_jitter = max_requests // 10
 # The app is built once, in the master, and the workers are forked from it: they
 # share its memory pages (copy-on-write) and start at once. Measured (issue 11,
 # 2 workers after a short load): RSS per worker 64.0 -> 58.7 MB, PSS 50 -> 30 MB.
