@@ -11,9 +11,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import operations as ops
 from .alerts.cli import check_alerts_command
-from .alerts.schema import upgrade as upgrade_alerts_table
 from .extensions import db
 from .gateway_options import effective
+from .migrations import MigrationBusy, init_database
 from .units import AmountTooLarge, NotANumber, NotWhole, parse_amount
 from .usage.doctor import doctor_command
 
@@ -55,13 +55,18 @@ def _to_quota(amount: str, unit: str) -> int:
 @click.command("init-db")
 @_operator_command
 def init_db() -> None:
-    """Create the users and tokens tables (standalone installs) and balance_alerts, if absent.
+    """Create users and tokens if absent (standalone installs); migrate balance_alerts to the current revision.
 
-    An existing balance_alerts table from an earlier version gets the columns it lacks.
+    The service's own table goes through Alembic (balance_service/migrations):
+    created, or brought up to date from an earlier version's, never a gateway table.
     """
-    db.create_all()
-    upgrade_alerts_table(db.engine)
-    click.echo(f"tables ready in {db.engine.url.render_as_string(hide_password=True)}")
+    try:
+        before, after = init_database(db.engine)
+    except MigrationBusy as e:
+        raise click.ClickException(str(e)) from None
+    where = db.engine.url.render_as_string(hide_password=True)
+    moved = f"migrated from {before or 'nothing'} to {after}" if before != after else f"already at {after}"
+    click.echo(f"tables ready in {where}; balance_alerts {moved}")
 
 
 @click.command("create-user")
@@ -128,8 +133,8 @@ def disable_token(key: str) -> None:
 @click.option("--host", default="127.0.0.1:8000", show_default=True, help="Where the service will listen.")
 @_operator_command
 def demo(host: str) -> None:
-    """Create the tables and, on an empty database, a demo user with a key; print a curl line."""
-    db.create_all()
+    """Create the tables (as init-db does) and, on an empty database, a demo user with a key; print a curl line."""
+    init_database(db.engine)
     if ops.count_users():
         click.echo("The database already has users; create a key with: flask --app wsgi create-token USER")
         return

@@ -29,6 +29,7 @@ from balance_service import create_app, direct_reads
 from balance_service.alerts.models import BalanceAlert
 from balance_service.config import ENV_SETTINGS
 from balance_service.extensions import db as _db
+from balance_service.migrations import init_database
 from balance_service.models import Token, User
 from balance_service.usage.source import CLICKHOUSE_EXTENSION
 from tests.clickhouse import (
@@ -158,7 +159,7 @@ def log_store():
 
 @pytest.fixture
 def make_app(database_url, log_store, request):
-    """Build apps on the test database with config overrides; tables created, rows wiped after.
+    """Build apps on the test database with config overrides; tables made as init-db makes them, rows wiped after.
 
     With ``log_store`` = ``clickhouse``, ``LOG_DATABASE_URL`` points at the test's ClickHouse database, as the
     read-only user (the tables are made and filled as ``default``).
@@ -174,7 +175,7 @@ def make_app(database_url, log_store, request):
         config.update(overrides)
         app = create_app(config)
         with app.app_context():
-            _db.create_all()
+            init_database(_db.engine)  # as init-db does: gateway tables when absent, balance_alerts via Alembic
         apps.append(app)
         return app
 

@@ -10,13 +10,14 @@ from contextlib import suppress
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import event, inspect
+from sqlalchemy import event
 
 from balance_service import create_app
 from balance_service.alerts import store
 from balance_service.alerts.models import BalanceAlert
 from balance_service.config import ConfigError, from_env
 from balance_service.extensions import db as _db
+from balance_service.migrations import init_database
 from balance_service.models import Token, User
 from tests.helpers import run_concurrently, temporary_mariadb_database
 
@@ -268,7 +269,7 @@ def test_alert_creations_in_two_databases_of_one_mariadb_server_do_not_wait_for_
         )
         try:
             with second.app_context():
-                _db.create_all()
+                init_database(_db.engine)
                 user = User(username="same-id-elsewhere")
                 _db.session.add(user)
                 _db.session.commit()
@@ -355,16 +356,6 @@ def test_a_balance_request_stays_one_statement_with_alerts_present(client, auth,
     with count_statements() as statements:
         assert client.get("/v1/balance", headers=auth(key)).status_code == 200
     assert len(statements) == 1, statements
-
-
-def test_init_db_creates_the_alerts_table(tmp_path):
-    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'fresh.sqlite3'}"})
-    with app.app_context():  # the `flask` command pushes one itself
-        result = app.test_cli_runner().invoke(args=["init-db"])
-        assert result.exit_code == 0, result.output
-        columns = {c["name"] for c in inspect(_db.engine).get_columns("balance_alerts")}
-        _db.engine.dispose()
-    assert columns >= {"id", "user_id", "token_id", "threshold", "webhook_url", "secret", "state", "last_error"}
 
 
 def test_alert_settings_are_read_from_the_environment():

@@ -8,19 +8,14 @@ receiver (tests/test_alert_webhooks.py), signed as every alert is.
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import inspect, text
 
-from balance_service import create_app, operations
 from balance_service.alerts.models import BalanceAlert
-from balance_service.alerts.schema import ADDED_COLUMNS
 from balance_service.extensions import db as _db
 from tests.gateway_logs import CONSUME, REFUND, GatewayTables, Log, token_id
-from tests.helpers import temporary_mariadb_database, temporary_postgres_database
 from tests.test_alert_webhooks import expected_signature, listed, run_check, running_receiver, set_token, set_user_quota
 
 URL = "/v1/user/balance/alerts"
@@ -187,79 +182,6 @@ def test_days_left_in_tenths_is_listed_as_given(app, create_token, receiver):
     create_forecast_alert(app, key, receiver.url, Decimal("0.5"))
     create_forecast_alert(app, key, receiver.url, 365)
     assert [(a["days_left"], a["threshold"]) for a in listed(app, key)] == [(Decimal("0.5"), None), (365, None)]
-
-
-@contextmanager
-def throwaway_database(backend, tmp_path):
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'old.sqlite3'}"
-        return
-    with {"postgresql": temporary_postgres_database, "mariadb": temporary_mariadb_database}[backend]() as url:
-        yield url
-
-
-def old_alerts_table(url: str) -> str:
-    """``balance_alerts`` as versions before forecast alerts created it, with one threshold alert of the
-    account of the key returned."""
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url})
-    with app.app_context():
-        _db.create_all()
-        owner = operations.create_user("old-timer", quota=USD)
-        _, key = operations.create_token(owner, name="old")
-        with _db.engine.begin() as connection:
-            for column in ADDED_COLUMNS:  # the first release's layout
-                connection.execute(text(f"ALTER TABLE balance_alerts DROP COLUMN {column}"))
-            connection.execute(
-                text(
-                    "INSERT INTO balance_alerts (user_id, threshold, webhook_url, secret, state, created_at) "
-                    "VALUES (:user, 2500000, 'https://hooks.example/b', :secret, 'below', '2026-01-01 00:00:00')"
-                ),
-                {"user": owner.id, "secret": "ab" * 32},
-            )
-        _db.session.remove()
-        _db.engine.dispose()
-    return key
-
-
-def columns(url: str, table: str) -> list[str]:
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url})
-    with app.app_context():
-        found = [c["name"] for c in inspect(_db.engine).get_columns(table)]
-        _db.engine.dispose()
-    return found
-
-
-@pytest.mark.parametrize("how", ["init-db", "first request"])
-def test_an_existing_alerts_table_gets_the_new_column_and_keeps_its_rows(backend, tmp_path, how):
-    with throwaway_database(backend, tmp_path) as url:
-        key = old_alerts_table(url)
-        logs = GatewayTables(url).create_logs("new-api")
-        gateway_before = {t: columns(url, t) for t in ("users", "tokens", "logs")}
-        try:
-            app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True})
-            with app.app_context() if how == "init-db" else nullcontext():
-                if how == "init-db":
-                    result = app.test_cli_runner().invoke(args=["init-db"])
-                    assert result.exit_code == 0, result.output
-                else:
-                    response = app.test_client().get(URL, headers={"Authorization": f"Bearer {key}"})
-                    assert response.status_code == 200, response.get_json()
-                    [shown] = response.get_json()["alerts"]
-                    assert (shown["threshold"], shown["days_left"]) == (5, None)
-            assert set(ADDED_COLUMNS) <= set(columns(url, "balance_alerts"))
-            assert {t: columns(url, t) for t in gateway_before} == gateway_before, "gateway tables are never altered"
-            with app.app_context():
-                [old] = _db.session.execute(_db.select(BalanceAlert)).scalars().all()
-                assert (old.threshold, old.state, old.days_left_tenths) == (2500000, "below", None)
-                _db.session.remove()
-                _db.engine.dispose()
-            # Running it again finds nothing to add.
-            again = create_app({"SQLALCHEMY_DATABASE_URI": url})
-            with again.app_context():
-                assert again.test_cli_runner().invoke(args=["init-db"]).exit_code == 0
-                _db.engine.dispose()
-        finally:
-            logs.drop()
 
 
 DEAD_LOGS = {

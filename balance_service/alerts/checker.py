@@ -51,6 +51,7 @@ from sqlalchemy.orm import Bundle, aliased
 
 from ..extensions import db
 from ..gateway import Balance, token_refusal
+from ..migrations import require_current
 from ..models import TOKEN_DISABLED, USER_DISABLED, Token, User, live, or_default, soft_delete_columns
 from ..units import conversion, quota_to_unit, remaining_for_display
 from ..usage.forecast import Forecast
@@ -58,7 +59,6 @@ from ..usage.report import present_forecast, scope_forecast
 from ..usage.source import Scope
 from .delivery import DeliveryResult, deliver
 from .models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW, BalanceAlert, utcnow
-from .schema import ensure_upgraded
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ def check_alerts(now: int | None = None) -> CheckSummary:
     summary = CheckSummary()
     now = int(time.time()) if now is None else now
     moment = datetime.fromtimestamp(now, UTC).replace(tzinfo=None)
-    ensure_upgraded(db.engine)
+    require_current(db.engine)  # NotMigrated until init-db ran; never DDL from here
     today = moment.date()  # the UTC day of the pass: the forecast window ends there
     rows = _alerts_with_balances()
     db.session.commit()  # end the read transaction before the first webhook call

@@ -9,6 +9,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..extensions import db
+from ..migrations import NotMigrated
 from .checker import check_alerts
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,10 @@ def check_alerts_command(interval: int | None) -> None:
     mails the output); the alert stays due and the next run retries it.
     """
     if interval is None:
-        summary = check_alerts()
+        try:
+            summary = check_alerts()
+        except NotMigrated as e:
+            raise click.ClickException(str(e)) from None
         click.echo(str(summary))
         if summary.failed:
             raise click.exceptions.Exit(1)
@@ -44,6 +48,8 @@ def check_alerts_command(interval: int | None) -> None:
                 # A database hiccup must not end the loop; the next pass tries again.
                 db.session.rollback()
                 log.error("check-alerts: database error: %s", type(e).__name__)
+            except NotMigrated:
+                pass  # logged once (migrations.require_current); checks resume once init-db has run
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
     except KeyboardInterrupt:
         click.echo("stopped")

@@ -31,8 +31,9 @@ class BalanceAlert(db.Model):
     key of the account may list and delete it; while the key is disabled the
     alert is paused (``checker._creator_hold``, ``store._managed_by``).
     ``failures`` counts failed deliveries in a row and ``next_attempt_at``
-    (naive UTC) holds a failing alert back until then. Columns added after the
-    first release are added to existing tables by ``schema.upgrade``.
+    (naive UTC) holds a failing alert back until then. The table is created
+    and changed by Alembic revisions only (``balance_service/migrations``): a
+    change here needs a new revision.
 
     A forecast alert has ``days_left_tenths`` set (its ``days_left`` in tenths
     of a day) and watches the forecast's days left instead of the balance; its

@@ -21,9 +21,9 @@ from contextlib import contextmanager, nullcontext
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, text
 
 from ..extensions import db
+from ..migrations import require_current
 from ..models import Token, live, soft_delete_columns
 from .models import BalanceAlert
-from .schema import ensure_upgraded
 
 #: INTEGER ids; a larger id cannot exist and would be a database error on PostgreSQL.
 MAX_ID = 2**31 - 1
@@ -72,9 +72,9 @@ def account_lock(user_id: int) -> Iterator[None]:
             connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
 
 
-def table_up_to_date() -> None:
-    """Add the columns a ``balance_alerts`` table from an earlier version lacks (once per process)."""
-    ensure_upgraded(db.engine)
+def table_ready() -> None:
+    """``migrations.NotMigrated`` unless ``init-db`` brought the table to this version's revision (no DDL here)."""
+    require_current(db.engine)
 
 
 def count_alerts(user_id: int) -> int:

@@ -26,19 +26,27 @@ from ..alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, BalanceAler
 from ..alerts.targets import TargetError, check_url
 from ..errors import ApiError
 from ..gateway import alert_refusal
+from ..migrations import NotMigrated
 from ..units import AmountError, NotWhole, conversion, parse_amount, quota_to_unit
 
 bp = Blueprint("alerts", __name__)
 
+#: The answer while the service's table is not migrated; the operator's log line says what to run.
+NOT_SET_UP = "Balance alerts are not set up on this server yet; the operator has to run init-db"
+
 
 @bp.before_request
-def _table_up_to_date() -> None:
-    """A table from an earlier version gets its new columns before the first use (once per process).
+def _table_ready() -> None:
+    """503 until ``init-db`` has migrated ``balance_alerts`` (checked once per process; the log says it once).
 
     Not for a CORS preflight: it carries no key and must not fail on the database.
     """
-    if request.method != "OPTIONS":
-        store.table_up_to_date()
+    if request.method == "OPTIONS":
+        return
+    try:
+        store.table_ready()
+    except NotMigrated:
+        raise ApiError(503, NOT_SET_UP) from None
 
 
 _FIELDS = ("threshold", "days_left", "webhook_url", "scope")
