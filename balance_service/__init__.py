@@ -21,7 +21,7 @@ from .extensions import db
 from .logging_setup import configure as configure_logging
 from .version import __version__
 
-__all__ = ["__version__", "create_app"]
+__all__ = ["__version__", "after_fork", "create_app"]
 
 
 def _flat_json(obj: Any) -> str | None:
@@ -132,18 +132,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     limiting = ratelimit.init_app(app)
 
-    # Request hooks, all in this one place, in the order they must run. Flask runs
-    # the app's before_request hooks in the order registered (then the blueprints'
-    # own: the api blueprint's ``authenticate`` comes after all of these) and the
-    # after_request hooks in the reverse order; error handlers' responses go
-    # through the after_request hooks too.
-    #   before: 1. start_request (clock, request id)  2. refuse_blocked_client (429)
-    #   after:  1. count_failed_auth (sees the 401)  2. CORS headers (cors.py)  3. finish_request
-    # finish_request is registered first so that it runs last and its header,
-    # metrics and access-log line describe the response exactly as it is sent.
+    # The app-wide request hooks; the api blueprint's own (limiter, auth, CORS) are in blueprints/__init__.py.
+    # Flask runs the app's before_request hooks before the blueprint's, and its after_request hooks after
+    # the blueprint's, in reverse order of registration; error handlers' responses go through them too.
+    # finish_request is registered first so that it runs last and its header, metrics and access-log line
+    # describe the response exactly as it is sent.
     app.before_request(observability.start_request)
     app.after_request(observability.finish_request)
-    cors.init_app(app)  # Flask-CORS's after_request hook, then the API's cached headers (see cors.py)
+    cors.init_app(app)  # Flask-CORS's after_request hook (preflights, /openapi.json; see cors.py)
     if limiting:
         app.before_request(ratelimit.refuse_blocked_client)
         app.after_request(ratelimit.count_failed_auth)
@@ -158,22 +154,24 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from .cli import register_commands
 
     register_commands(app)
-    _dispose_engines_after_fork(app)
+    with app.app_context():
+        _engines.update(db.engines.values())
     return app
 
 
+#: Every app's engines, for ``after_fork``.
 _engines: weakref.WeakSet = weakref.WeakSet()
 
 
-def _reset_engines_in_child() -> None:
+def after_fork() -> None:
+    """In a process just forked from one that built apps (a gunicorn worker of a preloaded master).
+
+    gunicorn's ``post_fork`` (gunicorn_conf.py) calls it: the child must never
+    talk on, or close, the parent's database connections. The pools forget
+    theirs without closing them, and so does the per-worker reader
+    (``direct_reads``); redis-py and the ClickHouse pool notice the new process
+    by themselves.
+    """
     for engine in list(_engines):
         engine.dispose(close=False)
-
-
-os.register_at_fork(after_in_child=_reset_engines_in_child)
-
-
-def _dispose_engines_after_fork(app: Flask) -> None:
-    """A forked worker must not reuse the parent's pooled connections (gunicorn ``preload_app``)."""
-    with app.app_context():
-        _engines.update(db.engines.values())
+    direct_reads.forget_connections()

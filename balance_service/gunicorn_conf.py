@@ -126,6 +126,17 @@ def pre_fork(server, worker):
     gc.freeze()
 
 
+def post_fork(server, worker):
+    """In each new worker, before anything else: let go of the connections inherited from the master.
+
+    Only a preloaded app has any (the package is then loaded here already); see
+    ``balance_service.after_fork``. The benchmark's reference apps never load the package.
+    """
+    package = sys.modules.get("balance_service")
+    if package is not None:
+        package.after_fork()
+
+
 def post_worker_init(worker):
     """The same in the worker once it has its app (this is where the app is built without preload).
 

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import literal_column, select
 from sqlalchemy.engine import make_url
 
+import balance_service
 from balance_service import direct_reads
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"])
@@ -172,6 +173,7 @@ def test_a_forked_worker_opens_its_own_connection_and_leaves_the_parents_alone(c
     if pid == 0:  # the child, as a gunicorn worker forked from a preloaded master
         ok = False
         try:
+            balance_service.after_fork()  # what gunicorn's post_fork does (gunicorn_conf.py)
             ok = client.get("/v1/balance", headers={"Authorization": f"Bearer {key}"}).status_code == 200
         finally:
             os._exit(0 if ok else 1)
