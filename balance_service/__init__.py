@@ -14,8 +14,9 @@ from flask import Flask
 from flask.json.provider import JSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import config as config_module
 from . import cors, direct_reads, observability, ratelimit
+from .config import ENV_SETTINGS, Settings, flask_config
+from .config import EXTENSION as SETTINGS_EXTENSION
 from .errors import register_error_handlers
 from .extensions import db
 from .logging_setup import configure as configure_logging
@@ -105,7 +106,12 @@ class _Flask(Flask):
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Application factory; ``config`` (tests) overrides what the environment says."""
+    """Application factory.
+
+    ``config`` (tests) overrides the environment: an entry named like a
+    setting's variable (``BALANCE_UNIT``) is that setting, as text to parse or
+    as the parsed value; any other entry (``TESTING``) goes to Flask's config.
+    """
     app = _Flask(__name__, instance_relative_config=True)
     # Werkzeug would answer ``/v1//balance`` with a 308 redirect whose body is
     # HTML (Flask sends routing redirects past the error handlers); an API
@@ -113,16 +119,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.merge_slashes = False
     app.json_provider_class = ExactJSONProvider
     app.json = ExactJSONProvider(app)
-    settings = config_module.from_env()
-    settings.update(config or {})
-    app.config.update(config_module.finalize(settings, app.instance_path))
+    given = dict(config or {})
+    settings = Settings.from_env(**{name: given.pop(name) for name in ENV_SETTINGS if name in given})
+    app.extensions[SETTINGS_EXTENSION] = settings
+    app.config.update(flask_config(settings, app.instance_path))
+    app.config.update(given)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         os.makedirs(app.instance_path, exist_ok=True)
 
-    configure_logging(app.config["LOG_LEVEL"])
-    if app.config.get("PROXY_FIX_X_FOR"):
+    configure_logging(settings.log_level)
+    if settings.proxy_fix_x_for:
         # Trust that many proxies' X-Forwarded-For: the client address for logs and rate limits.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_fix_x_for)
     observability.init_app(app)
     db.init_app(app)
     # The "logs" bind (LOG_DATABASE_URL) only holds gateway tables: create_all() must never touch it,

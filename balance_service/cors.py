@@ -15,6 +15,8 @@ from typing import Any
 from flask import Flask, Response, current_app, request
 from flask_cors.core import get_cors_headers, get_cors_options
 
+from .config import CORS_MAX_AGE
+from .config import EXTENSION as SETTINGS
 from .extensions import cors
 
 #: Distinct Origin values remembered; past that (a client making up origins) headers are computed each time.
@@ -27,11 +29,11 @@ _EXTENSION = "balance_cors_headers"
 def init_app(app: Flask) -> None:
     """Flask-CORS on the API, the docs and the OpenAPI document; the options ``api_cors_headers`` caches from."""
     options: dict[str, Any] = {
-        "origins": app.config["CORS_ORIGINS"],
+        "origins": app.extensions[SETTINGS].cors_origins,
         "allow_headers": ["Authorization", "Content-Type", "X-Request-ID"],
         "expose_headers": ["X-Request-ID", "Retry-After"],
         "methods": ["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
-        "max_age": app.config["CORS_MAX_AGE"],
+        "max_age": CORS_MAX_AGE,
         "supports_credentials": False,
     }
     # The documented paths come with and without /v1 (/user/balance, /balance).

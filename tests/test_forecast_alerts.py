@@ -35,7 +35,7 @@ def receiver():
 
 @pytest.fixture
 def app(make_app):
-    return make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_RETRY_BACKOFF=0.01, ALERT_WEBHOOK_TIMEOUT=2)
+    return make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_a_forecast_that_cannot_be_told_never_fires(app, make_app, receiver, gat
     logs = gateway_tables().create_logs("new-api")
     logs.set_options({"LogConsumeEnabled": "true"})
     # A fresh process: the layout seen above (no logs, no options) is trusted for LAYOUT_TTL seconds.
-    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_RETRY_BACKOFF=0.01, ALERT_WEBHOOK_TIMEOUT=2)
+    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
     assert "0 notified" in run_check(app).output  # a logs table, nothing spent
     spend_a_dollar_a_day(logs, owner, token_id(app, unlimited))
     set_token(app, unlimited, remain_quota=0)
@@ -201,7 +201,7 @@ def throwaway_database(backend, tmp_path):
 def old_alerts_table(url: str) -> str:
     """``balance_alerts`` as versions before forecast alerts created it, with one threshold alert of the
     account of the key returned."""
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url})
+    app = create_app({"DATABASE_URL": url})
     with app.app_context():
         _db.create_all()
         owner = operations.create_user("old-timer", quota=USD)
@@ -222,7 +222,7 @@ def old_alerts_table(url: str) -> str:
 
 
 def columns(url: str, table: str) -> list[str]:
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url})
+    app = create_app({"DATABASE_URL": url})
     with app.app_context():
         found = [c["name"] for c in inspect(_db.engine).get_columns(table)]
         _db.engine.dispose()
@@ -236,7 +236,7 @@ def test_an_existing_alerts_table_gets_the_new_column_and_keeps_its_rows(backend
         logs = GatewayTables(url).create_logs("new-api")
         gateway_before = {t: columns(url, t) for t in ("users", "tokens", "logs")}
         try:
-            app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True})
+            app = create_app({"DATABASE_URL": url, "TESTING": True})
             with app.app_context() if how == "init-db" else nullcontext():
                 if how == "init-db":
                     result = app.test_cli_runner().invoke(args=["init-db"])
@@ -254,7 +254,7 @@ def test_an_existing_alerts_table_gets_the_new_column_and_keeps_its_rows(backend
                 _db.session.remove()
                 _db.engine.dispose()
             # Running it again finds nothing to add.
-            again = create_app({"SQLALCHEMY_DATABASE_URI": url})
+            again = create_app({"DATABASE_URL": url})
             with again.app_context():
                 assert again.test_cli_runner().invoke(args=["init-db"]).exit_code == 0
                 _db.engine.dispose()
@@ -274,10 +274,7 @@ def test_an_unreadable_log_database_holds_forecast_alerts_and_threshold_alerts_g
 ):
     app = make_app(
         ALERT_ALLOW_PRIVATE_TARGETS=True,
-        ALERT_RETRY_BACKOFF=0.01,
-        ALERT_WEBHOOK_TIMEOUT=2,
         LOG_DATABASE_URL=DEAD_LOGS[backend],
-        DB_CONNECT_TIMEOUT=1,
     )
     owner = create_user(quota=USD)
     key = create_token(user_id=owner)

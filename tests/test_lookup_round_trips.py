@@ -125,7 +125,7 @@ def app_config(proxy, postgres_url):
     url = make_url(postgres_url).set(
         host="127.0.0.1", port=proxy.port, query={"sslmode": "disable", "gssencmode": "disable"}
     )
-    return {"SQLALCHEMY_DATABASE_URI": url.render_as_string(hide_password=False)}
+    return {"DATABASE_URL": url.render_as_string(hide_password=False)}
 
 
 def balance(client, key, path="/v1/balance"):
