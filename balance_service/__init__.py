@@ -79,32 +79,6 @@ class ExactJSONProvider(JSONProvider):
             raise ValueError(f"unreadable JSON: {type(e).__name__}") from None
 
 
-class _Flask(Flask):
-    """Flask, remembering which functions are plain ``def`` functions.
-
-    Flask asks ``inspect`` whether each hook and view is a coroutine function,
-    on every request (eight times for a balance request); the answer for a
-    given function never changes.
-    """
-
-    _MAX_REMEMBERED = 256
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._plain_functions: set[Any] = set()
-
-    def ensure_sync(self, func: Any) -> Any:
-        try:
-            if func in self._plain_functions:
-                return func
-        except TypeError:  # a method of an unhashable object: ask Flask each time
-            return super().ensure_sync(func)
-        wrapped = super().ensure_sync(func)
-        if wrapped is func and len(self._plain_functions) < self._MAX_REMEMBERED:
-            self._plain_functions.add(func)
-        return wrapped
-
-
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Application factory.
 
@@ -112,7 +86,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     setting's variable (``BALANCE_UNIT``) is that setting, as text to parse or
     as the parsed value; any other entry (``TESTING``) goes to Flask's config.
     """
-    app = _Flask(__name__, instance_relative_config=True)
+    app = Flask(__name__, instance_relative_config=True)
     # Werkzeug would answer ``/v1//balance`` with a 308 redirect whose body is
     # HTML (Flask sends routing redirects past the error handlers); an API
     # path is exact, so such a path is a JSON 404 like any other unknown one.
