@@ -1,9 +1,7 @@
 """gunicorn settings for a checkout: ``gunicorn -c gunicorn.conf.py wsgi:app`` (``scripts/run``).
 
 The settings live in the package, ``balance_service/gunicorn_conf.py``, so that an installed wheel
-has them too. That file is run here by path rather than imported: importing ``balance_service``
-would load the package into gunicorn's master even with ``GUNICORN_PRELOAD=0``, and workers
-started after a ``HUP`` would inherit that old code instead of loading the new one.
+has them too; they are run here by path, as ``balance-service serve`` gives gunicorn that file.
 """
 
 from pathlib import Path

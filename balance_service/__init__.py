@@ -14,14 +14,15 @@ from flask import Flask
 from flask.json.provider import JSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import config as config_module
 from . import cors, direct_reads, observability, ratelimit
+from .config import ENV_SETTINGS, Settings, flask_config
+from .config import EXTENSION as SETTINGS_EXTENSION
 from .errors import register_error_handlers
 from .extensions import db
 from .logging_setup import configure as configure_logging
 from .version import __version__
 
-__all__ = ["__version__", "create_app"]
+__all__ = ["__version__", "after_fork", "create_app"]
 
 
 def _flat_json(obj: Any) -> str | None:
@@ -78,51 +79,32 @@ class ExactJSONProvider(JSONProvider):
             raise ValueError(f"unreadable JSON: {type(e).__name__}") from None
 
 
-class _Flask(Flask):
-    """Flask, remembering which functions are plain ``def`` functions.
-
-    Flask asks ``inspect`` whether each hook and view is a coroutine function,
-    on every request (eight times for a balance request); the answer for a
-    given function never changes.
-    """
-
-    _MAX_REMEMBERED = 256
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._plain_functions: set[Any] = set()
-
-    def ensure_sync(self, func: Any) -> Any:
-        try:
-            if func in self._plain_functions:
-                return func
-        except TypeError:  # a method of an unhashable object: ask Flask each time
-            return super().ensure_sync(func)
-        wrapped = super().ensure_sync(func)
-        if wrapped is func and len(self._plain_functions) < self._MAX_REMEMBERED:
-            self._plain_functions.add(func)
-        return wrapped
-
-
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Application factory; ``config`` (tests) overrides what the environment says."""
-    app = _Flask(__name__, instance_relative_config=True)
+    """Application factory.
+
+    ``config`` (tests) overrides the environment: an entry named like a
+    setting's variable (``BALANCE_UNIT``) is that setting, as text to parse or
+    as the parsed value; any other entry (``TESTING``) goes to Flask's config.
+    """
+    app = Flask(__name__, instance_relative_config=True)
     # Werkzeug would answer ``/v1//balance`` with a 308 redirect whose body is
     # HTML (Flask sends routing redirects past the error handlers); an API
     # path is exact, so such a path is a JSON 404 like any other unknown one.
     app.url_map.merge_slashes = False
     app.json_provider_class = ExactJSONProvider
     app.json = ExactJSONProvider(app)
-    settings = config_module.from_env()
-    settings.update(config or {})
-    app.config.update(config_module.finalize(settings, app.instance_path))
+    given = dict(config or {})
+    settings = Settings.from_env(**{name: given.pop(name) for name in ENV_SETTINGS if name in given})
+    app.extensions[SETTINGS_EXTENSION] = settings
+    app.config.update(flask_config(settings, app.instance_path))
+    app.config.update(given)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         os.makedirs(app.instance_path, exist_ok=True)
 
-    configure_logging(app.config["LOG_LEVEL"])
-    if app.config.get("PROXY_FIX_X_FOR"):
+    configure_logging(settings.log_level)
+    if settings.proxy_fix_x_for:
         # Trust that many proxies' X-Forwarded-For: the client address for logs and rate limits.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_fix_x_for)
     observability.init_app(app)
     db.init_app(app)
     # The "logs" bind (LOG_DATABASE_URL) only holds gateway tables: create_all() must never touch it,
@@ -132,18 +114,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     limiting = ratelimit.init_app(app)
 
-    # Request hooks, all in this one place, in the order they must run. Flask runs
-    # the app's before_request hooks in the order registered (then the blueprints'
-    # own: the api blueprint's ``authenticate`` comes after all of these) and the
-    # after_request hooks in the reverse order; error handlers' responses go
-    # through the after_request hooks too.
-    #   before: 1. start_request (clock, request id)  2. refuse_blocked_client (429)
-    #   after:  1. count_failed_auth (sees the 401)  2. CORS headers (cors.py)  3. finish_request
-    # finish_request is registered first so that it runs last and its header,
-    # metrics and access-log line describe the response exactly as it is sent.
+    # The app-wide request hooks; the api blueprint's own (limiter, auth, CORS) are in blueprints/__init__.py.
+    # Flask runs the app's before_request hooks before the blueprint's, and its after_request hooks after
+    # the blueprint's, in reverse order of registration; error handlers' responses go through them too.
+    # finish_request is registered first so that it runs last and its header, metrics and access-log line
+    # describe the response exactly as it is sent.
     app.before_request(observability.start_request)
     app.after_request(observability.finish_request)
-    cors.init_app(app)  # Flask-CORS's after_request hook, then the API's cached headers (see cors.py)
+    cors.init_app(app)  # Flask-CORS's after_request hook (preflights, /openapi.json; see cors.py)
     if limiting:
         app.before_request(ratelimit.refuse_blocked_client)
         app.after_request(ratelimit.count_failed_auth)
@@ -158,22 +136,24 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from .cli import register_commands
 
     register_commands(app)
-    _dispose_engines_after_fork(app)
+    with app.app_context():
+        _engines.update(db.engines.values())
     return app
 
 
+#: Every app's engines, for ``after_fork``.
 _engines: weakref.WeakSet = weakref.WeakSet()
 
 
-def _reset_engines_in_child() -> None:
+def after_fork() -> None:
+    """In a process just forked from one that built apps (a gunicorn worker of a preloaded master).
+
+    gunicorn's ``post_fork`` (gunicorn_conf.py) calls it: the child must never
+    talk on, or close, the parent's database connections. The pools forget
+    theirs without closing them, and so does the per-worker reader
+    (``direct_reads``); redis-py and the ClickHouse pool notice the new process
+    by themselves.
+    """
     for engine in list(_engines):
         engine.dispose(close=False)
-
-
-os.register_at_fork(after_in_child=_reset_engines_in_child)
-
-
-def _dispose_engines_after_fork(app: Flask) -> None:
-    """A forked worker must not reuse the parent's pooled connections (gunicorn ``preload_app``)."""
-    with app.app_context():
-        _engines.update(db.engines.values())
+    direct_reads.forget_connections()

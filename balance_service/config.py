@@ -1,67 +1,44 @@
-"""Configuration, read from environment variables in one place.
+"""Settings: every environment variable the service reads, parsed once at start-up into one ``Settings``.
 
-Every setting the service understands is listed here (and in the README's
-configuration table); nothing else in the package reads ``os.environ``.
+``Settings`` is the one list: each field names its variable, its default and
+its parser, and a bad value stops the start-up with a message naming the
+variable. ``create_app`` parses the environment once and keeps the result on
+the app (``settings()``); the gunicorn settings (``gunicorn_conf.py``) load this
+module by path and use the same parser. Nothing else in the package reads
+``os.environ``. A variable that earlier versions read and this one does not
+stops the start-up too, saying what replaced it (``REMOVED``): a setting is
+never silently ignored.
+
+The libraries' own variables are theirs to read: ``WEB_CONCURRENCY``,
+``FORWARDED_ALLOW_IPS`` and ``GUNICORN_CMD_ARGS`` gunicorn's,
+``PROMETHEUS_MULTIPROC_DIR`` prometheus_client's.
+
+This module imports nothing from the package (only the standard library and
+Flask), so that gunicorn's master can load it without loading the service.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlparse
 
-#: Every environment variable this module reads (tests clear them all, so a
-#: developer's own settings cannot change what a test sees).
-ENV_SETTINGS = (
-    "DATABASE_URL",
-    "LOG_DATABASE_URL",
-    "BALANCE_UNIT",
-    "QUOTA_PER_UNIT",
-    "USD_EXCHANGE_RATE",
-    "UNLIMITED_USER_ROLES",
-    "CORS_ORIGINS",
-    "CORS_MAX_AGE",
-    "DB_CONNECT_TIMEOUT",
-    "DB_STATEMENT_TIMEOUT_MS",
-    "LOG_LEVEL",
-    "BILLING_SOURCE",
-    "AUTH_FAILURE_LIMIT",
-    "RATELIMIT_STORAGE_URI",
-    "PROXY_FIX_X_FOR",
-    "PROMETHEUS_MULTIPROC_DIR",
-    "ALERT_ALLOW_PRIVATE_TARGETS",
-    "ALERT_MAX_PER_USER",
-    "ALERT_WEBHOOK_TIMEOUT",
-    "ALERT_WEBHOOK_ATTEMPTS",
-    "ALERT_RETRY_BACKOFF",
-    "ALERT_DNS_TIMEOUT",
-    "ALERT_DELIVERY_WORKERS",
-    "ALERT_DELIVERY_DEADLINE",
-    "ALERT_FAILURE_BACKOFF_MAX",
-    "GATEWAY_LAYOUT_TTL",
-    "GATEWAY_OPTIONS_TTL",
-)
+from flask import current_app
 
 UNITS = ("USD", "CNY", "tokens")
-BILLING_SOURCES = ("token", "user")
 RATELIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
+
+#: Seconds to wait for a new database connection before a request answers 503.
+DB_CONNECT_TIMEOUT = 3
+#: Seconds a browser may keep a CORS preflight answer.
+CORS_MAX_AGE = 86400
 
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot run with; raised at start-up, not per request."""
-
-
-def _decimal(name: str, raw: str) -> Decimal:
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not value.is_finite() or value <= 0:
-        raise ConfigError(f"{name} must be a positive number, got {raw!r}")
-    return value
 
 
 def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
@@ -85,11 +62,6 @@ def _unit(raw: str) -> str | None:
     if not matches:
         raise ConfigError(f"BALANCE_UNIT must be one of {', '.join(UNITS)}, got {unit!r}")
     return matches[0]
-
-
-def _optional(parse: Any, name: str, raw: str) -> Any:
-    """``None`` for an empty or unset variable (the gateway's options table decides), else the parsed value."""
-    return parse(name, raw) if raw.strip() else None
 
 
 def _log_level(raw: str) -> str:
@@ -124,11 +96,6 @@ def parse_rate(raw: str) -> Rate | None:
     return Rate(int(match[1]), int(match[2] or 1) * _RATE_UNITS[match[3].lower()])
 
 
-def auth_failure_limit(raw: str) -> str | None:
-    """``AUTH_FAILURE_LIMIT``: a rate such as ``20/minute`` (see :func:`parse_rate`), or ``0``/``off`` (``None``)."""
-    return None if parse_rate(raw) is None else raw.strip()
-
-
 def _bool(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -138,23 +105,6 @@ def _bool(name: str, raw: str) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
-def _seconds(name: str, raw: str, allow_zero: bool = False, maximum: int | None = None) -> float:
-    """A duration for sockets and sleeps (time, not money, so a float is fine).
-
-    ``maximum`` keeps huge values out: ``1e400`` would become ``float('inf')``,
-    which socket timeouts reject with an OverflowError.
-    """
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not value.is_finite() or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {raw!r}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be at most {maximum} seconds, got {raw!r}")
-    return float(value)
-
-
 #: ``https://*.example.com`` (optionally with a port): any subdomain of example.com, at any depth.
 _DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 _SUBDOMAIN_WILDCARD = re.compile(rf"(https?)://\*\.((?:{_DNS_LABEL}\.)+{_DNS_LABEL})(:\d{{1,5}})?")
@@ -162,7 +112,7 @@ _SUBDOMAIN_WILDCARD = re.compile(rf"(https?)://\*\.((?:{_DNS_LABEL}\.)+{_DNS_LAB
 _REGEX_CHARACTERS = frozenset("*\\]?$^[()")
 
 
-def cors_origins(raw: str) -> str | list[str | re.Pattern[str]]:
+def cors_origins(raw: str) -> str | tuple[str | re.Pattern[str], ...]:
     """``CORS_ORIGINS``: ``*`` alone, or comma-separated exact origins and ``https://*.example.com`` entries.
 
     flask-cors reads any origin containing ``*``, ``?``, ``$``, brackets or a
@@ -192,7 +142,7 @@ def cors_origins(raw: str) -> str | list[str | re.Pattern[str]]:
         scheme, domain, port = wildcard.groups()
         pattern = rf"{scheme}://(?:{_DNS_LABEL}\.)+{re.escape(domain + (port or ''))}\Z"
         origins.append(re.compile(pattern, re.IGNORECASE))
-    return origins
+    return tuple(origins)
 
 
 class RedisTarget(NamedTuple):
@@ -364,9 +314,20 @@ def _timeout_from_ms(milliseconds: int) -> float | None:
     return milliseconds / 1000 if milliseconds else None
 
 
-def _clickhouse_url(raw: str) -> str:
-    """A ``clickhouse://`` URL checked at start-up: it must name a host (the driver's port default is 9000)."""
+def _log_database_url(name: str, raw: str) -> str | None:
+    """``LOG_DATABASE_URL``: a SQL database's URL, or ``clickhouse://`` (checked here: it must name a host)."""
     url = raw.strip()
+    if not url:
+        return None
+    scheme = urlparse(url).scheme.lower()
+    if scheme in ("tcp", "http", "https"):
+        # new-api's other ClickHouse DSN forms: say what to write instead of failing on an unknown driver.
+        raise ConfigError(
+            "LOG_DATABASE_URL: tcp:// and http(s):// are new-api's ClickHouse DSN forms; this service reads ClickHouse "
+            "over the native protocol: clickhouse://user:password@host:9000/database"
+        )
+    if scheme not in CLICKHOUSE_SCHEMES:
+        return url
     parsed = urlparse(url)
     try:
         parsed.port  # noqa: B018 - raises ValueError on a port that is not a number
@@ -377,98 +338,122 @@ def _clickhouse_url(raw: str) -> str:
     return url
 
 
-def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Build the Flask config mapping from environment variables (``os.environ`` by default)."""
-    env = os.environ if env is None else env
-    roles_raw = env.get("UNLIMITED_USER_ROLES", "").strip()
-    roles = frozenset(_int("UNLIMITED_USER_ROLES", r.strip()) for r in roles_raw.split(",") if r.strip())
-    connect_timeout = _int("DB_CONNECT_TIMEOUT", env.get("DB_CONNECT_TIMEOUT", "3"), 1)
-    statement_timeout = _int("DB_STATEMENT_TIMEOUT_MS", env.get("DB_STATEMENT_TIMEOUT_MS", "5000"), 0)
-    url = env.get("DATABASE_URL", "").strip()  # normalized in finalize(), with URLs given by tests
-    billing_source = env.get("BILLING_SOURCE", "").strip().lower() or "token"
-    if billing_source not in BILLING_SOURCES:
-        raise ConfigError(f"BILLING_SOURCE must be one of {', '.join(BILLING_SOURCES)}, got {billing_source!r}")
+def _text(name: str, raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _roles(name: str, raw: str) -> frozenset[int]:
+    return frozenset(_int(name, part.strip()) for part in raw.split(",") if part.strip())
+
+
+def _positive(name: str, raw: str) -> int:
+    return _int(name, raw)
+
+
+def _rate(name: str, raw: str) -> Rate | None:
+    return parse_rate(raw)
+
+
+def _setting(env: str, default: str, parse: Callable[[str, str], Any]) -> Any:
+    """A ``Settings`` field: read from the variable ``env`` (``default`` when unset) by ``parse(env, text)``."""
+    return field(metadata={"env": env, "default": default, "parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service, parsed; the README's configuration table describes each variable."""
+
+    #: The gateway's database; None: the embedded SQLite file in the instance folder.
+    database_url: str | None = _setting("DATABASE_URL", "", _text)
+    #: Where the gateway keeps its logs when apart (its LOG_SQL_DSN), or ClickHouse.
+    log_database_url: str | None = _setting("LOG_DATABASE_URL", "", _log_database_url)
+    #: USD, CNY or tokens; None: the gateway's own display type.
+    balance_unit: str | None = _setting("BALANCE_UNIT", "", lambda name, raw: _unit(raw))
+    unlimited_user_roles: frozenset[int] = _setting("UNLIMITED_USER_ROLES", "", _roles)
+    cors_origins: str | tuple[str | re.Pattern[str], ...] = _setting(
+        "CORS_ORIGINS", "*", lambda name, raw: cors_origins(raw)
+    )
+    #: None: the failed-auth limiter is off.
+    auth_failure_limit: Rate | None = _setting("AUTH_FAILURE_LIMIT", "20/minute", _rate)
+    ratelimit_storage_uri: str = _setting(
+        "RATELIMIT_STORAGE_URI", "memory://", lambda n, raw: ratelimit_storage_uri(raw)
+    )
+    proxy_fix_x_for: int = _setting("PROXY_FIX_X_FOR", "0", _positive)
+    log_level: str = _setting("LOG_LEVEL", "INFO", lambda name, raw: _log_level(raw))
+    #: PostgreSQL's statement_timeout; the client's read/write timeout on MySQL/MariaDB (0: none).
+    db_statement_timeout_ms: int = _setting("DB_STATEMENT_TIMEOUT_MS", "5000", _positive)
+    alert_allow_private_targets: bool = _setting("ALERT_ALLOW_PRIVATE_TARGETS", "false", _bool)
+    #: Where gunicorn listens (read by gunicorn_conf.py; ``demo`` prints it).
+    bind: str = _setting("BIND", "127.0.0.1:8000", lambda name, raw: raw.strip() or "127.0.0.1:8000")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **given: Any) -> Settings:
+        """Parse ``env`` (``os.environ`` by default); ``given`` (tests, by variable name) overrides it.
+
+        A given value that is text is parsed like the environment's; any other
+        value is taken as the parsed value itself (``AUTH_FAILURE_LIMIT=None``).
+        """
+        env = os.environ if env is None else env
+        removed = sorted(name for name in REMOVED if name in env or name in given)
+        if removed:
+            raise ConfigError("; ".join(f"{name} is no longer read: {REMOVED[name]}" for name in removed))
+        values = {}
+        for spec in fields(cls):
+            name = spec.metadata["env"]
+            raw = given[name] if name in given else env.get(name, spec.metadata["default"])
+            values[spec.name] = spec.metadata["parse"](name, raw) if isinstance(raw, str) else raw
+        return cls(**values)
+
+
+#: Every environment variable ``Settings`` reads (tests clear them all, so a developer's own settings
+#: cannot change what a test sees).
+ENV_SETTINGS = tuple(spec.metadata["env"] for spec in fields(Settings))
+
+#: Variables earlier versions read, and what replaced each; any of them set stops the start-up.
+REMOVED = {
+    "QUOTA_PER_UNIT": "the gateway's own QuotaPerUnit option is used (BALANCE_UNIT still chooses the unit)",
+    "USD_EXCHANGE_RATE": "the gateway's own USDExchangeRate option is used (BALANCE_UNIT still chooses the unit)",
+    "BILLING_SOURCE": "the billing endpoints follow the gateway's own DisplayTokenStatEnabled option",
+    "GATEWAY_OPTIONS_TTL": "the gateway's options and table layout are read again every minute",
+    "GATEWAY_LAYOUT_TTL": "the gateway's options and table layout are read again every minute",
+    "CORS_MAX_AGE": f"browsers keep a preflight answer {CORS_MAX_AGE} seconds",
+    "DB_CONNECT_TIMEOUT": f"a database connection is waited for {DB_CONNECT_TIMEOUT} seconds at most",
+    "ALERT_MAX_PER_USER": "an account keeps at most 20 alerts",
+    "ALERT_WEBHOOK_TIMEOUT": "check-alerts --timeout",
+    "ALERT_WEBHOOK_ATTEMPTS": "check-alerts --attempts",
+    "ALERT_RETRY_BACKOFF": "check-alerts --retry-backoff",
+    "ALERT_DNS_TIMEOUT": "names are looked up for 2 seconds at most",
+    "ALERT_DELIVERY_WORKERS": "check-alerts --workers",
+    "ALERT_DELIVERY_DEADLINE": "check-alerts --deadline",
+    "ALERT_FAILURE_BACKOFF_MAX": "check-alerts --max-backoff",
+    "GUNICORN_TIMEOUT": 'GUNICORN_CMD_ARGS="--timeout N"',
+    "GUNICORN_MAX_REQUESTS": 'GUNICORN_CMD_ARGS="--max-requests N" (0: never replace workers)',
+    "GUNICORN_ACCESS_LOG": 'GUNICORN_CMD_ARGS="--access-logfile -"',
+    "GUNICORN_PRELOAD": "the app is always preloaded; restart the master to deploy new code",
+}
+
+EXTENSION = "balance_settings"
+
+
+def settings() -> Settings:
+    """The current app's settings (needs an app context)."""
+    return current_app.extensions[EXTENSION]
+
+
+def flask_config(settings: Settings, instance_path: str) -> dict[str, Any]:
+    """What Flask and Flask-SQLAlchemy read from ``app.config``, derived from ``settings``."""
+    url = normalize_database_url(settings.database_url or "sqlite:///" + os.path.join(instance_path, "balance.sqlite3"))
+    timeouts = (DB_CONNECT_TIMEOUT, settings.db_statement_timeout_ms)
     config: dict[str, Any] = {
-        # Unset (None): the gateway's own options table decides (gateway_options.py).
-        "BALANCE_UNIT": _unit(env.get("BALANCE_UNIT", "")),
-        "QUOTA_PER_UNIT": _optional(_decimal, "QUOTA_PER_UNIT", env.get("QUOTA_PER_UNIT", "")),
-        "USD_EXCHANGE_RATE": _optional(_decimal, "USD_EXCHANGE_RATE", env.get("USD_EXCHANGE_RATE", "")),
-        "GATEWAY_OPTIONS_TTL": _seconds(
-            "GATEWAY_OPTIONS_TTL", env.get("GATEWAY_OPTIONS_TTL", "60"), allow_zero=True, maximum=86400
-        ),
-        "UNLIMITED_USER_ROLES": roles,
-        "CORS_ORIGINS": cors_origins(env.get("CORS_ORIGINS", "*")),
-        "CORS_MAX_AGE": _int("CORS_MAX_AGE", env.get("CORS_MAX_AGE", "86400")),
-        "DB_CONNECT_TIMEOUT": connect_timeout,
-        "DB_STATEMENT_TIMEOUT_MS": statement_timeout,
-        "LOG_LEVEL": _log_level(env.get("LOG_LEVEL", "INFO")),
+        "SQLALCHEMY_DATABASE_URI": url,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(url, *timeouts),
         # The only bodies the API reads are small alert definitions.
         "MAX_CONTENT_LENGTH": 16 * 1024,
-        "BILLING_SOURCE": billing_source,
-        # Seconds before the gateway's table layout (soft delete or not) is inspected again.
-        "GATEWAY_LAYOUT_TTL": _int("GATEWAY_LAYOUT_TTL", env.get("GATEWAY_LAYOUT_TTL", "300"), 0, 86400),
-        "AUTH_FAILURE_LIMIT": auth_failure_limit(env.get("AUTH_FAILURE_LIMIT", "20/minute")),
-        "RATELIMIT_STORAGE_URI": ratelimit_storage_uri(env.get("RATELIMIT_STORAGE_URI", "")),
-        "PROXY_FIX_X_FOR": _int("PROXY_FIX_X_FOR", env.get("PROXY_FIX_X_FOR", "0")),
-        "PROMETHEUS_MULTIPROC_DIR": env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or None,
-        # Balance alerts (balance_service/alerts): webhook targets and delivery.
-        "ALERT_ALLOW_PRIVATE_TARGETS": _bool(
-            "ALERT_ALLOW_PRIVATE_TARGETS", env.get("ALERT_ALLOW_PRIVATE_TARGETS", "false")
-        ),
-        "ALERT_MAX_PER_USER": _int("ALERT_MAX_PER_USER", env.get("ALERT_MAX_PER_USER", "20"), 1),
-        "ALERT_WEBHOOK_TIMEOUT": _seconds("ALERT_WEBHOOK_TIMEOUT", env.get("ALERT_WEBHOOK_TIMEOUT", "5"), maximum=60),
-        "ALERT_WEBHOOK_ATTEMPTS": _int("ALERT_WEBHOOK_ATTEMPTS", env.get("ALERT_WEBHOOK_ATTEMPTS", "3"), 1, 10),
-        "ALERT_RETRY_BACKOFF": _seconds(
-            "ALERT_RETRY_BACKOFF", env.get("ALERT_RETRY_BACKOFF", "1"), allow_zero=True, maximum=60
-        ),
-        # getaddrinfo has no timeout: a name server that never answers is given up on after this.
-        "ALERT_DNS_TIMEOUT": _seconds("ALERT_DNS_TIMEOUT", env.get("ALERT_DNS_TIMEOUT", "2"), maximum=30),
-        # check-alerts: deliveries at once, the time one alert's delivery may take in all, and the
-        # longest a failing alert is held back (its pause doubles from 60 s up to this).
-        "ALERT_DELIVERY_WORKERS": _int("ALERT_DELIVERY_WORKERS", env.get("ALERT_DELIVERY_WORKERS", "8"), 1, 64),
-        "ALERT_DELIVERY_DEADLINE": _seconds(
-            "ALERT_DELIVERY_DEADLINE", env.get("ALERT_DELIVERY_DEADLINE", "30"), maximum=600
-        ),
-        "ALERT_FAILURE_BACKOFF_MAX": _int(
-            "ALERT_FAILURE_BACKOFF_MAX", env.get("ALERT_FAILURE_BACKOFF_MAX", "3600"), 60, 7 * 86400
-        ),
     }
-    if url:
-        config["SQLALCHEMY_DATABASE_URI"] = url
-    log_url = env.get("LOG_DATABASE_URL", "").strip()
-    if log_url:
-        config["LOG_DATABASE_URL"] = log_url
-    return config
-
-
-def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
-    """Fill in what depends on other settings: the default SQLite file and engine options."""
-    if not config.get("SQLALCHEMY_DATABASE_URI"):
-        config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(instance_path, "balance.sqlite3")
-    config["SQLALCHEMY_DATABASE_URI"] = normalize_database_url(config["SQLALCHEMY_DATABASE_URI"])
-    config.setdefault(
-        "SQLALCHEMY_ENGINE_OPTIONS",
-        engine_options(
-            config["SQLALCHEMY_DATABASE_URI"],
-            config.get("DB_CONNECT_TIMEOUT", 3),
-            config.get("DB_STATEMENT_TIMEOUT_MS", 5000),
-        ),
-    )
-    if urlparse(config.get("LOG_DATABASE_URL") or "").scheme.lower() in ("tcp", "http", "https"):
-        # new-api's other ClickHouse DSN forms: say what to write instead of failing on an unknown driver.
-        raise ConfigError(
-            "LOG_DATABASE_URL: tcp:// and http(s):// are new-api's ClickHouse DSN forms; this service reads ClickHouse "
-            "over the native protocol: clickhouse://user:password@host:9000/database"
-        )
-    if config.get("LOG_DATABASE_URL") and is_clickhouse_url(config["LOG_DATABASE_URL"]):
-        # new-api's logs in ClickHouse: read by usage/clickhouse.py over the native protocol, no SQL bind.
-        config["LOG_DATABASE_URL"] = _clickhouse_url(config["LOG_DATABASE_URL"])
-    elif config.get("LOG_DATABASE_URL"):
+    log_url = settings.log_database_url
+    if log_url and not is_clickhouse_url(log_url):
         # The gateway's request logs in a database of their own (its LOG_SQL_DSN): a second engine,
         # the "logs" bind, with the same pool and timeout settings as the main one.
-        log_url = config["LOG_DATABASE_URL"] = normalize_database_url(config["LOG_DATABASE_URL"])
-        timeouts = (config.get("DB_CONNECT_TIMEOUT", 3), config.get("DB_STATEMENT_TIMEOUT_MS", 5000))
-        binds = dict(config.get("SQLALCHEMY_BINDS") or {})
-        binds.setdefault("logs", {"url": log_url, **engine_options(log_url, *timeouts)})
-        config["SQLALCHEMY_BINDS"] = binds
+        log_url = normalize_database_url(log_url)
+        config["SQLALCHEMY_BINDS"] = {"logs": {"url": log_url, **engine_options(log_url, *timeouts)}}
     return config

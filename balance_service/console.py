@@ -16,9 +16,8 @@ from flask.cli import FlaskGroup
 
 from . import create_app
 
-#: The packaged gunicorn settings, given to gunicorn as a file so that reading them does not import
-#: the package into the master (with ``GUNICORN_PRELOAD=0``, workers started after a ``HUP`` then load
-#: the code afresh; by default the master preloads the app), and the WSGI app.
+#: The packaged gunicorn settings (given to gunicorn as a file, as the checkout's gunicorn.conf.py runs it)
+#: and the WSGI app.
 GUNICORN_CONFIG = str(Path(__file__).with_name("gunicorn_conf.py"))
 WSGI_APP = "balance_service.wsgi:app"
 

@@ -12,55 +12,57 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from flask_cors.core import get_cors_headers, get_cors_options
 
+from .config import CORS_MAX_AGE
+from .config import EXTENSION as SETTINGS
 from .extensions import cors
 
-#: The blueprint whose routes (under /v1/ and /dashboard/, and /user/balance and /balance) get the cached headers.
-_API_BLUEPRINT = "api"
 #: Distinct Origin values remembered; past that (a client making up origins) headers are computed each time.
 _MAX_REMEMBERED = 64
 _PRIVATE_NETWORK = "Access-Control-Request-Private-Network"
 _ALLOW_ORIGIN = "Access-Control-Allow-Origin"
+_EXTENSION = "balance_cors_headers"
 
 
 def init_app(app: Flask) -> None:
-    """Flask-CORS on the API, the docs and the OpenAPI document; cached headers on the API's responses."""
+    """Flask-CORS on the API, the docs and the OpenAPI document; the options ``api_cors_headers`` caches from."""
     options: dict[str, Any] = {
-        "origins": app.config["CORS_ORIGINS"],
+        "origins": app.extensions[SETTINGS].cors_origins,
         "allow_headers": ["Authorization", "Content-Type", "X-Request-ID"],
         "expose_headers": ["X-Request-ID", "Retry-After"],
         "methods": ["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
-        "max_age": app.config["CORS_MAX_AGE"],
+        "max_age": CORS_MAX_AGE,
         "supports_credentials": False,
     }
     # The documented paths come with and without /v1 (/user/balance, /balance).
     resources = {r"/v1/*": {}, r"/user/*": {}, r"/balance": {}, r"/dashboard/*": {}, r"/openapi.json": {}}
     cors.init_app(app, resources=resources, **options)
-    # The options Flask-CORS resolved for those resources (none has options of its own).
-    resolved = get_cors_options(app, options)
-    remembered: dict[tuple[str | None, str | None], list[tuple[str, Any]]] = {}
+    # The options Flask-CORS resolved for those resources (none has options of its own), and the
+    # headers worked out per (Origin, private-network request header).
+    app.extensions[_EXTENSION] = (get_cors_options(app, options), {})
 
-    def api_cors_headers(response: Response) -> Response:
-        req = request._get_current_object()  # once: each proxy lookup costs, on every request
-        blueprint = req.blueprint
-        if req.method == "OPTIONS" or blueprint is None or blueprint.partition(".")[0] != _API_BLUEPRINT:
-            return response  # Flask-CORS's own hook does it
-        response_headers = response.headers
-        if _ALLOW_ORIGIN in response_headers:
-            return response  # an error answer: Flask-CORS's wrapper of the error handlers did it already
-        headers = req.headers
-        key = (headers.get("Origin"), headers.get(_PRIVATE_NETWORK))
-        found = remembered.get(key)
-        if found is None:
-            found = list(get_cors_headers(resolved, headers, req.method).items())
-            if len(remembered) < _MAX_REMEMBERED:
-                remembered[key] = found
-        add = response_headers.add
-        for name, value in found:
-            add(name, value)
-        return response
 
-    # Registered after Flask-CORS's hook, so it runs before it (Flask runs them in reverse).
-    app.after_request(api_cors_headers)
+def api_cors_headers(response: Response) -> Response:
+    """``after_request`` of the ``api`` blueprint: the CORS headers of its answers, worked out once per Origin.
+
+    Runs before Flask-CORS's own app-wide hook, which then finds them set and
+    leaves the response alone. Preflights are Flask-CORS's own business.
+    """
+    req = request._get_current_object()  # once: each proxy lookup costs, on every request
+    response_headers = response.headers
+    if req.method == "OPTIONS" or _ALLOW_ORIGIN in response_headers:
+        return response  # a preflight, or an error answer that Flask-CORS's wrapper of the handlers did already
+    resolved, remembered = current_app.extensions[_EXTENSION]
+    headers = req.headers
+    key = (headers.get("Origin"), headers.get(_PRIVATE_NETWORK))
+    found = remembered.get(key)
+    if found is None:
+        found = list(get_cors_headers(resolved, headers, req.method).items())
+        if len(remembered) < _MAX_REMEMBERED:
+            remembered[key] = found
+    add = response_headers.add
+    for name, value in found:
+        add(name, value)
+    return response

@@ -28,7 +28,7 @@ A connection the server dropped (restart, failover, idle timeout) shows up as a
 failed read: the read is idempotent, so it is retried once on a new connection,
 instead of pinging before every read. Any other database error is raised as
 SQLAlchemy's ``DBAPIError``, which the app answers with a 503. A forked child
-never touches the parent's connection (see ``_forget_connections_in_child``).
+never touches the parent's connection (``forget_connections``, called by ``balance_service.after_fork``).
 """
 
 from __future__ import annotations
@@ -304,9 +304,7 @@ def reader(app: Flask | None = None) -> DirectReader:
     return (app or current_app).extensions[_EXTENSION]
 
 
-def _forget_connections_in_child() -> None:
+def forget_connections() -> None:
+    """In a forked child: leave every reader's inherited connections alone for good (``after_fork``)."""
     for reader in list(_readers):
         reader._forget_after_fork()
-
-
-os.register_at_fork(after_in_child=_forget_connections_in_child)

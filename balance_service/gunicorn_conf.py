@@ -1,41 +1,45 @@
-"""gunicorn settings for balance-service; each can be overridden by an environment variable.
+"""gunicorn settings for balance-service.
 
-It imports nothing from the package, so gunicorn can read it as a file (the master loads the
-service's code only to preload the app, which ``GUNICORN_PRELOAD=0`` turns off): ``balance-service
-serve`` passes this file's path, and in a checkout the top-level ``gunicorn.conf.py`` runs it.
-``gunicorn -c python:balance_service.gunicorn_conf balance_service.wsgi:app`` works too, with the
-package imported into the master.
+The service's own settings (``BIND``, ``LOG_LEVEL``, the limiter's) come from its
+one parser, ``config.Settings``, loaded here by path; gunicorn's own variables
+(``WEB_CONCURRENCY``, ``FORWARDED_ALLOW_IPS``, ``GUNICORN_CMD_ARGS``, e.g.
+``--timeout 60 --max-requests 0 --access-logfile -``) override what is set here.
+``balance-service serve`` passes this file's path, and in a checkout the
+top-level ``gunicorn.conf.py`` runs it.
 """
 
 import gc
+import importlib.util
 import multiprocessing
 import os
 import sys
+from pathlib import Path
 
 
-def _positive_int(name: str, default: int) -> int:
-    """A whole number from the environment, or a start-up error that names the variable."""
-    raw = os.environ.get(name, str(default))
+def _service_settings():
+    """The service's own settings (``config.py``), loaded by path: the same parser, without the package."""
+    spec = importlib.util.spec_from_file_location("_balance_service_settings", Path(__file__).with_name("config.py"))
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
+    spec.loader.exec_module(module)
     try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise SystemExit(f"{name} must be a whole number of at least 1, got {raw!r}")
-    return value
+        return module.Settings.from_env()
+    except module.ConfigError as e:
+        raise SystemExit(str(e)) from None
 
 
-bind = os.environ.get("BIND", "127.0.0.1:8000")
+_settings = _service_settings()
+
+bind = _settings.bind
 # Sync workers: a request is ~0.3 ms of CPU around one SQL round trip, and a sync
-# worker sits idle while its round trip is on the wire. (2 × cores) + 1 keeps every
-# core busy while others wait: with the database on the same host that is more
-# than needed (3 did as well as 5 on 2 cores, issue 11), with a database on
-# another host (0.3-1 ms per round trip) it is about what is needed. With the app
-# preloaded, an extra worker costs ~30 MB of PSS (its own pages), not its RSS.
-# bench/run.sh --env WEB_CONCURRENCY=3 compares on a given machine.
-workers = _positive_int("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1)
+# worker sits idle while its round trip is on the wire. Measured on 2 cores with
+# the database on the same host (issue 17, bench/README.md), 2-3 workers served
+# 10-15 % more than 5 and each worker left out saves ~25 MiB of PSS and two
+# database connections: cores + 1 keeps every core busy while one waits. With a
+# database on another host (0.3-1 ms per round trip) more may pay:
+# WEB_CONCURRENCY (gunicorn's own variable) sets the number.
+if "WEB_CONCURRENCY" not in os.environ:
+    workers = multiprocessing.cpu_count() + 1
 worker_class = "sync"
-timeout = _positive_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = 30
 keepalive = 5
 # Recycle workers now and then so a slow leak can never grow without bound, but
@@ -46,25 +50,22 @@ keepalive = 5
 # from 2 ms to 43-68 ms (bench/README.md, issue 11). At 100,000 a worker serving
 # 400 requests a second lives about four minutes. All workers take the same share
 # of requests, so without jitter they would all reach the limit together; ±10 %
-# spreads the restarts out. GUNICORN_MAX_REQUESTS=0 turns recycling off.
-max_requests = _positive_int("GUNICORN_MAX_REQUESTS", 100000) if os.environ.get("GUNICORN_MAX_REQUESTS") != "0" else 0
+# spreads the restarts out. GUNICORN_CMD_ARGS="--max-requests 0" turns recycling off.
+max_requests = 100000
 max_requests_jitter = max_requests // 10
 # The app is built once, in the master, and the workers are forked from it: they
 # share its memory pages (copy-on-write) and start at once. Measured (issue 11,
 # 2 workers after a short load): RSS per worker 64.0 -> 58.7 MB, PSS 50 -> 30 MB.
-# Nothing connects to a database while the app is built, and direct_reads and the
-# engine's pool drop any connection inherited through fork. The cost: code is
-# loaded once, so a HUP restarts workers on the code already loaded; a deploy
-# restarts the master (or sets GUNICORN_PRELOAD=0 to load the app in each worker).
-preload_app = os.environ.get("GUNICORN_PRELOAD", "1").strip().lower() not in ("0", "false", "no", "off")
+# Nothing connects to a database while the app is built, and post_fork drops any
+# connection inherited through fork. The cost: code is loaded once, so a HUP
+# restarts workers on the code already loaded; a deploy restarts the master.
+preload_app = True
 # The app writes one JSON line per request (logger balance_service.access), so
-# gunicorn's own access log is off unless GUNICORN_ACCESS_LOG names a file or "-".
+# gunicorn's own access log is off unless GUNICORN_CMD_ARGS="--access-logfile -".
 # It shows the path without the query string, and never a header.
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+loglevel = _settings.log_level.lower()
 # gunicorn >= 25 opens a control socket at one fixed path per user; several
 # instances on one host (tests, benchmarks, blue/green) would fight over it.
 control_socket_disable = True
@@ -93,20 +94,14 @@ def on_starting(server):
             os.remove(os.path.join(directory, name))
 
 
-#: AUTH_FAILURE_LIMIT values that switch the limiter off (as balance_service/config.py reads them).
-_LIMIT_OFF = ("", "0", "off", "none", "false")
-
-
 def when_ready(server):
     """Warn when several workers each keep failed-auth counts of their own (RATELIMIT_STORAGE_URI memory://).
 
     Each worker then allows a client the whole AUTH_FAILURE_LIMIT, and a worker
-    recycled after ``max_requests`` forgets its counts. Read from the
-    environment here, without importing the package (see the module docstring).
+    recycled after ``max_requests`` forgets its counts.
     """
-    storage = os.environ.get("RATELIMIT_STORAGE_URI", "").strip().lower() or "memory://"
-    limit_on = os.environ.get("AUTH_FAILURE_LIMIT", "20/minute").strip().lower() not in _LIMIT_OFF
-    if server.cfg.workers > 1 and limit_on and storage.startswith("memory"):
+    in_memory = _settings.ratelimit_storage_uri.lower().startswith("memory")
+    if server.cfg.workers > 1 and _settings.auth_failure_limit is not None and in_memory:
         server.log.warning(
             "AUTH_FAILURE_LIMIT is counted in memory by each of the %d workers: a client gets up to %d times "
             "the limit, and a recycled worker forgets its counts. Production sets RATELIMIT_STORAGE_URI to a "
@@ -124,6 +119,17 @@ def pre_fork(server, worker):
     write to the pages shared with the master, which would copy them.
     """
     gc.freeze()
+
+
+def post_fork(server, worker):
+    """In each new worker, before anything else: let go of the connections inherited from the master.
+
+    Only a preloaded app has any (the package is then loaded here already); see
+    ``balance_service.after_fork``. The benchmark's reference apps never load the package.
+    """
+    package = sys.modules.get("balance_service")
+    if package is not None:
+        package.after_fork()
 
 
 def post_worker_init(worker):

@@ -41,9 +41,17 @@ def _mask(match: re.Match[str]) -> str:
     return match.group(0)[:4] + "…[redacted]"
 
 
-def _redact_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """``fields`` with every text value masked (most are short and skip the regex, see ``redact``)."""
-    return {name: redact(value) if isinstance(value, str) else value for name, value in fields.items()}
+def redact_line(message: str, request_id: Any, fields: Any) -> tuple[str, str | None, Any]:
+    """The parts of a log line that can carry a key, masked: the one masking rule of every line.
+
+    ``RedactKeys`` (lines through ``logging``) and ``write_access_line`` (the
+    access line written directly) both call it. A caller's ``X-Request-ID`` may
+    itself be key-shaped, so it is masked too; in ``fields`` every text value
+    is (most are short and skip the regex, see ``redact``).
+    """
+    if isinstance(fields, dict):
+        fields = {name: redact(value) if isinstance(value, str) else value for name, value in fields.items()}
+    return redact(message), None if request_id is None else redact(str(request_id)), fields
 
 
 class RequestId(logging.Filter):
@@ -58,27 +66,24 @@ class RequestId(logging.Filter):
 
 
 class RedactKeys(logging.Filter):
-    """Rewrites each record's final message, traceback, request id and fields with keys masked.
-
-    A caller's ``X-Request-ID`` may itself be key-shaped, so it is masked too.
-    """
+    """Rewrites each record's final message, traceback, request id and fields with keys masked (``redact_line``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         # Several handlers may carry this filter and they share the record: mask once.
         if getattr(record, "keys_redacted", False):
             return True
         record.keys_redacted = True
-        message = record.getMessage()
-        record.msg, record.args = redact(message), None
+        request_id = getattr(record, "request_id", None)
+        record.msg, request_id, fields = redact_line(record.getMessage(), request_id, getattr(record, "fields", None))
+        record.args = None
+        if request_id is not None:
+            record.request_id = request_id
+        if fields is not None:
+            record.fields = fields
         if record.exc_info:
             formatter = logging.Formatter()
             record.exc_text = redact(formatter.formatException(record.exc_info))
             record.exc_info = None
-        if getattr(record, "request_id", None) is not None:
-            record.request_id = redact(str(record.request_id))
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            record.fields = _redact_fields(fields)
         return True
 
 
@@ -192,9 +197,7 @@ def write_access_line(logger: logging.Logger, message: str, request_id: str, fie
     if handler is None:
         return False
     try:
-        text = handler.formatter.line(
-            time.time(), "INFO", logger.name, redact(message), redact(request_id), _redact_fields(fields)
-        )
+        text = handler.formatter.line(time.time(), "INFO", logger.name, *redact_line(message, request_id, fields))
         stream = handler.stream
         with handler.lock:
             stream.write(text + handler.terminator)

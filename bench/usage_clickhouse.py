@@ -95,7 +95,7 @@ def fill_logs(url: str, rows: int, heavy_percent: int) -> None:
 
 def fill_main(database_url: str) -> str:
     """The heavy account and its two keys in a SQLite main database; returns the first key (sk- less)."""
-    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "LOG_LEVEL": "WARNING"})
+    app = create_app({"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"})
     keys = [secrets.token_hex(24) for _ in HEAVY_KEYS]
     with app.app_context():
         db.create_all()

@@ -27,7 +27,7 @@ from sqlalchemy import delete, event
 
 from balance_service import create_app, direct_reads
 from balance_service.alerts.models import BalanceAlert
-from balance_service.config import ENV_SETTINGS
+from balance_service.config import ENV_SETTINGS, REMOVED
 from balance_service.extensions import db as _db
 from balance_service.migrations import init_database
 from balance_service.models import Token, User
@@ -58,8 +58,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "balance"))
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch):
-    """A developer's own settings must not change what the tests see."""
-    for name in ENV_SETTINGS:
+    """A developer's own settings (and ones this version no longer reads) must not change what the tests see."""
+    for name in (*ENV_SETTINGS, *REMOVED):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -171,7 +171,7 @@ def make_app(database_url, log_store, request):
     def factory(**overrides):
         # The failed-auth limit is off unless a test turns it on: suites that send
         # many bad keys from the test client's one address must not trip it.
-        config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url, "AUTH_FAILURE_LIMIT": None, **defaults}
+        config = {"TESTING": True, "DATABASE_URL": database_url, "AUTH_FAILURE_LIMIT": None, **defaults}
         config.update(overrides)
         app = create_app(config)
         with app.app_context():

@@ -28,23 +28,14 @@ import pymysql
 import pytest
 from sqlalchemy.engine import make_url
 
-from balance_service.config import ENV_SETTINGS
+from balance_service.config import ENV_SETTINGS, REMOVED
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
-#: What gunicorn.conf.py (and gunicorn itself) reads from the environment.
-GUNICORN_SETTINGS = (
-    "BIND",
-    "WEB_CONCURRENCY",
-    "GUNICORN_TIMEOUT",
-    "GUNICORN_ACCESS_LOG",
-    "FORWARDED_ALLOW_IPS",
-    "GUNICORN_CMD_ARGS",
-    "GUNICORN_PRELOAD",
-    "GUNICORN_MAX_REQUESTS",
-)
+#: What gunicorn itself reads from the environment (the service's own settings are ENV_SETTINGS).
+GUNICORN_SETTINGS = ("WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS", "GUNICORN_CMD_ARGS")
 
 
 # --- throw-away databases ------------------------------------------------------
@@ -167,7 +158,7 @@ def clean_environment(**settings: str) -> dict[str, str]:
     A developer's own ``DATABASE_URL``, ``BIND`` or ``LOG_LEVEL`` must not
     change what a server started by a test does.
     """
-    dropped = set(ENV_SETTINGS) | set(GUNICORN_SETTINGS)
+    dropped = {*ENV_SETTINGS, *REMOVED, *GUNICORN_SETTINGS}
     env = {name: value for name, value in os.environ.items() if name not in dropped}
     env.update(settings)
     return env

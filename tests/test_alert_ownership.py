@@ -22,6 +22,7 @@ from balance_service.alerts.models import BalanceAlert
 from balance_service.extensions import db as _db
 from balance_service.models import TOKEN_DISABLED, TOKEN_ENABLED, TOKEN_EXHAUSTED, TOKEN_EXPIRED, Token, User
 from tests.helpers import recording_receiver
+from tests.test_alert_webhooks import QUICK_RETRIES
 
 URL = "/v1/user/balance/alerts"
 HOOK = "http://127.0.0.1:9/hook?token=receiver-secret"
@@ -30,7 +31,7 @@ USD = 500_000
 
 @pytest.fixture
 def app(make_app):
-    return make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_RETRY_BACKOFF=0.01)
+    return make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
 
 
 def create(client, auth, key, scope="account", url=HOOK, threshold=1):
@@ -66,7 +67,7 @@ def set_quota(app, user_id, quota):
 def check(app):
     """``flask --app wsgi check-alerts``, as cron runs it; its summary line."""
     with app.app_context():
-        result = app.test_cli_runner().invoke(args=["check-alerts"])
+        result = app.test_cli_runner().invoke(args=["check-alerts", *QUICK_RETRIES])
     assert result.exit_code == 0, result.output
     return result.output
 

@@ -28,7 +28,7 @@ import simplejson
 from sqlalchemy import event, text, update
 
 from balance_service import create_app
-from balance_service.alerts.checker import check_alerts, claim
+from balance_service.alerts.checker import DeliveryOptions, check_alerts, claim
 from balance_service.alerts.models import BalanceAlert
 from balance_service.extensions import db as _db
 from balance_service.migrations import init_database
@@ -107,13 +107,17 @@ def receiver():
 
 @pytest.fixture
 def app(make_app):
-    return make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_RETRY_BACKOFF=0.01, ALERT_WEBHOOK_TIMEOUT=2)
+    return make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
 
 
-def run_check(app):
-    """``flask --app wsgi check-alerts``, as cron runs it."""
+#: check-alerts' delivery options in these tests: quick retries, a receiver on loopback answers at once.
+QUICK_RETRIES = ("--retry-backoff", "0.01", "--timeout", "2")
+
+
+def run_check(app, *options):
+    """``flask --app wsgi check-alerts [options]``, as cron runs it (after ``QUICK_RETRIES``)."""
     with app.app_context():
-        return app.test_cli_runner().invoke(args=["check-alerts"])
+        return app.test_cli_runner().invoke(args=["check-alerts", *QUICK_RETRIES, *options])
 
 
 def create_alert(app, key, url, threshold, scope="account"):
@@ -287,11 +291,11 @@ def test_a_4xx_answer_is_not_retried_within_the_run(app, receiver, create_user, 
 
 
 def test_an_unreachable_receiver_is_retried_then_recorded(make_app, create_user, create_token):
-    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_RETRY_BACKOFF=0.01, ALERT_WEBHOOK_ATTEMPTS=2)
+    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
     owner = create_user(quota=0)
     key = create_token(user_id=owner)
     create_alert(app, key, f"http://127.0.0.1:{free_closed_port()}/hook", "1")
-    result = run_check(app)
+    result = run_check(app, "--attempts", "2")
     assert result.exit_code == 1
     [alert] = listed(app, key)
     assert alert["state"] == "above"
@@ -299,12 +303,12 @@ def test_an_unreachable_receiver_is_retried_then_recorded(make_app, create_user,
 
 
 def test_a_slow_receiver_times_out_and_is_recorded(make_app, receiver, create_user, create_token):
-    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_WEBHOOK_TIMEOUT=0.2, ALERT_WEBHOOK_ATTEMPTS=1)
+    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
     receiver.delay = 0.6
     owner = create_user(quota=0)
     key = create_token(user_id=owner)
     create_alert(app, key, receiver.url, "1")
-    assert run_check(app).exit_code == 1
+    assert run_check(app, "--timeout", "0.2", "--attempts", "1").exit_code == 1
     assert "timed out" in listed(app, key)[0]["last_error"]
 
 
@@ -408,7 +412,7 @@ def test_two_runs_at_once_send_one_notification(app, receiver, create_user, crea
 
     def run():
         with app.app_context():
-            results.append(check_alerts())
+            results.append(check_alerts(delivery=DeliveryOptions(backoff=0.01, timeout=2)))
 
     try:
         run_concurrently([run, run])
@@ -435,7 +439,7 @@ def test_https_webhooks_check_the_certificate_against_the_url_host(
     cert, key = certificate
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_WEBHOOK_ATTEMPTS=1)
+    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
     owner = create_user(quota=0)
     api_key = create_token(user_id=owner)
     with running_receiver(tls=context) as receiver:
@@ -443,13 +447,13 @@ def test_https_webhooks_check_the_certificate_against_the_url_host(
         create_alert(app, api_key, by_name, "1")
         create_alert(app, api_key, receiver.url, "1")  # the certificate does not name 127.0.0.1
 
-        assert run_check(app).exit_code == 1
+        assert run_check(app, "--attempts", "1").exit_code == 1
         assert receiver.requests == []
         assert all("CERTIFICATE_VERIFY_FAILED" in a["last_error"] for a in listed(app, api_key))
 
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now trusted, like a real CA's certificate
         pause_over(app)
-        assert run_check(app).exit_code == 1
+        assert run_check(app, "--attempts", "1").exit_code == 1
         [request] = receiver.requests
         assert request.headers["host"] == f"localhost:{by_name.split(':')[2].split('/')[0]}"
         by_name_alert, by_address_alert = listed(app, api_key)
@@ -478,9 +482,7 @@ ONE_API_TABLES = (
 
 def test_alerts_work_on_a_one_api_database_without_deleted_at(tmp_path, receiver):
     """one-api's tables have no soft-delete column; the alerts table sits beside them."""
-    app = create_app(
-        {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'one-api.db'}", "ALERT_ALLOW_PRIVATE_TARGETS": True}
-    )
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'one-api.db'}", "ALERT_ALLOW_PRIVATE_TARGETS": True})
     with app.app_context():
         with _db.engine.begin() as conn:
             for statement in ONE_API_TABLES:

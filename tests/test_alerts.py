@@ -15,7 +15,7 @@ from sqlalchemy import event
 from balance_service import create_app
 from balance_service.alerts import store
 from balance_service.alerts.models import BalanceAlert
-from balance_service.config import ConfigError, from_env
+from balance_service.config import Settings
 from balance_service.extensions import db as _db
 from balance_service.migrations import init_database
 from balance_service.models import Token, User
@@ -188,17 +188,18 @@ def test_a_public_address_is_accepted_by_default(make_app, create_token, auth):
     assert response.status_code == 201
 
 
-def test_an_account_can_hold_only_the_configured_number_of_alerts(make_app, create_user, create_token, auth):
-    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_MAX_PER_USER=2)
+def test_an_account_can_hold_only_twenty_alerts(make_app, create_user, create_token, auth):
+    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
     client = app.test_client()
     owner = create_user()
     first, second = create_token(user_id=owner), create_token(user_id=owner)
-    for key in (first, second):
+    for index in range(store.MAX_ALERTS_PER_USER):
+        key = (first, second)[index % 2]
         assert client.post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(key)).status_code == 201
     refused = client.post(URL, json={"threshold": 1, "webhook_url": HOOK, "scope": "token"}, headers=auth(first))
     assert refused.status_code == 409
-    assert "at most 2" in refused.get_json()["message"]
-    assert len(stored_alerts(app)) == 2
+    assert "at most 20" in refused.get_json()["message"]
+    assert len(stored_alerts(app)) == 20
     other = client.post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(create_token()))
     assert other.status_code == 201
 
@@ -228,13 +229,12 @@ def test_the_webhook_host_is_resolved_before_any_database_transaction(
 
 def test_concurrent_creations_cannot_exceed_the_per_account_cap(backend, make_app, create_user, create_token, auth):
     """Two POSTs that both pass the cap check at the same moment: only one may be stored."""
-    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_MAX_PER_USER=2)
+    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
     owner = create_user()
     keys = [create_token(user_id=owner) for _ in range(3)]
-    assert (
-        app.test_client().post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(keys[0])).status_code
-        == 201
-    )
+    for _ in range(store.MAX_ALERTS_PER_USER - 1):
+        created = app.test_client().post(URL, json={"threshold": 1, "webhook_url": HOOK}, headers=auth(keys[0]))
+        assert created.status_code == 201
     both_inserting = threading.Barrier(2)
 
     def meet_at_the_insert(conn, cursor, statement, *args):
@@ -257,14 +257,14 @@ def test_concurrent_creations_cannot_exceed_the_per_account_cap(backend, make_ap
     finally:
         event.remove(engine, "before_cursor_execute", meet_at_the_insert)
     assert sorted(statuses) == [201, 409]
-    assert len(stored_alerts(app)) == 2
+    assert len(stored_alerts(app)) == store.MAX_ALERTS_PER_USER
 
 
 def test_alert_creations_in_two_databases_of_one_mariadb_server_do_not_wait_for_each_other(mariadb_url, auth):
     """GET_LOCK names are global to the server: the database name in them keeps two services' accounts apart."""
     with temporary_mariadb_database() as other_url:
         first, second = (
-            create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "ALERT_ALLOW_PRIVATE_TARGETS": True})
+            create_app({"TESTING": True, "DATABASE_URL": url, "ALERT_ALLOW_PRIVATE_TARGETS": True})
             for url in (mariadb_url, other_url)
         )
         try:
@@ -358,41 +358,32 @@ def test_a_balance_request_stays_one_statement_with_alerts_present(client, auth,
     assert len(statements) == 1, statements
 
 
-def test_alert_settings_are_read_from_the_environment():
-    config = from_env({"ALERT_ALLOW_PRIVATE_TARGETS": "true", "ALERT_MAX_PER_USER": "5", "ALERT_RETRY_BACKOFF": "0"})
-    assert config["ALERT_ALLOW_PRIVATE_TARGETS"] is True
-    assert config["ALERT_MAX_PER_USER"] == 5
-    assert config["ALERT_RETRY_BACKOFF"] == 0
-    defaults = from_env({})
-    assert defaults["ALERT_ALLOW_PRIVATE_TARGETS"] is False
-    assert (defaults["ALERT_MAX_PER_USER"], defaults["ALERT_WEBHOOK_ATTEMPTS"]) == (20, 3)
-    longest = from_env({"ALERT_WEBHOOK_TIMEOUT": "60", "ALERT_RETRY_BACKOFF": "60", "ALERT_WEBHOOK_ATTEMPTS": "10"})
-    assert (longest["ALERT_WEBHOOK_TIMEOUT"], longest["ALERT_RETRY_BACKOFF"], longest["ALERT_WEBHOOK_ATTEMPTS"]) == (
-        60,
-        60,
-        10,
-    )
+def test_only_whether_webhooks_may_target_private_networks_is_an_environment_setting():
+    assert Settings.from_env({"ALERT_ALLOW_PRIVATE_TARGETS": "true"}).alert_allow_private_targets is True
+    assert Settings.from_env({}).alert_allow_private_targets is False
 
 
 @pytest.mark.parametrize(
-    "env",
+    "options",
     [
-        {"ALERT_ALLOW_PRIVATE_TARGETS": "maybe"},
-        {"ALERT_MAX_PER_USER": "0"},
-        {"ALERT_WEBHOOK_TIMEOUT": "0"},
-        {"ALERT_WEBHOOK_ATTEMPTS": "0"},
-        {"ALERT_RETRY_BACKOFF": "-1"},
-        {"ALERT_WEBHOOK_TIMEOUT": "1e400"},
-        {"ALERT_WEBHOOK_TIMEOUT": "60.001"},
-        {"ALERT_RETRY_BACKOFF": "1e400"},
-        {"ALERT_RETRY_BACKOFF": "61"},
-        {"ALERT_WEBHOOK_ATTEMPTS": "11"},
-        {"ALERT_WEBHOOK_ATTEMPTS": "99999999999999999999"},
+        ["--timeout", "0"],
+        ["--timeout", "60.001"],
+        ["--timeout", "1e400"],
+        ["--attempts", "0"],
+        ["--attempts", "11"],
+        ["--attempts", "99999999999999999999"],
+        ["--retry-backoff", "-1"],
+        ["--retry-backoff", "61"],
+        ["--workers", "0"],
+        ["--deadline", "0"],
+        ["--max-backoff", "59"],
     ],
 )
-def test_bad_alert_settings_stop_the_service(env):
-    with pytest.raises(ConfigError):
-        from_env(env)
+def test_check_alerts_refuses_delivery_options_out_of_range_before_sending_anything(app, options):
+    with app.app_context():
+        result = app.test_cli_runner().invoke(args=["check-alerts", *options])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value" in result.output
 
 
 def test_a_lock_name_fits_mysql_limit_whatever_the_database_name():

@@ -100,7 +100,7 @@ def _seed_logs(database_url: str, alice: int, limited: int) -> None:
 
 def _seed(database_url: str) -> dict[str, str]:
     """Create the gateway's tables, three accounts and their keys through the operator code path, and Alice's logs."""
-    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url})
+    app = create_app({"DATABASE_URL": database_url})
     with app.app_context():
         db.create_all()
         alice = operations.create_user("alice", quota=3_000_000)
@@ -146,9 +146,8 @@ def service(tmp_path_factory) -> Iterator[Service]:
     env = clean_environment(
         DATABASE_URL=database_url,
         BALANCE_UNIT="USD",
-        QUOTA_PER_UNIT="500000",
         CORS_ORIGINS="*",
-        GUNICORN_ACCESS_LOG="-",
+        GUNICORN_CMD_ARGS="--access-logfile -",
         LOG_LEVEL="info",
     )
     log = tmp / "gunicorn.log"

@@ -90,7 +90,7 @@ def test_a_key_name_with_quotes_is_a_value_not_sql(app, client, auth, create_use
 
 def test_an_unreachable_clickhouse_is_a_json_503_and_balances_still_answer(make_app, auth, create_token):
     closed = f"clickhouse://default@127.0.0.1:{free_port()}/default"
-    client = make_app(LOG_DATABASE_URL=closed, DB_CONNECT_TIMEOUT=1).test_client()
+    client = make_app(LOG_DATABASE_URL=closed).test_client()
     key = create_token(remain_quota=500000)
     started = time.monotonic()
     for path in ("/v1/usage", "/v1/dashboard/billing/usage" + NOVEMBER):
@@ -108,7 +108,7 @@ def test_a_clickhouse_server_that_stops_turns_usage_into_503_while_balances_answ
     make_app, auth, create_user, create_token, database_url, tmp_path
 ):
     with running_clickhouse(tmp_path / "clickhouse") as url:
-        app = make_app(LOG_DATABASE_URL=reader_url(url), DB_CONNECT_TIMEOUT=1, DB_STATEMENT_TIMEOUT_MS=2000)
+        app = make_app(LOG_DATABASE_URL=reader_url(url), DB_STATEMENT_TIMEOUT_MS=2000)
         logs = ClickHouseTables(url, GatewayTables(database_url)).create_logs("new-api")
         november = seed_november(app, create_user, create_token, logs)
         client = app.test_client()

@@ -99,7 +99,7 @@ def test_the_documented_client_sees_minus_one_for_an_unlimited_key(client, creat
 def test_the_documented_client_gets_the_documented_messages(client, create_token, path):
     with pytest.raises(Failed, match="^Failed to get user quota$"):
         documented_client(client, "", path, create_token(user_id=987654321))
-    dead = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": DEAD_DATABASE}).test_client()
+    dead = create_app({"TESTING": True, "DATABASE_URL": DEAD_DATABASE}).test_client()
     with pytest.raises(Failed, match="^Failed to get used quota$"):
         documented_client(dead, "", path, "sk-" + "a" * 48)
     response = client.get(path)

@@ -42,7 +42,7 @@ def test_error_responses_carry_cors_headers_so_the_page_can_read_the_message(cli
     assert response.headers["Access-Control-Allow-Origin"] in ("*", ORIGIN)
 
 
-@pytest.mark.parametrize("app_config", [{"CORS_ORIGINS": ["https://allowed.example"]}])
+@pytest.mark.parametrize("app_config", [{"CORS_ORIGINS": "https://allowed.example"}])
 def test_cors_origins_restricts_which_pages_may_read(client):
     allowed = client.options("/v1/balance", headers={**PREFLIGHT, "Origin": "https://allowed.example"})
     other = client.options("/v1/balance", headers={**PREFLIGHT, "Origin": "https://evil.example"})
@@ -95,7 +95,7 @@ def test_a_subdomain_wildcard_with_a_port_needs_that_port(app_from_cors_env):
 
 @pytest.mark.parametrize(
     "app_config",
-    [{}, {"CORS_ORIGINS": ["https://allowed.example"]}, {"CORS_ORIGINS": ["https://allowed.example", ORIGIN]}],
+    [{}, {"CORS_ORIGINS": "https://allowed.example"}, {"CORS_ORIGINS": f"https://allowed.example, {ORIGIN}"}],
 )
 def test_api_answers_carry_the_same_cors_headers_as_any_other_cors_route_every_time(client, auth, create_token):
     """The API's headers are remembered per Origin; a path Flask-CORS handles alone (a 404) is the reference."""
@@ -122,7 +122,7 @@ def test_preflight_of_the_alerts_endpoint_needs_no_database():
     app = create_app(
         {
             "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": f"postgresql://postgres@127.0.0.1:{port}/gone",
+            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/gone",
             "AUTH_FAILURE_LIMIT": None,
         }
     )

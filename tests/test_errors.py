@@ -56,7 +56,7 @@ DEAD_DATABASES = {
 
 @pytest.mark.parametrize("backend", DEAD_DATABASES)
 def test_database_down_gives_503_json_and_the_key_never_reaches_the_log(backend, caplog):
-    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": DEAD_DATABASES[backend]})
+    app = create_app({"TESTING": True, "DATABASE_URL": DEAD_DATABASES[backend]})
     key = "sk-" + "Z9" * 24
     client = app.test_client()
     with caplog.at_level(logging.DEBUG):
@@ -77,7 +77,7 @@ def test_database_down_gives_503_json_and_the_key_never_reaches_the_log(backend,
 
 @pytest.mark.parametrize("backend", DEAD_DATABASES)
 def test_a_database_error_is_logged_as_a_json_line_with_the_request_id(backend, capsys):
-    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": DEAD_DATABASES[backend]})
+    app = create_app({"TESTING": True, "DATABASE_URL": DEAD_DATABASES[backend]})
     key = "sk-" + "Z9" * 24
     capsys.readouterr()
     headers = {"Authorization": f"Bearer {key}", "X-Request-ID": "outage-check-1"}
@@ -95,7 +95,7 @@ def test_a_database_error_is_logged_as_a_json_line_with_the_request_id(backend, 
 
 
 def test_missing_tables_give_503_not_500(tmp_path, auth):
-    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/empty.db"})
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path}/empty.db"})
     response = app.test_client().get("/v1/balance", headers=auth("sk-" + "a" * 48))
     assert response.status_code == 503
     assert response.is_json

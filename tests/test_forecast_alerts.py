@@ -30,7 +30,7 @@ def receiver():
 
 @pytest.fixture
 def app(make_app):
-    return make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_RETRY_BACKOFF=0.01, ALERT_WEBHOOK_TIMEOUT=2)
+    return make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_a_forecast_that_cannot_be_told_never_fires(app, make_app, receiver, gat
     logs = gateway_tables().create_logs("new-api")
     logs.set_options({"LogConsumeEnabled": "true"})
     # A fresh process: the layout seen above (no logs, no options) is trusted for LAYOUT_TTL seconds.
-    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_RETRY_BACKOFF=0.01, ALERT_WEBHOOK_TIMEOUT=2)
+    app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
     assert "0 notified" in run_check(app).output  # a logs table, nothing spent
     spend_a_dollar_a_day(logs, owner, token_id(app, unlimited))
     set_token(app, unlimited, remain_quota=0)
@@ -196,10 +196,7 @@ def test_an_unreadable_log_database_holds_forecast_alerts_and_threshold_alerts_g
 ):
     app = make_app(
         ALERT_ALLOW_PRIVATE_TARGETS=True,
-        ALERT_RETRY_BACKOFF=0.01,
-        ALERT_WEBHOOK_TIMEOUT=2,
         LOG_DATABASE_URL=DEAD_LOGS[backend],
-        DB_CONNECT_TIMEOUT=1,
     )
     owner = create_user(quota=USD)
     key = create_token(user_id=owner)

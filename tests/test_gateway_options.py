@@ -278,9 +278,7 @@ def test_a_role_that_may_not_read_options_gets_the_gateway_defaults_not_a_503(
 ):
     options_table("general_setting.quota_display_type", "CNY")
     key = create_token(remain_quota=750000, used_quota=500000)
-    restricted = create_app(
-        {"TESTING": True, "SQLALCHEMY_DATABASE_URI": role_without_options, "AUTH_FAILURE_LIMIT": None}
-    )
+    restricted = create_app({"TESTING": True, "DATABASE_URL": role_without_options, "AUTH_FAILURE_LIMIT": None})
     try:
         with caplog.at_level(logging.WARNING, logger="balance_service"):
             for path in ("/v1/balance", "/balance"):

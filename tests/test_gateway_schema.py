@@ -135,7 +135,7 @@ def _dump(url):
 
 @pytest.fixture
 def gateway_client(gateway_url):
-    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": gateway_url})
+    app = create_app({"TESTING": True, "DATABASE_URL": gateway_url})
     yield app.test_client()
     with app.app_context():
         from balance_service.extensions import db
@@ -176,7 +176,7 @@ def test_balance_requests_write_nothing_to_the_gateway_database(gateway_url, gat
 
 @pytest.fixture
 def gateway_app(gateway_url):
-    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": gateway_url})
+    app = create_app({"TESTING": True, "DATABASE_URL": gateway_url})
     yield app
     with app.app_context():
         from balance_service.extensions import db
@@ -216,7 +216,7 @@ def one_api_url(backend, tmp_path):
 def test_soft_delete_added_to_a_live_database_is_seen_after_the_layout_ttl(backend, one_api_url):
     """The one-api → new-api migration adds deleted_at while the service runs; no restart is needed."""
     gateway_url = one_api_url
-    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": gateway_url, "GATEWAY_LAYOUT_TTL": 1})
+    app = create_app({"TESTING": True, "DATABASE_URL": gateway_url, "GATEWAY_LAYOUT_TTL": 1})
     client = app.test_client()
     assert get(client, "/v1/balance", ALICE).status_code == 200
 
@@ -260,7 +260,7 @@ def app_with_nulls(gateway_url):
             {"key": NULL_KEY},
         )
     engine.dispose()
-    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": gateway_url, "ALERT_ALLOW_PRIVATE_TARGETS": True})
+    app = create_app({"TESTING": True, "DATABASE_URL": gateway_url, "ALERT_ALLOW_PRIVATE_TARGETS": True})
     yield app
     with app.app_context():
         from balance_service.extensions import db
@@ -330,7 +330,7 @@ def test_alerts_of_a_key_the_gateway_deleted_stop_and_pass_to_the_accounts_other
             ),
             {"key": other},
         )
-    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": gateway_url, "ALERT_ALLOW_PRIVATE_TARGETS": True})
+    app = create_app({"TESTING": True, "DATABASE_URL": gateway_url, "ALERT_ALLOW_PRIVATE_TARGETS": True})
     runner, client = app.test_cli_runner(), app.test_client()
     assert runner.invoke(args=["init-db"]).exit_code == 0
     try:

@@ -170,7 +170,7 @@ def gateway(request, empty_mariadb_database):
 
 
 def serve(url: str, **config):
-    return create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, **config})
+    return create_app({"TESTING": True, "DATABASE_URL": url, **config})
 
 
 def get(app, path: str, key: str):

@@ -13,7 +13,7 @@ from balance_service import create_app
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory):
     database = tmp_path_factory.mktemp("json") / "balance.sqlite3"
-    return create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}"}).json
+    return create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{database}"}).json
 
 
 def outcome(dumps, obj):

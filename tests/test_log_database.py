@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
 from balance_service import create_app
-from balance_service.config import ConfigError, finalize, from_env, normalize_database_url
+from balance_service.config import ConfigError, Settings, flask_config, normalize_database_url
 from balance_service.extensions import db
 from balance_service.usage.clickhouse import client_options
 from tests.gateway_logs import seed_november
@@ -66,7 +66,7 @@ def test_a_log_database_without_logs_is_not_replaced_by_the_main_one(
 
 
 def test_an_unreachable_log_database_is_a_json_503_and_balances_still_answer(make_app, auth, create_token, backend):
-    client = make_app(LOG_DATABASE_URL=DEAD[backend], DB_CONNECT_TIMEOUT=1).test_client()
+    client = make_app(LOG_DATABASE_URL=DEAD[backend]).test_client()
     key = create_token(remain_quota=500000)
     for path in ("/v1/usage", "/v1/dashboard/billing/usage" + NOVEMBER):
         response = client.get(path, headers=auth(key))
@@ -90,18 +90,19 @@ def test_the_service_creates_no_gateway_table_in_either_database(make_app, log_d
 
 def test_log_database_url_is_read_from_the_environment_and_normalized(monkeypatch, tmp_path):
     monkeypatch.setenv("LOG_DATABASE_URL", "postgres://gateway:secret@127.0.0.1:5432/logs")
-    config = finalize(from_env(), str(tmp_path))
+    config = flask_config(Settings.from_env(), str(tmp_path))
     bind = config["SQLALCHEMY_BINDS"]["logs"]
-    assert bind["url"] == config["LOG_DATABASE_URL"] == "postgresql+psycopg2://gateway:secret@127.0.0.1:5432/logs"
+    assert bind["url"] == "postgresql+psycopg2://gateway:secret@127.0.0.1:5432/logs"
     assert "statement_timeout" in bind["connect_args"]["options"]  # the main database's pool and timeout settings
     monkeypatch.setenv("LOG_DATABASE_URL", "mysql://gateway@127.0.0.1/logs")
-    assert finalize(from_env(), str(tmp_path))["SQLALCHEMY_BINDS"]["logs"]["url"].startswith("mysql+pymysql://")
+    bind = flask_config(Settings.from_env(), str(tmp_path))["SQLALCHEMY_BINDS"]["logs"]
+    assert bind["url"].startswith("mysql+pymysql://")
 
 
 def test_without_log_database_url_the_logs_are_read_on_the_main_pool(monkeypatch, tmp_path):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/main.db")
     app = create_app({"TESTING": True})
-    assert app.config.get("LOG_DATABASE_URL") is None
+    assert "logs" not in app.config.get("SQLALCHEMY_BINDS", {})
     with app.app_context():
         from balance_service.usage.source import log_engine
 
@@ -110,9 +111,9 @@ def test_without_log_database_url_the_logs_are_read_on_the_main_pool(monkeypatch
 
 def test_a_clickhouse_url_makes_no_sql_bind_and_keeps_the_url(monkeypatch, tmp_path):
     monkeypatch.setenv("LOG_DATABASE_URL", " clickhouse://reader:secret@127.0.0.1:9000/gateway ")
-    config = finalize(from_env(), str(tmp_path))
-    assert "logs" not in (config.get("SQLALCHEMY_BINDS") or {})
-    assert config["LOG_DATABASE_URL"] == "clickhouse://reader:secret@127.0.0.1:9000/gateway"
+    settings = Settings.from_env()
+    assert "logs" not in (flask_config(settings, str(tmp_path)).get("SQLALCHEMY_BINDS") or {})
+    assert settings.log_database_url == "clickhouse://reader:secret@127.0.0.1:9000/gateway"
 
 
 @pytest.mark.parametrize(
@@ -127,7 +128,7 @@ def test_a_clickhouse_url_makes_no_sql_bind_and_keeps_the_url(monkeypatch, tmp_p
 def test_a_clickhouse_url_without_a_usable_host_is_refused_at_start(monkeypatch, tmp_path, url):
     monkeypatch.setenv("LOG_DATABASE_URL", url)
     with pytest.raises(ConfigError, match="LOG_DATABASE_URL"):
-        finalize(from_env(), str(tmp_path))
+        Settings.from_env()
 
 
 def test_clickhouse_timeouts_follow_the_database_settings():

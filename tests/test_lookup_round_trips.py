@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import literal_column, select
 from sqlalchemy.engine import make_url
 
+import balance_service
 from balance_service import direct_reads
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"])
@@ -124,7 +125,7 @@ def app_config(proxy, postgres_url):
     url = make_url(postgres_url).set(
         host="127.0.0.1", port=proxy.port, query={"sslmode": "disable", "gssencmode": "disable"}
     )
-    return {"SQLALCHEMY_DATABASE_URI": url.render_as_string(hide_password=False)}
+    return {"DATABASE_URL": url.render_as_string(hide_password=False)}
 
 
 def balance(client, key, path="/v1/balance"):
@@ -172,6 +173,7 @@ def test_a_forked_worker_opens_its_own_connection_and_leaves_the_parents_alone(c
     if pid == 0:  # the child, as a gunicorn worker forked from a preloaded master
         ok = False
         try:
+            balance_service.after_fork()  # what gunicorn's post_fork does (gunicorn_conf.py)
             ok = client.get("/v1/balance", headers={"Authorization": f"Bearer {key}"}).status_code == 200
         finally:
             os._exit(0 if ok else 1)

@@ -79,7 +79,7 @@ def test_metrics_need_no_key_and_are_not_offered_to_other_origins(client):
     "url", ["sqlite:////nonexistent-dir/sub/balance.sqlite3", "postgresql://postgres@127.0.0.1:1/x"]
 )
 def test_database_errors_are_counted_for_requests_and_readiness_probes(url, auth):
-    client = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "AUTH_FAILURE_LIMIT": None}).test_client()
+    client = create_app({"TESTING": True, "DATABASE_URL": url, "AUTH_FAILURE_LIMIT": None}).test_client()
     assert client.get("/v1/balance", headers=auth("sk-" + "a" * 48)).status_code == 503
     assert client.get("/v1/user/balance", headers=auth("sk-" + "a" * 48)).status_code == 503
     assert client.get("/readyz").status_code == 503

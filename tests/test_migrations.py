@@ -82,7 +82,7 @@ def empty_url(backend, tmp_path) -> Iterator[str]:
 @contextmanager
 def app_on(url: str, **config) -> Iterator:
     """A new app (a process, as far as the service can tell) on ``url``, its context entered."""
-    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "ALERT_ALLOW_PRIVATE_TARGETS": True, **config})
+    app = create_app({"TESTING": True, "DATABASE_URL": url, "ALERT_ALLOW_PRIVATE_TARGETS": True, **config})
     with app.app_context():
         try:
             yield app
@@ -156,7 +156,7 @@ def test_a_serving_worker_answers_alert_requests_without_importing_alembic(backe
     script = (
         "import sys\n"
         "from balance_service import create_app\n"
-        f"app = create_app({{'SQLALCHEMY_DATABASE_URI': {empty_url!r}}})\n"
+        f"app = create_app({{'DATABASE_URL': {empty_url!r}}})\n"
         f"response = app.test_client().get({URL!r}, headers={{'Authorization': 'Bearer {key}'}})\n"
         "print(response.status_code, sorted(m for m in ('alembic', 'mako') if m in sys.modules))\n"
     )
@@ -198,7 +198,7 @@ def test_init_db_again_changes_nothing_and_runs_no_ddl(empty_url):
 
 
 def test_two_init_db_runs_at_once_both_succeed_and_leave_one_revision(empty_url):
-    apps = [create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": empty_url}) for _ in range(2)]
+    apps = [create_app({"TESTING": True, "DATABASE_URL": empty_url}) for _ in range(2)]
     both_ready = threading.Barrier(2)
     results = [None, None]
 

@@ -79,7 +79,7 @@ def test_the_key_lookup_is_one_statement_that_uses_the_unique_index(app, client,
 def test_a_mariadb_url_without_a_driver_works(make_app, mariadb_url, create_token):
     key = create_token(remain_quota=1500000)
     url = mariadb_url.replace("mysql+pymysql://", "mariadb://", 1)
-    app = make_app(SQLALCHEMY_DATABASE_URI=url)
+    app = make_app(DATABASE_URL=url)
     assert app.config["SQLALCHEMY_DATABASE_URI"].startswith("mariadb+pymysql://")
     response = app.test_client().get("/v1/balance", headers={"Authorization": f"Bearer {key}"})
     assert response.get_json()["balance"] == 3

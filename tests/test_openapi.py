@@ -256,7 +256,7 @@ def test_authenticated_operations_answer_as_documented(
         return create_alert(client, auth(key)) if path.startswith(ALERTS) else 1
 
     limited = make_app(AUTH_FAILURE_LIMIT="1/minute").test_client()
-    dead = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": DEAD_DATABASE}).test_client()
+    dead = create_app({"TESTING": True, "DATABASE_URL": DEAD_DATABASE}).test_client()
     expected_and_answers = [
         (200, call(client, path, method, auth(unlimited), alert_id=alert_of(unlimited))),
         (401, call(client, path, method)),
@@ -287,7 +287,7 @@ def test_authenticated_operations_answer_as_documented(
 def test_public_endpoints_answer_as_documented(client, path, method):
     answers = [call(client, path, method), call(client, path, "delete")]
     if path == "/readyz":
-        answers.append(create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": DEAD_DATABASE}).test_client().get(path))
+        answers.append(create_app({"TESTING": True, "DATABASE_URL": DEAD_DATABASE}).test_client().get(path))
     for response in answers:
         check_against_document(response, path, method)
     seen = {str(r.status_code) for r in answers}

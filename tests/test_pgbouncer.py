@@ -32,6 +32,7 @@ import pytest
 from flask import Flask
 from sqlalchemy.engine import make_url
 
+import balance_service
 from tests.helpers import stop
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"])
@@ -148,6 +149,7 @@ class ForkedWorker:
         pid = os.fork()
         if pid == 0:  # the child: never return into pytest
             try:
+                balance_service.after_fork()  # what gunicorn's post_fork does (gunicorn_conf.py)
                 ours.close()
                 self._serve(app, theirs)
             finally:

@@ -164,7 +164,7 @@ def app_from_environment(app):
     built = []
 
     def factory():
-        built.append(create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"]}))
+        built.append(create_app({"TESTING": True, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"]}))
         return built[-1]
 
     yield factory

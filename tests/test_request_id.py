@@ -49,7 +49,7 @@ def test_error_and_other_responses_carry_it_too(client, method, path, status):
 
 
 def test_database_failures_carry_it(auth):
-    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": "sqlite:////nonexistent-dir/x/balance.sqlite3"})
+    app = create_app({"TESTING": True, "DATABASE_URL": "sqlite:////nonexistent-dir/x/balance.sqlite3"})
     response = app.test_client().get("/v1/balance", headers=auth("sk-" + "a" * 48, **{"X-Request-ID": "db-down"}))
     assert response.status_code == 503
     assert response.headers["X-Request-ID"] == "db-down"

@@ -49,6 +49,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Bundle, aliased
 
+from ..config import settings
 from ..extensions import db
 from ..gateway import Balance, token_refusal
 from ..migrations import require_current
@@ -171,7 +172,7 @@ def _balance(row: Row, now: int) -> Balance | None:
     if row.user.status == USER_DISABLED:
         return None
     if row.token_id is None:
-        return Balance.of_user(row.user, current_app.config["UNLIMITED_USER_ROLES"])
+        return Balance.of_user(row.user, settings().unlimited_user_roles)
     if row.token.id is None or token_refusal(row.token.status, row.token.expired_time, now):
         return None
     return Balance.of_token(row.token)
@@ -279,12 +280,29 @@ def _fair_order(due: list[tuple[Row, int]]) -> list[tuple[Row, int]]:
     return [(row, quota) for _, row, quota in sorted(ranked, key=lambda item: item[0])]
 
 
+@dataclass(frozen=True)
+class DeliveryOptions:
+    """How ``check-alerts`` delivers: its command-line options (alerts/cli.py), with these defaults."""
+
+    #: Seconds one attempt may take (connect, send, answer).
+    timeout: float = 5.0
+    attempts: int = 3
+    #: Seconds before the second attempt; it doubles before each further one.
+    backoff: float = 1.0
+    #: Deliveries at once.
+    workers: int = 8
+    #: Seconds one alert's delivery may take in all (attempts, lookups and pauses).
+    deadline: float = 30.0
+    #: The longest a failing alert is held back (its pause doubles from 60 s up to this).
+    max_backoff: int = 3600
+
+
 def backoff_seconds(failures: int, cap: int) -> int:
     """How long an alert that has now failed ``failures`` times in a row is held back."""
     return min(FIRST_BACKOFF * 2 ** min(failures - 1, 32), cap)
 
 
-def _record(row: Row, result: DeliveryResult, moment: datetime, summary: CheckSummary) -> None:
+def _record(row: Row, result: DeliveryResult, moment: datetime, summary: CheckSummary, max_backoff: int) -> None:
     if result.ok:
         db.session.execute(
             update(BalanceAlert)
@@ -296,7 +314,7 @@ def _record(row: Row, result: DeliveryResult, moment: datetime, summary: CheckSu
         return
     # Back to "above" so a later run sends it again, once the pause is over; nothing is lost.
     failures = (row.failures or 0) + 1
-    pause = backoff_seconds(failures, current_app.config["ALERT_FAILURE_BACKOFF_MAX"])
+    pause = backoff_seconds(failures, max_backoff)
     _set_state(
         row.id,
         STATE_BELOW,
@@ -316,23 +334,21 @@ def _deliver_all(
     now: int,
     moment: datetime,
     summary: CheckSummary,
-    forecasts: dict[int, Forecast] | None = None,
+    forecasts: dict[int, Forecast],
+    delivery: DeliveryOptions,
 ) -> None:
     """Claim each due crossing and send it on the pool; record every outcome here, in the main thread.
 
     ``forecasts`` holds the forecast of each due forecast alert, by alert id.
     """
-    forecasts = forecasts or {}
-    cfg = current_app.config
     options = {
-        "allow_private": cfg["ALERT_ALLOW_PRIVATE_TARGETS"],
-        "timeout": cfg["ALERT_WEBHOOK_TIMEOUT"],
-        "attempts": cfg["ALERT_WEBHOOK_ATTEMPTS"],
-        "backoff": cfg["ALERT_RETRY_BACKOFF"],
-        "dns_timeout": cfg["ALERT_DNS_TIMEOUT"],
-        "deadline": cfg["ALERT_DELIVERY_DEADLINE"],
+        "allow_private": settings().alert_allow_private_targets,
+        "timeout": delivery.timeout,
+        "attempts": delivery.attempts,
+        "backoff": delivery.backoff,
+        "deadline": delivery.deadline,
     }
-    with ThreadPoolExecutor(max_workers=cfg["ALERT_DELIVERY_WORKERS"], thread_name_prefix="webhook") as pool:
+    with ThreadPoolExecutor(max_workers=delivery.workers, thread_name_prefix="webhook") as pool:
         sending: dict[Future[DeliveryResult], Row] = {}
         for row, quota in due:
             if not claim(row.id):
@@ -341,18 +357,18 @@ def _deliver_all(
             try:
                 body = _payload(row, quota, now, forecast)
             except Exception as e:  # noqa: BLE001 - a claimed crossing must never stay "below" unsent
-                _record(row, DeliveryResult(False, 0, _unexpected(e)), moment, summary)
+                _record(row, DeliveryResult(False, 0, _unexpected(e)), moment, summary, delivery.max_backoff)
                 continue
             sending[pool.submit(_send, row.webhook_url, body, row.secret, _event(forecast), now, options)] = row
         for future in as_completed(sending):
-            _record(sending[future], future.result(), moment, summary)
+            _record(sending[future], future.result(), moment, summary, delivery.max_backoff)
 
 
-def check_alerts(now: int | None = None) -> CheckSummary:
+def check_alerts(now: int | None = None, delivery: DeliveryOptions | None = None) -> CheckSummary:
     """One pass over all alerts: notify new crossings below, re-arm alerts whose balance recovered.
 
     ``now`` (Unix seconds) is the time the pass acts at; tests move it forward
-    to see held-back alerts come due.
+    to see held-back alerts come due. ``delivery``: the command's options.
     """
     summary = CheckSummary()
     now = int(time.time()) if now is None else now
@@ -395,5 +411,5 @@ def check_alerts(now: int | None = None) -> CheckSummary:
         due.append((row, balance.remaining))
         if where.forecast is not None:
             forecasts[row.id] = where.forecast
-    _deliver_all(_fair_order(due), now, moment, summary, forecasts)
+    _deliver_all(_fair_order(due), now, moment, summary, forecasts, delivery or DeliveryOptions())
     return summary

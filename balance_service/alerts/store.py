@@ -40,6 +40,10 @@ class StoreBusy(Exception):
     """Another creation for the same account held its lock for too long; the caller may retry."""
 
 
+#: Alerts one account may have (an alert costs a webhook call per crossing; a cap keeps one key from flooding).
+MAX_ALERTS_PER_USER = 20
+
+
 def lock_name(database: str, user_id: int) -> str:
     """The MySQL/MariaDB ``GET_LOCK`` name for creating alerts of one account in one database.
 

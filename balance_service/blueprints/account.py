@@ -1,7 +1,8 @@
 """``GET /v1/user/balance`` (also ``/user/balance``): the balance of the user account behind the key."""
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint, g
 
+from ..config import settings
 from ..gateway import Balance
 from ..presenter import balance_response
 
@@ -11,4 +12,4 @@ bp = Blueprint("account", __name__)
 @bp.get("/v1/user/balance")
 @bp.get("/user/balance")
 def user_balance():
-    return balance_response(Balance.of_user(g.user, current_app.config["UNLIMITED_USER_ROLES"]))
+    return balance_response(Balance.of_user(g.user, settings().unlimited_user_roles))

@@ -24,6 +24,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from ..alerts import store
 from ..alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, BalanceAlert
 from ..alerts.targets import TargetError, check_url
+from ..config import settings
 from ..errors import ApiError
 from ..gateway import alert_refusal
 from ..migrations import NotMigrated
@@ -153,10 +154,10 @@ def create_alert():
     try:
         # Resolving may be slow: it happens before any database transaction is opened,
         # so no connection sits idle in a transaction meanwhile.
-        check_url(url, current_app.config["ALERT_ALLOW_PRIVATE_TARGETS"], current_app.config["ALERT_DNS_TIMEOUT"])
+        check_url(url, settings().alert_allow_private_targets)
     except TargetError as e:
         raise ApiError(400, e.message) from None
-    limit = current_app.config["ALERT_MAX_PER_USER"]
+    limit = store.MAX_ALERTS_PER_USER
     secret = secrets.token_hex(32)
     alert = BalanceAlert(
         user_id=g.user.id,

@@ -1,11 +1,12 @@
 """``GET /metrics``: Prometheus text exposition, without authentication.
 
-Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` makes every worker write its
-numbers to files there and this endpoint adds them up, so a scrape that lands
-on any one worker still reports the whole service.
+Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's own
+variable) makes every worker write its numbers to files there and this
+endpoint adds them up, so a scrape that lands on any one worker still reports
+the whole service.
 """
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from ..observability import registry
@@ -16,10 +17,9 @@ bp = Blueprint("metrics", __name__)
 @bp.get("/metrics")
 def metrics_endpoint() -> Response:
     """No auth, so keep it off the public side of the proxy."""
-    directory = current_app.config.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        collected = CollectorRegistry()
-        multiprocess.MultiProcessCollector(collected, path=directory)
-    else:
+    collected = CollectorRegistry()
+    try:
+        multiprocess.MultiProcessCollector(collected)  # the directory prometheus_client writes to, if any
+    except ValueError:  # not in multiprocess mode: this process's own numbers
         collected = registry()
     return Response(generate_latest(collected), content_type=CONTENT_TYPE_LATEST)

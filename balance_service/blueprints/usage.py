@@ -6,8 +6,9 @@ authenticates as for the balance endpoints and nothing is written.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
+from ..config import settings
 from ..errors import ApiError
 from ..gateway import Balance
 from ..usage.report import usage_range, usage_report, utc_today
@@ -31,6 +32,6 @@ def usage() -> Response:
         balance = Balance.of_token(token)
     else:
         scope = Scope(user_id=user.id)
-        balance = Balance.of_user(user, current_app.config["UNLIMITED_USER_ROLES"])
+        balance = Balance.of_user(user, settings().unlimited_user_roles)
     body = usage_report(scope_name, scope, balance.remaining, balance.unlimited, start, end, today)
     return jsonify(success=True, **body)

@@ -19,7 +19,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..config import is_clickhouse_url
+from ..config import is_clickhouse_url, settings
 from ..extensions import db
 from .source import log_engine, log_source, options
 
@@ -216,7 +216,7 @@ def _number(text: str) -> Decimal | None:
 @with_appcontext
 def doctor_command() -> None:
     """Inspect the gateway database (read-only) and print the indexes the usage queries need."""
-    log_url = current_app.config.get("LOG_DATABASE_URL") or ""
+    log_url = settings().log_database_url or ""
     clickhouse = None
     if is_clickhouse_url(log_url):
         clickhouse = (log_source(), f"{_hide_password(log_url)} (LOG_DATABASE_URL)")  # a ClickHouseLogSource

@@ -41,7 +41,7 @@ from sqlalchemy import (
     select,
 )
 
-from ..config import is_clickhouse_url
+from ..config import DB_CONNECT_TIMEOUT, is_clickhouse_url, settings
 from ..extensions import db
 from ..models import exact_string
 
@@ -220,17 +220,14 @@ CLICKHOUSE_EXTENSION = "balance_service.clickhouse_logs"
 
 def log_source() -> LogSource:
     """The log store of the current app: the one place to choose another implementation."""
-    url = current_app.config.get("LOG_DATABASE_URL") or ""
+    url = settings().log_database_url or ""
     if not is_clickhouse_url(url):
         return SqlLogSource(log_engine())
     source = current_app.extensions.get(CLICKHOUSE_EXTENSION)
     if source is None:
         from .clickhouse import ClickHouseLogSource, ClickHousePool, client_options  # the driver only when used
 
-        config = current_app.config
-        pool = ClickHousePool(
-            *client_options(url, config.get("DB_CONNECT_TIMEOUT", 3), config.get("DB_STATEMENT_TIMEOUT_MS", 5000))
-        )
+        pool = ClickHousePool(*client_options(url, DB_CONNECT_TIMEOUT, settings().db_statement_timeout_ms))
         source = current_app.extensions.setdefault(CLICKHOUSE_EXTENSION, ClickHouseLogSource(pool))
     return source
 
