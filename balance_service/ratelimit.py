@@ -68,7 +68,7 @@ _GUARDED_BLUEPRINT = "api"
 #: Addresses a worker remembers as recently found unblocked in Redis before the stale ones are swept out.
 _REMEMBERED_ADDRESSES = 10_000
 #: Addresses with recent failures that memory:// keeps per worker; past it the one whose last failure is
-#: oldest is forgotten (about 1 KB each, so about 10 MB at most).
+#: oldest is forgotten (about 1.4 KB each at the default limit of 20 failures, so 14 MB at most).
 MEMORY_MAX_ADDRESSES = 10_000
 #: Seconds a worker takes an address it found unblocked in Redis as still unblocked (see SharedCounts).
 _TRUST_UNBLOCKED = 1.0
