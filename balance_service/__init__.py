@@ -112,7 +112,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     db.metadatas.pop("logs", None)
     direct_reads.init_app(app)
     register_error_handlers(app)
-    limiting = ratelimit.init_app(app)
+    ratelimit.init_app(app, settings.auth_failure_limit, settings.ratelimit_storage_uri)
 
     # The app-wide request hooks; the api blueprint's own (limiter, auth, CORS) are in blueprints/__init__.py.
     # Flask runs the app's before_request hooks before the blueprint's, and its after_request hooks after
@@ -122,9 +122,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.before_request(observability.start_request)
     app.after_request(observability.finish_request)
     cors.init_app(app)  # Flask-CORS's after_request hook (preflights, /openapi.json; see cors.py)
-    if limiting:
-        app.before_request(ratelimit.refuse_blocked_client)
-        app.after_request(ratelimit.count_failed_auth)
 
     from .blueprints import api, docs, health, metrics
 

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, unquote, urlparse
+from urllib.parse import parse_qsl, urlparse
 
 from flask import current_app
 
 UNITS = ("USD", "CNY", "tokens")
-RATELIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
+RATELIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "unix")
 
 #: Seconds to wait for a new database connection before a request answers 503.
 DB_CONNECT_TIMEOUT = 3
@@ -145,104 +146,78 @@ def cors_origins(raw: str) -> str | tuple[str | re.Pattern[str], ...]:
     return tuple(origins)
 
 
-class RedisTarget(NamedTuple):
-    """Where and how to reach the Redis of ``RATELIMIT_STORAGE_URI`` (see :func:`redis_target`)."""
-
-    host: str
-    port: int
-    #: The server's unix socket (``redis+unix://``); host and port are then unused.
-    unix_socket: str | None
-    username: str | None
-    password: str | None
-    db: int
-    tls: bool
-    #: CA certificates to check the server's certificate with (``ssl_ca_certs``); None: the system's.
-    ca_file: str | None
-    #: False only with ``ssl_cert_reqs=none``: any certificate is taken.
-    verify: bool
-
-    def __str__(self) -> str:
-        """Where, for log lines: never the credentials."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        where = f"unix:{self.unix_socket}" if self.unix_socket else f"{host}:{self.port}"
-        return f"{'rediss' if self.tls else 'redis'} {where} db {self.db}"
-
-
 #: What a Redis URL's query may set; anything else stops the start-up instead of being silently ignored.
-_REDIS_QUERY = {"db", "ssl_ca_certs", "ssl_cert_reqs"}
+_REDIS_QUERY = {"db"}
+_REDISS_QUERY = {"db", "ssl_ca_certs", "ssl_cert_reqs"}
 
 
-def redis_target(url: str) -> RedisTarget:
-    """Parse a Redis URL of ``RATELIMIT_STORAGE_URI``, in the forms the service has always taken.
+def redis_options(url: str) -> dict[str, Any]:
+    """redis-py's connection options for a Redis URL of ``RATELIMIT_STORAGE_URI``, read by redis-py's own parser.
 
-    ``redis://[[user]:password@]host[:port][/db]``; ``rediss://`` the same
-    over TLS, the server's certificate checked against the system's CAs (or
-    ``?ssl_ca_certs=/path/ca.pem``; ``?ssl_cert_reqs=none`` takes any), as
-    redis-py did; ``redis+unix://[[user]:password@]/path/to/socket[?db=N]``,
-    the form the ``limits`` library documented. ``?db=N`` may be given with
-    any of them. Error messages never repeat the URL: it may hold a password.
+    ``redis://[[user]:password@]host[:port][/db]``; ``rediss://`` the same over
+    TLS (``?ssl_ca_certs=/path/ca.pem``, ``?ssl_cert_reqs=none``);
+    ``redis+unix:///path/to/socket[?db=N]``, the form the ``limits`` library
+    documented, is redis-py's ``unix://``. Beyond redis-py's checks, what
+    redis-py would silently ignore stops the start-up: another URL parameter
+    (redis-py would take ``socket_timeout`` and the like from it), a database
+    that is not a number, a user name without a password, a unix socket that is
+    not an absolute path. Redis Cluster and Sentinel are refused: the limiter
+    talks to one server. Error messages never repeat the URL: it may hold a password.
     """
-    parsed = urlparse(url.strip())
-    scheme = parsed.scheme
-    if scheme not in ("redis", "rediss", "redis+unix"):
+    from redis.connection import parse_url  # here: only a Redis URL needs redis-py
+
+    value = url.strip()
+    scheme = urlparse(value).scheme.lower()
+    if "cluster" in scheme or "sentinel" in scheme:
+        raise ConfigError(
+            f"RATELIMIT_STORAGE_URI: {scheme}:// is not supported; the limiter talks to one Redis server "
+            "(redis://, rediss:// or redis+unix://), not to a Redis Cluster or through Sentinel"
+        )
+    if scheme not in RATELIMIT_SCHEMES or scheme == "memory":
         raise ConfigError(f"RATELIMIT_STORAGE_URI must be a redis://, rediss:// or redis+unix:// URL, not {scheme}://")
-    query = dict(parse_qsl(parsed.query, keep_blank_values=True))
-    allowed = _REDIS_QUERY if scheme == "rediss" else {"db"}
-    unknown = sorted(set(query) - allowed)
+    if scheme == "redis+unix":
+        value = "unix" + value[len(scheme) :]
+    parsed = urlparse(value)
+    allowed = _REDISS_QUERY if scheme == "rediss" else _REDIS_QUERY
+    unknown = sorted({name for name, _ in parse_qsl(parsed.query, keep_blank_values=True)} - allowed)
     if unknown:
         raise ConfigError(
             f"RATELIMIT_STORAGE_URI: a {scheme}:// URL may set only {', '.join(sorted(allowed))}, "
             f"not {', '.join(unknown)}"
         )
     try:
-        port = parsed.port or 6379
-    except ValueError:
-        raise ConfigError("RATELIMIT_STORAGE_URI has an invalid port") from None
-    username = unquote(parsed.username) if parsed.username else None
-    password = unquote(parsed.password) if parsed.password else None
-    if username and not password:
+        options = parse_url(value)
+    except ValueError:  # its messages name the parameter, never the URL
+        raise ConfigError("RATELIMIT_STORAGE_URI has an invalid port or database number") from None
+    if options.get("username") and not options.get("password"):
         raise ConfigError(
             "RATELIMIT_STORAGE_URI names a Redis user without a password: redis://user:password@host, "
             "or redis://:password@host for the default user"
         )
-    path = unquote(parsed.path)
-    db = query.get("db")
-    if scheme == "redis+unix":
-        if parsed.hostname or not path.startswith("/") or path == "/":
+    if scheme in ("unix", "redis+unix"):
+        if parsed.hostname or not options.get("path", "").startswith("/") or options["path"] == "/":
             raise ConfigError(
                 "RATELIMIT_STORAGE_URI must name the socket's absolute path: redis+unix:///path/to/socket"
             )
-        unix_socket = path
-    else:
-        unix_socket = None
-        if db is None and path.strip("/"):
-            db = path.strip("/")
-    if db is not None and not (db.isascii() and db.isdigit()):
+    elif parsed.path.strip("/") and "db" not in options:
         raise ConfigError("RATELIMIT_STORAGE_URI's database must be a number: redis://host:6379/0")
-    verify = query.get("ssl_cert_reqs", "required").lower()
-    if verify not in ("required", "none"):
-        raise ConfigError("RATELIMIT_STORAGE_URI's ssl_cert_reqs must be required (the default) or none")
-    return RedisTarget(
-        host=parsed.hostname or "localhost",
-        port=port,
-        unix_socket=unix_socket,
-        username=username,
-        password=password,
-        db=int(db or 0),
-        tls=scheme == "rediss",
-        ca_file=query.get("ssl_ca_certs") or None,
-        verify=verify == "required",
-    )
+    if options.get("ssl_cert_reqs", "required").lower() not in ("required", "optional", "none"):
+        raise ConfigError("RATELIMIT_STORAGE_URI's ssl_cert_reqs must be required (the default), optional or none")
+    if options.get("ssl_ca_certs"):
+        try:
+            ssl.create_default_context(cafile=options["ssl_ca_certs"])
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"RATELIMIT_STORAGE_URI's ssl_ca_certs cannot be used: {e}") from None
+    return options
 
 
 def ratelimit_storage_uri(raw: str) -> str:
     """``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) or a Redis URL (shared by all workers)."""
     value = raw.strip() or "memory://"
-    scheme = urlparse(value).scheme
-    if scheme not in RATELIMIT_SCHEMES:
-        raise ConfigError(f"RATELIMIT_STORAGE_URI must be memory:// or a redis:// URL, not {scheme}://")
-    if scheme != "memory":
-        redis_target(value)
+    scheme = urlparse(value).scheme.lower()
+    if scheme == "memory":
+        return value
+    redis_options(value)
     return value
 
 

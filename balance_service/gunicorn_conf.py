@@ -18,7 +18,9 @@ from pathlib import Path
 
 def _service_settings():
     """The service's own settings (``config.py``), loaded by path: the same parser, without the package."""
-    spec = importlib.util.spec_from_file_location("_balance_service_settings", Path(__file__).with_name("config.py"))
+    # This file's own path: the checkout's gunicorn.conf.py runs it with its own __file__, compiled under this name.
+    here = Path(sys._getframe().f_code.co_filename)
+    spec = importlib.util.spec_from_file_location("_balance_service_settings", here.with_name("config.py"))
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
     spec.loader.exec_module(module)
     try:

@@ -52,6 +52,12 @@ class Metrics:
             "Database failures seen while answering a request or a readiness probe.",
             registry=self.registry,
         )
+        self.limiter_outages = Counter(
+            "balance_service_rate_limit_storage_outages",
+            "Times the failed-auth limiter stopped asking Redis (failed, or no answer within the deadline) "
+            "and let requests through unchecked for a few seconds.",
+            registry=self.registry,
+        )
         # (method, route, status) -> the counter's and the histogram's child for those labels.
         # prometheus_client finds a child by its labels under a lock on every call;
         # the label values are few (methods, route templates, statuses), so keep them.
@@ -68,6 +74,11 @@ class Metrics:
             self._children[(method, route, status)] = children
         children[0].inc()
         children[1].observe(duration)
+
+
+def metrics(app: Flask) -> Metrics:
+    """The app's own metrics (for parts that count something outside a request)."""
+    return app.extensions[_EXTENSION]
 
 
 def count_database_error() -> None:

@@ -40,6 +40,14 @@ _UNIT = {
     ),
 }
 _TIMESTAMP = {"type": "string", "format": "date-time", "description": "UTC, to the second (`2024-05-01T12:00:00Z`)."}
+_LIMITER = {
+    "enum": ["ok", "degraded", "off"],
+    "description": (
+        "The failed-authentication limiter of the worker that answered; it does not change `status`. `degraded`: "
+        "it is not asking Redis for a few seconds after Redis failed, and lets requests through unchecked; "
+        "`off`: AUTH_FAILURE_LIMIT is off."
+    ),
+}
 
 
 def _alert_schema(with_secret: bool) -> dict[str, Any]:
@@ -332,16 +340,17 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Ready": {
         "type": "object",
-        "required": ["success", "status"],
-        "properties": {"success": {"const": True}, "status": {"const": "ready"}},
+        "required": ["success", "status", "limiter"],
+        "properties": {"success": {"const": True}, "status": {"const": "ready"}, "limiter": _LIMITER},
     },
     "NotReady": {
         "type": "object",
-        "required": ["success", "status", "message"],
+        "required": ["success", "status", "message", "limiter"],
         "properties": {
             "success": {"const": False},
             "status": {"const": "unavailable"},
             "message": {"type": "string"},
+            "limiter": _LIMITER,
         },
     },
 }

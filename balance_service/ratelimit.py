@@ -14,21 +14,25 @@ unix socket, no trusted proxy header) is neither counted nor blocked: all such
 clients would share one count and lock each other out.
 
 The counts live in ``RATELIMIT_STORAGE_URI``: in memory (each gunicorn worker
-counts on its own, and a worker recycled after ``max_requests`` forgets its
-counts) or in Redis (one count for all workers and hosts; what production
-uses). If Redis is unreachable or slow (``_REDIS_TIMEOUT``) the check lets
-requests through and logs a warning: the limiter is a brake, not a gate, and
-must not take the service down with it.
+counts on its own, at most ``MEMORY_MAX_ADDRESSES`` addresses, and a worker
+recycled after ``max_requests`` forgets its counts) or in Redis through
+redis-py (one count for all workers and hosts; what production uses). The
+limiter is a brake, not a gate, and must not take the service down with it:
+each Redis call has a total deadline (``REDIS_DEADLINE``, see
+:mod:`.redis_deadline`), and after a failure a breaker stops asking Redis for
+``BREAKER_SECONDS`` and lets requests through (one WARNING when it opens, one
+when Redis answers again, a count in ``/metrics``, ``"limiter": "degraded"``
+in ``/readyz``). A Redis that refuses the URL's credentials, database or the
+script (ACL) stops the start-up; a Redis that is merely down starts the
+service degraded.
 
 In Redis each address has a sorted set, ``balance-service:auth-failures:<address>``,
 of its failures scored with their time in milliseconds by Redis's own clock
 (so that hosts whose clocks differ still count one window); one Lua script
-(``_SCRIPT``) checks an address, or counts a failure, in one round trip. The
-``limits`` library this replaces kept lists under ``LIMITS:balance-service-auth-failures/...``;
-those are left alone (they expire within a window), so counts start afresh once
-when this version is deployed. Both stores count at most ``AUTH_FAILURE_LIMIT``
-failures per address: a failure while blocked (one that got past the check of
-another worker, see :class:`SharedCounts`) is not counted and does not lengthen the block.
+(``_SCRIPT``) checks an address, or counts a failure, in one round trip. Both
+stores count at most ``AUTH_FAILURE_LIMIT`` failures per address: a failure
+while blocked (one that got past the check of another worker, see
+:class:`SharedCounts`) is not counted and does not lengthen the block.
 """
 
 from __future__ import annotations
@@ -37,36 +41,47 @@ import ipaddress
 import logging
 import math
 import secrets
+import ssl
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from functools import lru_cache
 from urllib.parse import urlparse
 
-from flask import Flask, Request, Response, current_app, jsonify, request
+import redis
+from flask import Flask, Response, current_app, jsonify, request
+from redis.backoff import NoBackoff
+from redis.connection import Connection
+from redis.retry import Retry
 
-from .config import Rate, parse_rate, redis_target
+from . import observability
+from .config import ConfigError, Rate, redis_options
 from .errors import error_body
-from .redis_client import RedisClient, RedisError, Script
+from .redis_deadline import DEADLINE_CLASSES, deadline
 
 MESSAGE = "Too many failed authentication attempts; retry later"
 _KEY_PREFIX = "balance-service:auth-failures:"
 _EXTENSION = "balance_auth_failure_limiter"
-#: Blueprints whose 401s count and whose requests are blocked.
-_GUARDED_BLUEPRINT = "api"
-#: Addresses remembered (recent failure, or recently found unblocked) before the stale ones are swept out.
+#: Addresses a worker remembers as recently found unblocked in Redis before the stale ones are swept out.
 _REMEMBERED_ADDRESSES = 10_000
+#: Addresses with recent failures that memory:// keeps per worker; past it the one whose last failure is
+#: oldest is forgotten (about 1.4 KB each at the default limit of 20 failures, so 14 MB at most).
+MEMORY_MAX_ADDRESSES = 10_000
 #: Seconds a worker takes an address it found unblocked in Redis as still unblocked (see SharedCounts).
 _TRUST_UNBLOCKED = 1.0
-#: Seconds to wait for Redis (connecting, and each read) before giving up and letting the request through.
-_REDIS_TIMEOUT = 1.0
+#: Seconds one Redis call may take in all (connecting, sending, reading every byte of the reply).
+REDIS_DEADLINE = 0.05
+#: ... and at start-up, where nothing waits on it but a new Redis connection may need a TLS handshake.
+_START_UP_DEADLINE = 2.0
+#: Seconds the limiter stops asking Redis after a failure, before one trial call.
+BREAKER_SECONDS = 5.0
 
 #: KEYS[1]: one address's sorted set; ARGV: the window (ms), the limit, and a new failure's unique member
 #: ('' only checks). Returns the milliseconds until the address is no longer blocked (its count falls below
 #: the limit as failures leave the window), else 0. TIME comes before the writes, which Redis < 5 allows only
 #: after replicate_commands().
-_SCRIPT = Script(
-    """
+_SCRIPT = """
 redis.replicate_commands()
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -85,26 +100,31 @@ end
 -- window. That is the oldest unless a host with a higher limit counted more (a lowered limit, a deploy).
 return tonumber(redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')[2]) + window - now
 """
-)
 
 log = logging.getLogger(__name__)
+
+#: A clock for windows, trust and the breaker: time.monotonic, or a test's own.
+Clock = Callable[[], float]
 
 
 class LocalCounts:
     """This process's own counts (``memory://``): each address's failure times inside the window, oldest first.
 
     Nearly every request comes from an address without recent failures: it
-    is not in ``failures``, and checking it costs one dict lookup. A lock
-    (uncontended under gunicorn's sync workers) keeps threads (the development
-    server, ``--threads``) from sweeping the dict while another adds to it.
+    is not in ``failures``, and checking it costs one dict lookup. At most
+    ``max_addresses`` addresses are kept; a new one past that evicts the
+    address whose last failure is the oldest. A lock (uncontended under
+    gunicorn's sync workers) keeps threads (the development server,
+    ``--threads``) from evicting while another adds.
     """
 
-    def __init__(self, rate: Rate) -> None:
+    def __init__(self, rate: Rate, clock: Clock = time.monotonic, max_addresses: int = MEMORY_MAX_ADDRESSES) -> None:
         self.limit = rate.amount
         self.window = float(rate.seconds)
-        #: address -> time.monotonic() of its failures (at most ``limit``), oldest first; stale ones swept out.
-        self.failures: dict[str, deque[float]] = {}
-        self._sweep_at = _REMEMBERED_ADDRESSES
+        self.clock = clock
+        self.max_addresses = max_addresses
+        #: address -> clock() of its failures (at most ``limit``), oldest first; the latest failed address last.
+        self.failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def _in_window(self, failures: deque[float], now: float) -> deque[float]:
@@ -115,31 +135,103 @@ class LocalCounts:
 
     def retry_after(self, address: str) -> int | None:
         """Seconds until ``address`` may try again, or ``None`` if it is not blocked."""
-        failures = self.failures.get(address)
-        if failures is None:
+        if address not in self.failures:
             return None
         with self._lock:
-            now = time.monotonic()
-            if len(self._in_window(failures, now)) < self.limit:
+            failures = self.failures.get(address)
+            if failures is None:
+                return None
+            now = self.clock()
+            if not self._in_window(failures, now):
+                del self.failures[address]  # all its failures have left the window
+                return None
+            if len(failures) < self.limit:
                 return None
             return max(1, math.ceil(failures[0] + self.window - now))
 
     def record_failure(self, address: str) -> None:
         with self._lock:
-            self._record(address)
+            now = self.clock()
+            failures = self.failures.get(address)
+            if failures is None:
+                while len(self.failures) >= self.max_addresses:
+                    self.failures.popitem(last=False)
+                failures = self.failures[address] = deque(maxlen=self.limit)
+            else:
+                self.failures.move_to_end(address)
+            if len(self._in_window(failures, now)) < self.limit:
+                failures.append(now)
 
-    def _record(self, address: str) -> None:
-        now = time.monotonic()
-        failures = self.failures.get(address)
-        if failures is None:
-            if len(self.failures) >= self._sweep_at:
-                cutoff = now - self.window
-                self.failures = {a: f for a, f in self.failures.items() if f and f[-1] > cutoff}
-                # Sweep again only once as many have come: not on every new address while all are recent.
-                self._sweep_at = max(_REMEMBERED_ADDRESSES, 2 * len(self.failures))
-            failures = self.failures[address] = deque(maxlen=self.limit)
-        if len(self._in_window(failures, now)) < self.limit:
-            failures.append(now)
+    @property
+    def degraded(self) -> bool:
+        return False
+
+
+class Breaker:
+    """After a failure of Redis, answer without it for ``seconds``, then let one call try again.
+
+    Logs one WARNING when it opens and one when a call succeeds again, not one
+    per request; ``on_open`` is called each time it opens (a metric).
+    """
+
+    def __init__(self, seconds: float, clock: Clock, on_open: Callable[[], object]) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.on_open = on_open
+        self.open = False
+        self._retry_at = 0.0
+
+    def allows(self) -> bool:
+        """Whether to ask Redis now: always while closed; once open, one trial call every ``seconds``."""
+        if not self.open:
+            return True
+        now = self.clock()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + self.seconds  # this call is the trial; the others keep answering without Redis
+        return True
+
+    def failed(self, cause: str) -> None:
+        self._retry_at = self.clock() + self.seconds
+        if not self.open:
+            self.open = True
+            log.warning(
+                "rate-limit storage unavailable, not limiting failed authentications for %g s and until Redis "
+                "answers again: %s",
+                self.seconds,
+                cause,
+            )
+            self.on_open()
+
+    def succeeded(self) -> None:
+        if self.open:
+            self.open = False
+            log.warning("rate-limit storage answers again: failed authentications are limited again")
+
+
+def _describe(error: BaseException) -> str:
+    """What went wrong, for the log: redis-py's messages name host and port, never the password."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, redis.exceptions.AskError):  # MOVED is an AskError too
+        text += " (RATELIMIT_STORAGE_URI points at a Redis Cluster node; the limiter needs one plain Redis server)"
+    return text
+
+
+#: Errors at start-up that are the URL's fault (credentials, ACL, database), not Redis being down.
+_CONFIG_ERRORS = (
+    redis.exceptions.AuthenticationError,  # WRONGPASS, NOAUTH
+    redis.exceptions.AuthenticationWrongNumberOfArgsError,  # a user name for a Redis older than 6
+    redis.exceptions.NoPermissionError,  # NOPERM: an ACL user without +@scripting, or without the key pattern
+)
+
+
+def _untrusted_certificate(error: BaseException | None) -> bool:
+    """Whether a TLS certificate check failed somewhere in the chain of ``error`` (redis-py wraps it)."""
+    while error is not None:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 class SharedCounts:
@@ -153,27 +245,91 @@ class SharedCounts:
     requests with a valid key are answered, which tells it nothing it did not know.
     """
 
-    def __init__(self, rate: Rate, redis_url: str) -> None:
+    def __init__(
+        self,
+        rate: Rate,
+        redis_url: str,
+        *,
+        clock: Clock = time.monotonic,
+        on_open: Callable[[], object] = lambda: None,
+        call_deadline: float = REDIS_DEADLINE,
+        breaker_seconds: float = BREAKER_SECONDS,
+    ) -> None:
         self.limit = rate.amount
         self.window_ms = rate.seconds * 1000
-        self.redis = RedisClient(redis_target(redis_url), _REDIS_TIMEOUT)
-        #: address -> time.monotonic() until which it is taken as unblocked.
+        self.clock = clock
+        self.call_deadline = call_deadline
+        options = redis_options(redis_url)
+        options["connection_class"] = DEADLINE_CLASSES[options.get("connection_class", Connection)]
+        pool = redis.ConnectionPool(
+            **options,
+            # Upper bounds only: each call is cut to its deadline (redis_deadline.py).
+            socket_timeout=_START_UP_DEADLINE,
+            socket_connect_timeout=_START_UP_DEADLINE,
+            protocol=2,  # no HELLO handshake (nor a fallback for Redis < 6), no push messages
+            driver_info=None,  # no CLIENT SETINFO round trips on connecting
+            # One more try, on a new connection, when the pooled one was closed (Redis's idle timeout, a
+            # restart); within the same deadline. Never after a timeout: that would only wait longer.
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+        )
+        self.redis = redis.Redis(connection_pool=pool)
+        self.script = self.redis.register_script(_SCRIPT)
+        self.breaker = Breaker(breaker_seconds, lambda: self.clock(), on_open)  # the same clock, if a test swaps it
+        #: address -> clock() until which it is taken as unblocked.
         self.unblocked_until: dict[str, float] = {}
         self._sweep_at = _REMEMBERED_ADDRESSES
+
+    @property
+    def degraded(self) -> bool:
+        return self.breaker.open
+
+    def check_at_start_up(self) -> None:
+        """Log in, select the database and load the script: what the URL gets wrong stops the start-up.
+
+        Redis not answering is not the URL's fault: the service starts with the
+        breaker open. The connection is closed afterwards, so that gunicorn's
+        master (``preload_app``) hands no socket down to its workers.
+        """
+        try:
+            with deadline(_START_UP_DEADLINE):
+                self.redis.script_load(_SCRIPT)
+        except _CONFIG_ERRORS as e:
+            raise ConfigError(f"RATELIMIT_STORAGE_URI: Redis refused the limiter: {_describe(e)}") from None
+        except redis.exceptions.RedisError as e:
+            if _untrusted_certificate(e) or "DB index is out of range" in str(e) or "invalid DB index" in str(e):
+                raise ConfigError(f"RATELIMIT_STORAGE_URI: Redis refused the limiter: {_describe(e)}") from None
+            self.breaker.failed(_describe(e))
+        finally:
+            self.redis.connection_pool.disconnect()
+
+    def _run(self, address: str, member: str) -> int | None:
+        """The script's answer for ``address``; None (and the breaker opens) if Redis fails or answers nonsense."""
+        try:
+            with deadline(self.call_deadline):
+                reply = self.script(keys=[_KEY_PREFIX + address], args=[self.window_ms, self.limit, member])
+            if type(reply) is not int:
+                raise redis.exceptions.InvalidResponse(f"the script answered {type(reply).__name__}, not a number")
+        # Not only RedisError: a malformed reply can raise ValueError, OverflowError, RecursionError or
+        # MemoryError in the parser. redis-py has dropped the connection by then; this request goes on.
+        except Exception as e:  # noqa: BLE001
+            self.breaker.failed(_describe(e))
+            return None
+        self.breaker.succeeded()
+        return reply
 
     def retry_after(self, address: str) -> int | None:
         """Seconds until ``address`` may try again, or ``None`` if it is not blocked (or Redis does not answer)."""
         until = self.unblocked_until.get(address)
-        if until is not None and time.monotonic() < until:
+        if until is not None and self.clock() < until:
             return None
-        try:
-            wait_ms = self.redis.run(_SCRIPT, [_KEY_PREFIX + address], [self.window_ms, self.limit, ""])
-        except RedisError as e:
-            log.warning("rate-limit storage unavailable, not limiting: %s: %s", self.redis.target, e)
+        if not self.breaker.allows():
             return None
-        if wait_ms:
+        wait_ms = self._run(address, "")
+        if wait_ms is None:
+            return None
+        if wait_ms > 0:
             return math.ceil(wait_ms / 1000)
-        now = time.monotonic()
+        now = self.clock()
         if len(self.unblocked_until) >= self._sweep_at:
             # A snapshot first: under threads another request may add an address meanwhile.
             self.unblocked_until = {a: t for a, t in list(self.unblocked_until.items()) if t > now}
@@ -183,18 +339,8 @@ class SharedCounts:
 
     def record_failure(self, address: str) -> None:
         self.unblocked_until.pop(address, None)
-        member = secrets.token_hex(8)  # unique: two failures in one millisecond are two failures
-        try:
-            self.redis.run(_SCRIPT, [_KEY_PREFIX + address], [self.window_ms, self.limit, member])
-        except RedisError as e:
-            log.warning("rate-limit storage unavailable, failure not counted: %s: %s", self.redis.target, e)
-
-
-def _guarded(req: Request) -> bool:
-    # Preflights carry no credentials and are never refused: the page must be
-    # able to read the 429 that follows.
-    blueprint = req.blueprint
-    return blueprint is not None and blueprint.partition(".")[0] == _GUARDED_BLUEPRINT and req.method != "OPTIONS"
+        if self.breaker.allows():
+            self._run(address, secrets.token_hex(8))  # unique: two failures in one millisecond are two failures
 
 
 #: A client address that is not an IP (a misconfigured proxy header) is counted as text, this long at most.
@@ -218,14 +364,19 @@ def client_key(address: str | None) -> str | None:
 
 
 def refuse_blocked_client() -> Response | None:
-    """``before_request``: a blocked address gets 429 before its key is even looked up."""
+    """``before_request`` of the ``api`` blueprint: a blocked address gets 429 before its key is even looked up.
+
+    Preflights carry no credentials and are never refused: the page must be
+    able to read the 429 that follows.
+    """
+    store = current_app.extensions.get(_EXTENSION)
     req = request._get_current_object()  # one context lookup, not one per attribute
-    if not _guarded(req):
+    if store is None or req.method == "OPTIONS":
         return None
     address = client_key(req.remote_addr)
     if address is None:
         return None
-    retry_after = current_app.extensions[_EXTENSION].retry_after(address)
+    retry_after = store.retry_after(address)
     if retry_after is None:
         return None
     response = jsonify(error_body(MESSAGE))
@@ -235,25 +386,32 @@ def refuse_blocked_client() -> Response | None:
 
 
 def count_failed_auth(response: Response) -> Response:
-    """``after_request``: count the 401s of the guarded blueprints."""
+    """``after_request`` of the ``api`` blueprint: count its 401s."""
     if response.status_code != 401:
         return response
-    req = request._get_current_object()
-    if not _guarded(req):
-        return response
-    address = client_key(req.remote_addr)
-    if address is not None:
-        current_app.extensions[_EXTENSION].record_failure(address)
+    store = current_app.extensions.get(_EXTENSION)
+    address = client_key(request.remote_addr)
+    if store is not None and address is not None:
+        store.record_failure(address)
     return response
 
 
-def init_app(app: Flask) -> bool:
-    """Set up the limiter unless the limit is off; True when ``create_app`` should install the two hooks."""
-    rate = parse_rate(app.config.get("AUTH_FAILURE_LIMIT") or "off")
+def init_app(app: Flask, rate: Rate | None, storage: str) -> None:
+    """Set up the limiter (``AUTH_FAILURE_LIMIT``, ``RATELIMIT_STORAGE_URI``) unless the limit is off."""
     if rate is None:
-        return False
-    storage = app.config.get("RATELIMIT_STORAGE_URI") or "memory://"
+        return
     # By the scheme, as config.ratelimit_storage_uri accepted it: "Memory://" is memory:// too.
-    in_memory = urlparse(storage).scheme == "memory"
-    app.extensions[_EXTENSION] = LocalCounts(rate) if in_memory else SharedCounts(rate, storage)
-    return True
+    if urlparse(storage).scheme.lower() == "memory":
+        app.extensions[_EXTENSION] = LocalCounts(rate)
+    else:
+        shared = SharedCounts(rate, storage, on_open=observability.metrics(app).limiter_outages.inc)
+        shared.check_at_start_up()
+        app.extensions[_EXTENSION] = shared
+
+
+def status() -> str:
+    """The current app's limiter for ``/readyz``: ``off``, ``ok``, or ``degraded`` (not asking Redis for now)."""
+    store = current_app.extensions.get(_EXTENSION)
+    if store is None:
+        return "off"
+    return "degraded" if store.degraded else "ok"

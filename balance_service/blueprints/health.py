@@ -4,6 +4,7 @@ from flask import Blueprint, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from .. import ratelimit
 from ..extensions import db
 from ..observability import count_database_error
 
@@ -18,11 +19,20 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """The database answers; a load balancer should stop sending traffic otherwise."""
+    """The database answers; a load balancer should stop sending traffic otherwise.
+
+    ``limiter`` says how the failed-auth limiter is, without changing the
+    status: ``degraded`` while it is not asking Redis (and lets requests through).
+    """
     try:
         db.session.execute(text("SELECT 1"))
     except SQLAlchemyError:
         db.session.rollback()
         count_database_error()
-        return jsonify(success=False, status="unavailable", message="Database is not reachable"), 503
-    return jsonify(success=True, status="ready")
+        return (
+            jsonify(
+                success=False, status="unavailable", message="Database is not reachable", limiter=ratelimit.status()
+            ),
+            503,
+        )
+    return jsonify(success=True, status="ready", limiter=ratelimit.status())
