@@ -19,15 +19,12 @@ ENV_SETTINGS = (
     "DATABASE_URL",
     "LOG_DATABASE_URL",
     "BALANCE_UNIT",
-    "QUOTA_PER_UNIT",
-    "USD_EXCHANGE_RATE",
     "UNLIMITED_USER_ROLES",
     "CORS_ORIGINS",
     "CORS_MAX_AGE",
     "DB_CONNECT_TIMEOUT",
     "DB_STATEMENT_TIMEOUT_MS",
     "LOG_LEVEL",
-    "BILLING_SOURCE",
     "AUTH_FAILURE_LIMIT",
     "RATELIMIT_STORAGE_URI",
     "PROXY_FIX_X_FOR",
@@ -41,27 +38,23 @@ ENV_SETTINGS = (
     "ALERT_DELIVERY_WORKERS",
     "ALERT_DELIVERY_DEADLINE",
     "ALERT_FAILURE_BACKOFF_MAX",
-    "GATEWAY_LAYOUT_TTL",
-    "GATEWAY_OPTIONS_TTL",
 )
 
+#: Settings earlier versions read, with what replaces each; any of them set (not empty) stops start-up, saying so.
+REMOVED = {
+    "BILLING_SOURCE": "the billing endpoints follow the gateway's own DisplayTokenStatEnabled option",
+    "QUOTA_PER_UNIT": "the gateway's own QuotaPerUnit option (its options table) is used",
+    "USD_EXCHANGE_RATE": "the gateway's own USDExchangeRate option (its options table) is used",
+    "GATEWAY_LAYOUT_TTL": "the gateway's table layout is read again every 60 seconds",
+    "GATEWAY_OPTIONS_TTL": "the gateway's options are read again every 60 seconds",
+}
+
 UNITS = ("USD", "CNY", "tokens")
-BILLING_SOURCES = ("token", "user")
 RATELIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
 
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot run with; raised at start-up, not per request."""
-
-
-def _decimal(name: str, raw: str) -> Decimal:
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not value.is_finite() or value <= 0:
-        raise ConfigError(f"{name} must be a positive number, got {raw!r}")
-    return value
 
 
 def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
@@ -85,11 +78,6 @@ def _unit(raw: str) -> str | None:
     if not matches:
         raise ConfigError(f"BALANCE_UNIT must be one of {', '.join(UNITS)}, got {unit!r}")
     return matches[0]
-
-
-def _optional(parse: Any, name: str, raw: str) -> Any:
-    """``None`` for an empty or unset variable (the gateway's options table decides), else the parsed value."""
-    return parse(name, raw) if raw.strip() else None
 
 
 def _log_level(raw: str) -> str:
@@ -385,17 +373,12 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     connect_timeout = _int("DB_CONNECT_TIMEOUT", env.get("DB_CONNECT_TIMEOUT", "3"), 1)
     statement_timeout = _int("DB_STATEMENT_TIMEOUT_MS", env.get("DB_STATEMENT_TIMEOUT_MS", "5000"), 0)
     url = env.get("DATABASE_URL", "").strip()  # normalized in finalize(), with URLs given by tests
-    billing_source = env.get("BILLING_SOURCE", "").strip().lower() or "token"
-    if billing_source not in BILLING_SOURCES:
-        raise ConfigError(f"BILLING_SOURCE must be one of {', '.join(BILLING_SOURCES)}, got {billing_source!r}")
+    for name, replacement in REMOVED.items():
+        if env.get(name, "").strip():
+            raise ConfigError(f"{name} is no longer read: {replacement}")
     config: dict[str, Any] = {
-        # Unset (None): the gateway's own options table decides (gateway_options.py).
+        # Unset (None): the gateway's own options table decides (gateway/options.py).
         "BALANCE_UNIT": _unit(env.get("BALANCE_UNIT", "")),
-        "QUOTA_PER_UNIT": _optional(_decimal, "QUOTA_PER_UNIT", env.get("QUOTA_PER_UNIT", "")),
-        "USD_EXCHANGE_RATE": _optional(_decimal, "USD_EXCHANGE_RATE", env.get("USD_EXCHANGE_RATE", "")),
-        "GATEWAY_OPTIONS_TTL": _seconds(
-            "GATEWAY_OPTIONS_TTL", env.get("GATEWAY_OPTIONS_TTL", "60"), allow_zero=True, maximum=86400
-        ),
         "UNLIMITED_USER_ROLES": roles,
         "CORS_ORIGINS": cors_origins(env.get("CORS_ORIGINS", "*")),
         "CORS_MAX_AGE": _int("CORS_MAX_AGE", env.get("CORS_MAX_AGE", "86400")),
@@ -404,9 +387,6 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "LOG_LEVEL": _log_level(env.get("LOG_LEVEL", "INFO")),
         # The only bodies the API reads are small alert definitions.
         "MAX_CONTENT_LENGTH": 16 * 1024,
-        "BILLING_SOURCE": billing_source,
-        # Seconds before the gateway's table layout (soft delete or not) is inspected again.
-        "GATEWAY_LAYOUT_TTL": _int("GATEWAY_LAYOUT_TTL", env.get("GATEWAY_LAYOUT_TTL", "300"), 0, 86400),
         "AUTH_FAILURE_LIMIT": auth_failure_limit(env.get("AUTH_FAILURE_LIMIT", "20/minute")),
         "RATELIMIT_STORAGE_URI": ratelimit_storage_uri(env.get("RATELIMIT_STORAGE_URI", "")),
         "PROXY_FIX_X_FOR": _int("PROXY_FIX_X_FOR", env.get("PROXY_FIX_X_FOR", "0")),

@@ -27,9 +27,9 @@ from sqlalchemy import delete, event
 
 from balance_service import create_app, direct_reads
 from balance_service.alerts.models import BalanceAlert
-from balance_service.config import ENV_SETTINGS
+from balance_service.config import ENV_SETTINGS, REMOVED
 from balance_service.extensions import db as _db
-from balance_service.models import Token, User
+from balance_service.gateway.tables import Token, User
 from balance_service.usage.source import CLICKHOUSE_EXTENSION
 from tests.clickhouse import (
     ClickHouseTables,
@@ -58,7 +58,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "balance"))
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch):
     """A developer's own settings must not change what the tests see."""
-    for name in ENV_SETTINGS:
+    for name in (*ENV_SETTINGS, *REMOVED):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -28,7 +28,7 @@ import pymysql
 import pytest
 from sqlalchemy.engine import make_url
 
-from balance_service.config import ENV_SETTINGS
+from balance_service.config import ENV_SETTINGS, REMOVED
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -167,7 +167,7 @@ def clean_environment(**settings: str) -> dict[str, str]:
     A developer's own ``DATABASE_URL``, ``BIND`` or ``LOG_LEVEL`` must not
     change what a server started by a test does.
     """
-    dropped = set(ENV_SETTINGS) | set(GUNICORN_SETTINGS)
+    dropped = set(ENV_SETTINGS) | set(REMOVED) | set(GUNICORN_SETTINGS)
     env = {name: value for name, value in os.environ.items() if name not in dropped}
     env.update(settings)
     return env

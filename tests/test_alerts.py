@@ -17,7 +17,7 @@ from balance_service.alerts import store
 from balance_service.alerts.models import BalanceAlert
 from balance_service.config import ConfigError, from_env
 from balance_service.extensions import db as _db
-from balance_service.models import Token, User
+from balance_service.gateway.tables import Token, User
 from tests.helpers import run_concurrently, temporary_mariadb_database
 
 URL = "/v1/user/balance/alerts"

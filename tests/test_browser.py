@@ -33,7 +33,7 @@ from sqlalchemy import create_engine, update
 from balance_service import create_app, operations
 from balance_service.config import ENV_SETTINGS
 from balance_service.extensions import db
-from balance_service.models import Token, User
+from balance_service.gateway.tables import Token, User
 from tests.gateway_logs import CONSUME, REFUND, GatewayTables, Log
 from tests.helpers import clean_environment, running_gunicorn
 
@@ -94,7 +94,7 @@ def _seed_logs(database_url: str, alice: int, limited: int) -> None:
     ]
     tables = GatewayTables(database_url).create_logs("new-api")
     tables.add(rows)
-    tables.set_options({"LogConsumeEnabled": "true"})
+    tables.set_options({"LogConsumeEnabled": "true", "USDExchangeRate": "7.1"})  # the gateway's CNY rate
     tables.engine.dispose()
 
 
@@ -146,7 +146,6 @@ def service(tmp_path_factory) -> Iterator[Service]:
     env = clean_environment(
         DATABASE_URL=database_url,
         BALANCE_UNIT="USD",
-        QUOTA_PER_UNIT="500000",
         CORS_ORIGINS="*",
         GUNICORN_ACCESS_LOG="-",
         LOG_LEVEL="info",
@@ -164,8 +163,6 @@ def service_in_unit(request, service, tmp_path_factory) -> Iterator[tuple[str, S
     env = clean_environment(
         DATABASE_URL=service.database_url,
         BALANCE_UNIT=unit,
-        QUOTA_PER_UNIT="500000",
-        USD_EXCHANGE_RATE="7.1",
         CORS_ORIGINS="*",
     )
     log = tmp_path_factory.mktemp(f"browser-{unit}") / "gunicorn.log"

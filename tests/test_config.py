@@ -1,31 +1,31 @@
 """Settings come from the environment and bad values stop the service at start-up."""
 
 import re
-from decimal import Decimal
 
 import pytest
 
 from balance_service import create_app
-from balance_service.config import ENV_SETTINGS, ConfigError, from_env, normalize_database_url
+from balance_service.config import ENV_SETTINGS, REMOVED, ConfigError, from_env, normalize_database_url
 from tests.helpers import REPO, clean_environment
 
 
 def test_units_are_left_to_the_gateway_unless_set():
     config = from_env({})
-    assert (config["BALANCE_UNIT"], config["QUOTA_PER_UNIT"], config["USD_EXCHANGE_RATE"]) == (None, None, None)
-    assert config["GATEWAY_OPTIONS_TTL"] == 60
+    assert config["BALANCE_UNIT"] is None
     assert config["UNLIMITED_USER_ROLES"] == frozenset()
     assert config["CORS_ORIGINS"] == "*"
     assert "SQLALCHEMY_DATABASE_URI" not in config
 
 
-def test_unit_settings_that_are_set_are_kept():
-    config = from_env({"BALANCE_UNIT": "USD", "QUOTA_PER_UNIT": "500000", "USD_EXCHANGE_RATE": "7.3"})
-    assert (config["BALANCE_UNIT"], config["QUOTA_PER_UNIT"], config["USD_EXCHANGE_RATE"]) == (
-        "USD",
-        Decimal(500000),
-        Decimal("7.3"),
-    )
+@pytest.mark.parametrize("name", sorted(REMOVED))
+def test_a_removed_setting_stops_start_up_saying_what_replaces_it(name):
+    with pytest.raises(ConfigError, match=f"^{name} is no longer read: .*gateway"):
+        from_env({name: "1"})
+
+
+@pytest.mark.parametrize("name", sorted(REMOVED))
+def test_a_removed_setting_left_empty_is_ignored(name):
+    assert "BALANCE_UNIT" in from_env({name: " "})
 
 
 def test_unit_names_are_case_insensitive():
@@ -43,12 +43,6 @@ def test_lists_are_split_on_commas():
     "env",
     [
         {"BALANCE_UNIT": "EUR"},
-        {"QUOTA_PER_UNIT": "0"},
-        {"QUOTA_PER_UNIT": "abc"},
-        {"USD_EXCHANGE_RATE": "-7"},
-        {"USD_EXCHANGE_RATE": "NaN"},
-        {"GATEWAY_OPTIONS_TTL": "-1"},
-        {"GATEWAY_OPTIONS_TTL": "soon"},
         {"UNLIMITED_USER_ROLES": "root"},
         {"DB_CONNECT_TIMEOUT": "0"},
         {"LOG_LEVEL": "verbose"},
@@ -137,7 +131,7 @@ def test_env_settings_lists_every_variable_from_env_reads():
     env = _RecordingEnvironment()
     from_env(env)
     assert env.read, "from_env read nothing from the mapping it was given"
-    assert env.read <= set(ENV_SETTINGS), env.read - set(ENV_SETTINGS)
+    assert env.read <= set(ENV_SETTINGS) | set(REMOVED), env.read - set(ENV_SETTINGS)
 
 
 def test_child_processes_get_none_of_the_settings_gunicorn_conf_reads(monkeypatch):
@@ -175,10 +169,3 @@ def test_cors_origins_with_any_other_use_of_regex_characters_stop_the_start_up(v
 
 def test_cors_origins_star_alone_still_means_any_origin():
     assert from_env({"CORS_ORIGINS": " * "})["CORS_ORIGINS"] == "*"
-
-
-def test_the_gateway_layout_is_inspected_again_every_five_minutes_by_default():
-    assert from_env({})["GATEWAY_LAYOUT_TTL"] == 300
-    assert from_env({"GATEWAY_LAYOUT_TTL": "0"})["GATEWAY_LAYOUT_TTL"] == 0
-    with pytest.raises(ConfigError, match="GATEWAY_LAYOUT_TTL"):
-        from_env({"GATEWAY_LAYOUT_TTL": "-1"})

@@ -12,7 +12,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from balance_service import __version__, create_app
-from balance_service.models import USER_DISABLED
+from balance_service.gateway.tables import USER_DISABLED
 from balance_service.openapi import document
 
 DOC = document()

@@ -50,9 +50,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Bundle, aliased
 
 from ..extensions import db
-from ..gateway import Balance, token_refusal
-from ..models import TOKEN_DISABLED, USER_DISABLED, Token, User, live, or_default, soft_delete_columns
-from ..units import conversion, quota_to_unit, remaining_for_display
+from ..gateway.options import currency
+from ..gateway.rules import Balance, token_refusal
+from ..gateway.tables import TOKEN_DISABLED, USER_DISABLED, Token, User, live, or_default, soft_delete_columns
 from ..usage.forecast import Forecast
 from ..usage.report import present_forecast, scope_forecast
 from ..usage.source import Scope
@@ -118,7 +118,7 @@ def _alerts_with_balances() -> list[Row]:
             BalanceAlert.failures,
             BalanceAlert.next_attempt_at,
             BalanceAlert.created_by_token_id,
-            # NULLs read as the gateway's defaults, as in the key lookup (models.or_default).
+            # NULLs read as the gateway's defaults, as in the key lookup (tables.or_default).
             Bundle("user", *(or_default(c) for c in (User.quota, User.used_quota, User.role, User.status))),
             # ``row.token.id`` is None when the key is gone (outer join).
             Bundle(
@@ -239,16 +239,16 @@ def _forecast_fields(row: Row, forecast: Forecast) -> dict[str, Any]:
 
 
 def _payload(row: Row, quota: int, now: int, forecast: Forecast | None = None) -> bytes:
-    settings = conversion(current_app.config)
+    money = currency(current_app.config)
     payload = {
         "event": _event(forecast),
         "alert_id": row.id,
         "scope": SCOPE_ACCOUNT if row.token_id is None else SCOPE_TOKEN,
         "user_id": row.user_id,
         "token_id": row.token_id,
-        "balance": remaining_for_display(quota, False, **settings),
-        "threshold": quota_to_unit(row.threshold, **settings),
-        "unit": settings["unit"],
+        "balance": money.balance(quota, False),
+        "threshold": money.amount(row.threshold),
+        "unit": money.unit,
         "timestamp": now,
     }
     if forecast is not None:

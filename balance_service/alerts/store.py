@@ -21,7 +21,7 @@ from contextlib import contextmanager, nullcontext
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, text
 
 from ..extensions import db
-from ..models import Token, live, soft_delete_columns
+from ..gateway.tables import Token, live, soft_delete_columns
 from .models import BalanceAlert
 from .schema import ensure_upgraded
 

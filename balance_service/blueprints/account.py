@@ -2,7 +2,7 @@
 
 from flask import Blueprint, current_app, g
 
-from ..gateway import Balance
+from ..gateway.rules import Balance
 from ..presenter import balance_response
 
 bp = Blueprint("account", __name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..errors import ApiError
-from ..gateway import Balance
+from ..gateway.rules import Balance
 from ..usage.report import usage_range, usage_report, utc_today
 from ..usage.source import Scope
 

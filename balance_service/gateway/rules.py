@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from .models import NEVER_EXPIRES, TOKEN_DISABLED, TOKEN_EXPIRED, USER_DISABLED
+from .tables import NEVER_EXPIRES, TOKEN_DISABLED, TOKEN_EXPIRED, USER_DISABLED
 
 KEY_LENGTH = 48
 _KEY_RE = re.compile(rf"[A-Za-z0-9]{{1,{KEY_LENGTH}}}")
@@ -107,7 +107,7 @@ class Balance:
     """What is left and what was spent, in raw quota units; ``unlimited`` means ``remaining`` does not matter.
 
     ``remaining`` may be negative: the gateway can overdraw a little. How that
-    is shown is the presenter's business (``units.remaining_for_display``).
+    is shown is the presenter's business (``Currency.balance``).
     """
 
     remaining: int

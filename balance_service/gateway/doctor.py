@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,18 +20,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import is_clickhouse_url
 from ..extensions import db
-from .source import log_engine, log_source, options
+from ..usage.source import log_engine, log_source
+from .options import DISPLAY_IN_CURRENCY, DISPLAY_TOKEN_STAT, DISPLAY_TYPE, LOG_CONSUME, QUOTA_PER_UNIT, parse
+from .tables import options
 
 if TYPE_CHECKING:  # the ClickHouse driver is imported only where LOG_DATABASE_URL asks for it
-    from .clickhouse import ClickHouseLogSource
+    from ..usage.clickhouse import ClickHouseLogSource
 
 #: The gateway options that change what the service should show (gateway-schema.md), with their defaults.
 OPTIONS = {
-    "QuotaPerUnit": "500000",
-    "general_setting.quota_display_type": "USD (new-api); one-api: see DisplayInCurrencyEnabled",
-    "DisplayInCurrencyEnabled": "true",
-    "DisplayTokenStatEnabled": "true",
-    "LogConsumeEnabled": "true",
+    QUOTA_PER_UNIT: "500000",
+    DISPLAY_TYPE: f"USD (new-api); one-api: see {DISPLAY_IN_CURRENCY}",
+    DISPLAY_IN_CURRENCY: "true",
+    DISPLAY_TOKEN_STAT: "true",
+    LOG_CONSUME: "true",
 }
 
 #: Columns of ``logs`` the usage queries read; ``token_id`` only exists on new-api.
@@ -132,24 +133,14 @@ def inspect_gateway(
     for key, default in OPTIONS.items():
         value = found.get(key)
         out.append(f"  {key} = {value}" if value is not None else f"  {key}: not set (default {default})")
-    consume_on = found.get("LogConsumeEnabled", "true") == "true"
+    parsed = parse({key: value for key, value in found.items() if value is not None})
     out.append(
         "  consume logging: on"
-        if consume_on
+        if parsed.log_consume
         else "  consume logging: OFF (the gateway writes no consume rows: date-ranged billing usage falls back to "
         "lifetime, GET /v1/usage answers 409)"
     )
-    qpu = found.get("QuotaPerUnit")
-    configured = current_app.config["QUOTA_PER_UNIT"]  # None: the service uses the gateway's own
-    if qpu is not None and configured is not None and _number(qpu) != configured:
-        out.append(f"  note: QuotaPerUnit is {qpu} but the service's QUOTA_PER_UNIT={configured} overrides it")
-    token_stat = found.get("DisplayTokenStatEnabled", "true") == "true"
-    source = current_app.config["BILLING_SOURCE"]
-    if token_stat != (source == "token"):
-        out.append(
-            f"  note: DisplayTokenStatEnabled is {'true' if token_stat else 'false'} but the service's "
-            f"BILLING_SOURCE is {source} (the billing endpoints report the {'key' if source == 'token' else 'account'})"
-        )
+    out.append(f"  billing endpoints report: the {'key' if parsed.display_token_stat else 'account'}")
 
     if clickhouse is not None:
         return out + clickhouse_report(*clickhouse)
@@ -203,13 +194,6 @@ def _hide_password(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _number(text: str) -> Decimal | None:
-    try:
-        return Decimal(text.strip())
-    except InvalidOperation:
-        return None
 
 
 @click.command("doctor")
