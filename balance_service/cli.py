@@ -9,10 +9,10 @@ from flask import Flask
 from flask.cli import with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import operations as ops
 from .alerts.cli import check_alerts_command
 from .alerts.schema import upgrade as upgrade_alerts_table
 from .extensions import db
+from .gateway import operations as ops
 from .gateway.doctor import doctor_command
 from .gateway.money import AmountTooLarge, NotANumber, NotWhole
 from .gateway.options import gateway_options

@@ -30,9 +30,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import create_engine, update
 
-from balance_service import create_app, operations
+from balance_service import create_app
 from balance_service.config import ENV_SETTINGS
 from balance_service.extensions import db
+from balance_service.gateway import operations
 from balance_service.gateway.tables import Token, User
 from tests.gateway_logs import CONSUME, REFUND, GatewayTables, Log
 from tests.helpers import clean_environment, running_gunicorn

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import text
 
-from balance_service import operations as ops
 from balance_service.extensions import db
+from balance_service.gateway import operations as ops
 from balance_service.gateway.tables import Token, User
 from tests.helpers import run_concurrently
 

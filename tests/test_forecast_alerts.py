@@ -15,10 +15,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import inspect, text
 
-from balance_service import create_app, operations
+from balance_service import create_app
 from balance_service.alerts.models import BalanceAlert
 from balance_service.alerts.schema import ADDED_COLUMNS
 from balance_service.extensions import db as _db
+from balance_service.gateway import operations
 from balance_service.gateway.tables import cache
 from tests.gateway_logs import CONSUME, REFUND, GatewayTables, Log, token_id
 from tests.helpers import temporary_mariadb_database, temporary_postgres_database

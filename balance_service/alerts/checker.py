@@ -44,15 +44,14 @@ from decimal import Decimal
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, update
+from sqlalchemy import update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Bundle, aliased
 
 from ..extensions import db
+from ..gateway.keys import join_figures
 from ..gateway.options import currency
-from ..gateway.rules import Balance, token_refusal
-from ..gateway.tables import TOKEN_DISABLED, USER_DISABLED, Token, User, live, or_default, soft_delete_columns
+from ..gateway.rules import Balance, account_disabled, read_refusal, token_refusal
 from ..usage.forecast import Forecast
 from ..usage.report import present_forecast, scope_forecast
 from ..usage.source import Scope
@@ -95,55 +94,22 @@ class CheckSummary:
 
 def _alerts_with_balances() -> list[Row]:
     """Every alert with the balance it watches and the state of its creating key, in one statement."""
-    tokens_soft, users_soft = soft_delete_columns(db.engine)
-    user_on = and_(User.id == BalanceAlert.user_id, live(User, users_soft))
-    token_on = and_(Token.id == BalanceAlert.token_id, Token.user_id == BalanceAlert.user_id, live(Token, tokens_soft))
+    alerts = db.select(
+        BalanceAlert.id,
+        BalanceAlert.user_id,
+        BalanceAlert.token_id,
+        BalanceAlert.threshold,
+        BalanceAlert.days_left_tenths,
+        BalanceAlert.state,
+        BalanceAlert.webhook_url,
+        BalanceAlert.secret,
+        BalanceAlert.failures,
+        BalanceAlert.next_attempt_at,
+        BalanceAlert.created_by_token_id,
+    ).select_from(BalanceAlert)
     # The creator is a key of the alert's account that the gateway has not deleted, like the watched key.
-    creator = aliased(Token, name="creator")
-    creator_on = and_(
-        creator.id == BalanceAlert.created_by_token_id,
-        creator.user_id == BalanceAlert.user_id,
-        live(creator, tokens_soft),
-    )
-    stmt = (
-        db.select(
-            BalanceAlert.id,
-            BalanceAlert.user_id,
-            BalanceAlert.token_id,
-            BalanceAlert.threshold,
-            BalanceAlert.days_left_tenths,
-            BalanceAlert.state,
-            BalanceAlert.webhook_url,
-            BalanceAlert.secret,
-            BalanceAlert.failures,
-            BalanceAlert.next_attempt_at,
-            BalanceAlert.created_by_token_id,
-            # NULLs read as the gateway's defaults, as in the key lookup (tables.or_default).
-            Bundle("user", *(or_default(c) for c in (User.quota, User.used_quota, User.role, User.status))),
-            # ``row.token.id`` is None when the key is gone (outer join).
-            Bundle(
-                "token",
-                Token.id,
-                Token.name,
-                *(
-                    or_default(c)
-                    for c in (
-                        Token.remain_quota,
-                        Token.used_quota,
-                        Token.unlimited_quota,
-                        Token.status,
-                        Token.expired_time,
-                    )
-                ),
-            ),
-            # ``row.creator.id`` is None when the creating key is gone (or none was recorded).
-            Bundle("creator", creator.id, or_default(creator.status)),
-        )
-        .select_from(BalanceAlert)
-        .join(User, user_on)
-        .outerjoin(Token, token_on)
-        .outerjoin(creator, creator_on)
-        .order_by(BalanceAlert.id)
+    stmt = join_figures(alerts, BalanceAlert.user_id, BalanceAlert.token_id, BalanceAlert.created_by_token_id).order_by(
+        BalanceAlert.id
     )
     return list(db.session.execute(stmt).all())
 
@@ -161,14 +127,14 @@ def _creator_hold(row: Row) -> str | None:
         return None
     if row.creator.id is None:
         return CREATOR_DELETED
-    if row.creator.status == TOKEN_DISABLED:
+    if read_refusal(row.creator):  # only a disabled key may not read
         return CREATOR_DISABLED
     return None
 
 
 def _balance(row: Row, now: int) -> Balance | None:
     """The balance the alert watches, or None when that key or account is unusable."""
-    if row.user.status == USER_DISABLED:
+    if account_disabled(row.user):
         return None
     if row.token_id is None:
         return Balance.of_user(row.user, current_app.config["UNLIMITED_USER_ROLES"])

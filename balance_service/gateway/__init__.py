@@ -7,6 +7,7 @@
 - ``money``: ``Currency``, the one conversion between quota and amounts (display unit, USD, cents).
 - ``keys``: the one-statement key lookup and its typed rows.
 - ``logs``: the usage queries on the ``logs`` table (SQL and ClickHouse).
+- ``operations``: what the operator commands do to the gateway's tables (create, top up, disable).
 - ``doctor``: ``flask doctor``, which inspects the gateway database and recommends indexes.
 
 Nothing outside this package names a gateway table, column, option key or status code.

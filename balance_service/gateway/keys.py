@@ -1,20 +1,23 @@
-"""Find a key's token and its owner in the gateway's tables: one SQL statement, one round trip.
+"""Keys and accounts in the gateway's tables: the key lookup, and joins of other tables onto them.
 
-The lookup is ``tokens LEFT JOIN users``, built here with SQLAlchemy Core from
+The lookup (one SQL statement, one round trip) is ``tokens LEFT JOIN users``, built here with SQLAlchemy Core from
 the models (the schema's single source), compiled once per dialect and table
 layout, and run on this worker's own connection (``direct_reads``: prepared
 once per connection on PostgreSQL, no pool, no pre-ping), so a balance request
-costs one database round trip. Nothing here writes to the database.
+costs one database round trip. ``join_figures`` and ``is_live_key`` let the
+alerts (their own table) reach the same rows. Nothing here writes to the database.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import Select, and_, bindparam, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, select
+from sqlalchemy.orm import Bundle, aliased
 
 from .. import direct_reads
+from ..extensions import db
 from .rules import KeyRejected
 from .tables import Token, User, exact_string, live, or_default, soft_delete_columns
 
@@ -86,3 +89,34 @@ def _lookup_statement(tokens_soft: bool, users_soft: bool) -> Select:
         .where(tokens.c.key == exact_string(bindparam("key")), live(Token, tokens_soft))
     )
     return stmt.limit(1)
+
+
+def _live_key(model: Any, key_id: Any, account_id: Any, tokens_soft: bool) -> ColumnElement[bool]:
+    return and_(model.id == key_id, model.user_id == account_id, live(model, tokens_soft))
+
+
+def is_live_key(key_id: Any, account_id: Any) -> ColumnElement[bool]:
+    """``EXISTS`` a key ``key_id`` of the account ``account_id`` that the gateway has not deleted."""
+    return exists().where(_live_key(Token, key_id, account_id, soft_delete_columns(db.engine)[0]))
+
+
+def join_figures(stmt: Select, account_id: Any, key_id: Any, creator_id: Any) -> Select:
+    """``stmt`` joined to its live account and, outer, to two live keys of that account, with their figures.
+
+    Adds the bundles ``user`` (the columns of ``UserRow``), ``token`` (of
+    ``TokenRow``; ``id`` None when the key ``key_id`` is gone) and ``creator``
+    (``id`` and ``status`` of the key ``creator_id``; ``id`` None when gone).
+    NULLs read as the gateway's defaults, as in the lookup (``or_default``).
+    """
+    tokens_soft, users_soft = soft_delete_columns(db.engine)
+    creator = aliased(Token, name="creator")
+    return (
+        stmt.add_columns(
+            Bundle("user", *(or_default(getattr(User, name)) for name in UserRow._fields)),
+            Bundle("token", *(or_default(getattr(Token, name)) for name in TokenRow._fields)),
+            Bundle("creator", creator.id, or_default(creator.status)),
+        )
+        .join(User, and_(User.id == account_id, live(User, users_soft)))
+        .outerjoin(Token, _live_key(Token, key_id, account_id, tokens_soft))
+        .outerjoin(creator, _live_key(creator, creator_id, account_id, tokens_soft))
+    )

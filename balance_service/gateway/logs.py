@@ -129,7 +129,7 @@ _NET = "sumIf(quota, type = %(consume)s) - sumIf(quota, type = %(refund)s)"
 _REQUESTS = "countIf(type = %(consume)s)"
 
 
-def _clickhouse_where(scope: Scope, start: date, end: date, has_token_id: bool) -> tuple[str, dict[str, Any]]:
+def _clickhouse_where(scope: Scope, start: date, end: date, found: frozenset[str]) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any] = {
         "start": day_start(start),
         "end": day_start(end),
@@ -139,7 +139,7 @@ def _clickhouse_where(scope: Scope, start: date, end: date, has_token_id: bool) 
     if not scope.is_key:
         who = "user_id = %(user_id)s"
         params["user_id"] = scope.user_id
-    elif has_token_id:
+    elif "token_id" in found:
         who = "token_id = %(token_id)s"
         params["token_id"] = scope.token_id
     else:  # a table without token_id (one-api's layout): the key's owner and its exact name
@@ -150,9 +150,9 @@ def _clickhouse_where(scope: Scope, start: date, end: date, has_token_id: bool) 
     return where, params
 
 
-def clickhouse_daily(scope: Scope, start: date, end: date, has_token_id: bool) -> tuple[str, dict[str, Any]]:
-    """The one ClickHouse query behind ``daily_usage``: net quota and requests per UTC day and model."""
-    where, params = _clickhouse_where(scope, start, end, has_token_id)
+def clickhouse_daily(scope: Scope, start: date, end: date, found: frozenset[str]) -> tuple[str, dict[str, Any]]:
+    """The one ClickHouse query behind ``daily_usage`` (``found``: the table's columns, ``CLICKHOUSE_COLUMNS``)."""
+    where, params = _clickhouse_where(scope, start, end, found)
     statement = (
         f"SELECT intDiv(created_at, {SECONDS_PER_DAY}) AS day, model_name, {_NET} AS net, {_REQUESTS} AS requests "
         f"FROM {logs.name} WHERE {where} GROUP BY day, model_name"
@@ -160,7 +160,7 @@ def clickhouse_daily(scope: Scope, start: date, end: date, has_token_id: bool) -
     return statement, params
 
 
-def clickhouse_net(scope: Scope, start: date, end: date, has_token_id: bool) -> tuple[str, dict[str, Any]]:
+def clickhouse_net(scope: Scope, start: date, end: date, found: frozenset[str]) -> tuple[str, dict[str, Any]]:
     """The one ClickHouse query behind ``net_spend``."""
-    where, params = _clickhouse_where(scope, start, end, has_token_id)
+    where, params = _clickhouse_where(scope, start, end, found)
     return f"SELECT {_NET} FROM {logs.name} WHERE {where}", params

@@ -87,11 +87,16 @@ def check_can_read(token: Any) -> None:
 OWNER_MISSING_MESSAGE = "Failed to get user quota"
 
 
+def account_disabled(user: Any) -> bool:
+    """The gateway disabled the account: none of its keys may be used, nor its balance read."""
+    return user.status == USER_DISABLED
+
+
 def check_owner(user: Any | None) -> Any:
     """The key's owner, if it exists and is enabled; ``OwnerMissing`` / ``OwnerDisabled`` otherwise."""
     if user is None:
         raise OwnerMissing(OWNER_MISSING_MESSAGE)
-    if user.status == USER_DISABLED:
+    if account_disabled(user):
         raise OwnerDisabled("User is disabled")
     return user
 

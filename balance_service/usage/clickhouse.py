@@ -150,16 +150,13 @@ class ClickHouseLogSource:
     def has_logs(self) -> bool:
         return self.columns() is not None
 
-    def _has_token_id(self) -> bool:
-        return "token_id" in (self.columns() or ())
-
     def daily_statement(self, scope: Scope, start: date, end: date) -> tuple[str, dict[str, Any]]:
         """The one query behind ``daily_usage``: net quota and requests per UTC day and model."""
-        return clickhouse_daily(scope, start, end, self._has_token_id())
+        return clickhouse_daily(scope, start, end, self.columns() or frozenset())
 
     def daily_usage(self, scope: Scope, start: date, end: date) -> list[UsageRow]:
         return usage_rows(self.pool.query(*self.daily_statement(scope, start, end)))
 
     def net_spend(self, scope: Scope, start: date, end: date) -> int:
-        rows = self.pool.query(*clickhouse_net(scope, start, end, self._has_token_id()))
+        rows = self.pool.query(*clickhouse_net(scope, start, end, self.columns() or frozenset()))
         return int(rows[0][0]) if rows else 0

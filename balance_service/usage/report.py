@@ -18,7 +18,7 @@ from flask import current_app
 
 from ..errors import ApiError
 from ..gateway.money import Currency
-from ..gateway.options import currency, gateway_options
+from ..gateway.options import LOG_CONSUME, currency, gateway_options
 from .forecast import Forecast, forecast, forecast_window
 from .source import Scope, log_source
 
@@ -94,7 +94,7 @@ def logs_unavailable() -> str | None:
     if not log_source().has_logs():
         return "the gateway's logs table was not found"
     if not gateway_options().log_consume:
-        return "the gateway does not log consumption (LogConsumeEnabled is false)"
+        return f"the gateway does not log consumption ({LOG_CONSUME} is false)"
     return None
 
 

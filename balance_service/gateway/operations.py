@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, case, func, insert, update
 from sqlalchemy.orm import InstrumentedAttribute, defer
 
-from .extensions import db
-from .gateway.money import MAX_QUOTA
-from .gateway.rules import InvalidKey, normalize_key
-from .gateway.tables import (
+from ..extensions import db
+from .money import MAX_QUOTA
+from .rules import InvalidKey, normalize_key
+from .tables import (
     NEVER_EXPIRES,
     TOKEN_DISABLED,
     TOKEN_ENABLED,
