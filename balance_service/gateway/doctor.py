@@ -15,14 +15,21 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import is_clickhouse_url
 from ..extensions import db
 from ..usage.source import log_engine, log_source
-from .options import DISPLAY_IN_CURRENCY, DISPLAY_TOKEN_STAT, DISPLAY_TYPE, LOG_CONSUME, QUOTA_PER_UNIT, parse
-from .tables import options
+from .options import (
+    DISPLAY_IN_CURRENCY,
+    DISPLAY_TOKEN_STAT,
+    DISPLAY_TYPE,
+    LOG_CONSUME,
+    QUOTA_PER_UNIT,
+    parse,
+    read_rows,
+)
 
 if TYPE_CHECKING:  # the ClickHouse driver is imported only where LOG_DATABASE_URL asks for it
     from ..usage.clickhouse import ClickHouseLogSource
@@ -86,12 +93,6 @@ def _serving(indexes: Iterable[tuple[str, tuple[str, ...]]], column: str) -> tup
     return full, partial
 
 
-def _read_options(engine: Engine) -> dict[str, str]:
-    stmt = select(options.c.key, options.c.value).where(options.c.key.in_(list(OPTIONS)))
-    with engine.connect() as connection:
-        return {key: value for key, value in connection.execute(stmt)}
-
-
 def clickhouse_report(source: ClickHouseLogSource, where: str) -> list[str]:
     """The log section for logs in ClickHouse: the table and its layout; no index to add there."""
     out = ["", f"log database: {where} (ClickHouse)"]
@@ -127,13 +128,13 @@ def inspect_gateway(
         out.append(f"  {table:8} {'present' if table in tables else 'MISSING'}")
 
     out += ["", "gateway options:"]
-    found = _read_options(main) if "options" in tables else {}
+    found = read_rows(main) if "options" in tables else {}
     if "options" not in tables:
         out.append("  (no options table: the gateway's defaults apply)")
     for key, default in OPTIONS.items():
         value = found.get(key)
         out.append(f"  {key} = {value}" if value is not None else f"  {key}: not set (default {default})")
-    parsed = parse({key: value for key, value in found.items() if value is not None})
+    parsed = parse(found)
     out.append(
         "  consume logging: on"
         if parsed.log_consume

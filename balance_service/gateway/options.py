@@ -154,7 +154,12 @@ def parse(values: Mapping[str, str]) -> GatewayOptions:
 
 
 def read(engine: Engine) -> GatewayOptions:
-    """One SELECT of the rows in ``NAMES``; a database without an ``options`` table gets the defaults.
+    """The options of the gateway whose database ``engine`` is (``read_rows``, then ``parse``)."""
+    return parse(read_rows(engine))
+
+
+def read_rows(engine: Engine) -> dict[str, str]:
+    """One SELECT of the rows in ``NAMES``, as stored; none when there is no ``options`` table.
 
     Any other database error is raised (the caller answers 503, or keeps the
     values it read before).
@@ -168,13 +173,13 @@ def read(engine: Engine) -> GatewayOptions:
             # A role granted only users and tokens (all that earlier versions needed) must not
             # turn every balance into a 503: the gateway's defaults apply, as without the table.
             log.warning("the database role may not read the gateway's options table: its defaults apply")
-            return GatewayOptions()
+            return {}
         if inspect(engine).has_table(options.name):
             raise
         log.debug("no options table: the gateway's default settings apply")
-        return GatewayOptions()
+        return {}
     # MySQL's default collation would also match a row whose key differs in case.
-    return parse({key: value for key, value in rows if key in NAMES and value is not None})
+    return {key: value for key, value in rows if key in NAMES and value is not None}
 
 
 #: PostgreSQL's SQLSTATE and MySQL/MariaDB's error numbers for "no SELECT privilege on this table".
