@@ -45,8 +45,8 @@ REMOVED = {
     "BILLING_SOURCE": "the billing endpoints follow the gateway's own DisplayTokenStatEnabled option",
     "QUOTA_PER_UNIT": "the gateway's own QuotaPerUnit option (its options table) is used",
     "USD_EXCHANGE_RATE": "the gateway's own USDExchangeRate option (its options table) is used",
-    "GATEWAY_LAYOUT_TTL": "the gateway's table layout is read again every 60 seconds",
-    "GATEWAY_OPTIONS_TTL": "the gateway's options are read again every 60 seconds",
+    "GATEWAY_LAYOUT_TTL": "the gateway's table layout is read again every minute, not configurable",
+    "GATEWAY_OPTIONS_TTL": "the gateway's options are read again every minute, not configurable",
 }
 
 UNITS = ("USD", "CNY", "tokens")
