@@ -1,7 +1,7 @@
 """The ``before_request`` hook of the API blueprints: ``Authorization: Bearer sk-…`` to ``g.token`` and ``g.user``.
 
 Only the HTTP side lives here: reading the header and turning the gateway's
-refusals (``gateway.py``) into JSON errors. Nothing here writes to the database.
+refusals (``gateway/rules.py``) into JSON errors. Nothing here writes to the database.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import logging
 from flask import g, request
 
 from .errors import ApiError
-from .gateway import KeyRejected, OwnerDisabled, OwnerMissing, check_can_read, check_owner, normalize_key
-from .lookup import lookup
+from .gateway.keys import lookup
+from .gateway.rules import KeyRejected, OwnerDisabled, OwnerMissing, check_can_read, check_owner, normalize_key
 
 log = logging.getLogger(__name__)
 

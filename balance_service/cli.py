@@ -5,17 +5,17 @@ from __future__ import annotations
 import functools
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import operations as ops
 from .alerts.cli import check_alerts_command
 from .extensions import db
-from .gateway_options import effective
+from .gateway import operations as ops
+from .gateway.doctor import doctor_command
+from .gateway.money import AmountTooLarge, NotANumber, NotWhole
+from .gateway.options import gateway_options
 from .migrations import MigrationBusy, init_database
-from .units import AmountTooLarge, NotANumber, NotWhole, parse_amount
-from .usage.doctor import doctor_command
 
 
 def _operator_command(func):
@@ -36,14 +36,9 @@ def _operator_command(func):
 
 def _to_quota(amount: str, unit: str) -> int:
     """AMOUNT in quota units, or in USD/CNY when --unit says so."""
-    options = effective(current_app.config)  # the gateway's QuotaPerUnit and USDExchangeRate, unless set in env
-    settings = {
-        "unit": "tokens" if unit == "quota" else unit,  # raw quota units, whole numbers
-        "quota_per_unit": options.quota_per_unit,
-        "exchange_rate": options.usd_exchange_rate,
-    }
+    money = gateway_options().currency("tokens" if unit == "quota" else unit)  # quota: raw units, whole numbers
     try:
-        return parse_amount(amount, settings)
+        return money.parse(amount)
     except NotANumber:
         raise click.BadParameter(f"{amount!r} is not a number", param_hint="AMOUNT") from None
     except NotWhole:

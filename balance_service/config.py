@@ -369,7 +369,7 @@ class Settings:
         value is taken as the parsed value itself (``AUTH_FAILURE_LIMIT=None``).
         """
         env = os.environ if env is None else env
-        removed = sorted(name for name in REMOVED if name in env or name in given)
+        removed = sorted(name for name in REMOVED if str(given.get(name, env.get(name, ""))).strip())
         if removed:
             raise ConfigError("; ".join(f"{name} is no longer read: {REMOVED[name]}" for name in removed))
         values = {}
@@ -384,7 +384,7 @@ class Settings:
 #: cannot change what a test sees).
 ENV_SETTINGS = tuple(spec.metadata["env"] for spec in fields(Settings))
 
-#: Variables earlier versions read, and what replaced each; any of them set stops the start-up.
+#: Variables earlier versions read, and what replaced each; any of them set (not empty) stops the start-up.
 REMOVED = {
     "QUOTA_PER_UNIT": "the gateway's own QuotaPerUnit option is used (BALANCE_UNIT still chooses the unit)",
     "USD_EXCHANGE_RATE": "the gateway's own USDExchangeRate option is used (BALANCE_UNIT still chooses the unit)",

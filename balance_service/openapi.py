@@ -12,7 +12,7 @@ from typing import Any
 
 from .alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW
 from .alerts.targets import MAX_URL_LENGTH, describe_policy
-from .units import BILLING_UNLIMITED_USD
+from .gateway.money import BILLING_UNLIMITED_USD
 from .version import __version__
 
 _JSON = "application/json"
@@ -245,7 +245,7 @@ _SCHEMAS: dict[str, Any] = {
             "access_until": {
                 "type": "integer",
                 "minimum": 0,
-                "description": "Unix seconds when the key expires; 0 when it never does.",
+                "description": "Unix seconds when the key expires; 0 when it never does, or when the account is shown.",
             },
         },
     },
@@ -471,13 +471,13 @@ def _public(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[
 
 
 _SUBSCRIPTION_TEXT = (
-    "Total credit as OpenAI's billing subscription, always in USD. BILLING_SOURCE chooses whether it is the "
-    "key's credit (token, the default) or the owner account's (user)."
+    "Total credit as OpenAI's billing subscription, always in USD: the key's credit, or the owner account's when "
+    "the gateway's DisplayTokenStatEnabled option is off."
 )
 _USAGE_TEXT = (
-    "Usage in US cents, of the key or the account per BILLING_SOURCE: the net spend of the date range when "
-    "one is given (from the gateway's request logs; LOG_DATABASE_URL if they have a database of their own), "
-    "else the lifetime usage."
+    "Usage in US cents, of the key or the account per the gateway's DisplayTokenStatEnabled: the net spend of the "
+    "date range when one is given (from the gateway's request logs; LOG_DATABASE_URL if they have a database of "
+    "their own), else the lifetime usage."
 )
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Response, current_app, jsonify
+from flask import Response, jsonify
 
-from .gateway import Balance
-from .units import conversion, quota_to_unit, remaining_for_display
+from .gateway.options import currency
+from .gateway.rules import Balance
 
 
 def balance_response(balance: Balance) -> Response:
@@ -15,16 +15,16 @@ def balance_response(balance: Balance) -> Response:
     ``used_balance`` and ``unlimited_quota``; cc-switch and the balance-monitor
     extension read ``balance`` (and ``used``), which carry the same values.
     """
-    settings = conversion(current_app.config)
-    remain_balance = remaining_for_display(balance.remaining, balance.unlimited, **settings)
-    used_balance = quota_to_unit(balance.used, **settings)
+    money = currency()
+    remain_balance = money.balance(balance.remaining, balance.unlimited)
+    used_balance = money.amount(balance.used)
     return jsonify(
         {
             "success": True,
             "remain_balance": remain_balance,
             "used_balance": used_balance,
             "unlimited_quota": balance.unlimited,
-            "unit": settings["unit"],
+            "unit": money.unit,
             "balance": remain_balance,
             "used": used_balance,
         }

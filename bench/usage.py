@@ -45,7 +45,7 @@ from run import ADMIN_DSN, RESULTS, ROOT, Servers, admin, free_port
 
 sys.path.insert(0, str(ROOT))
 
-from balance_service.usage.doctor import UsageIndex  # noqa: E402
+from balance_service.gateway.doctor import UsageIndex  # noqa: E402
 from tests.gateway_logs import logs_ddl  # noqa: E402
 
 OTHER_USERS = 10_000

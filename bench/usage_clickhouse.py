@@ -45,7 +45,7 @@ from clickhouse_driver import Client  # noqa: E402
 
 from balance_service import create_app  # noqa: E402
 from balance_service.extensions import db  # noqa: E402
-from balance_service.models import Token, User  # noqa: E402
+from balance_service.gateway.tables import Token, User  # noqa: E402
 from balance_service.usage.clickhouse import ClickHouseLogSource, ClickHousePool, client_options  # noqa: E402
 from balance_service.usage.source import Scope  # noqa: E402
 from tests.clickhouse import clickhouse_logs_ddl, reader_url, running_clickhouse  # noqa: E402

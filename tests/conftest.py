@@ -29,8 +29,8 @@ from balance_service import create_app, direct_reads
 from balance_service.alerts.models import BalanceAlert
 from balance_service.config import ENV_SETTINGS, REMOVED
 from balance_service.extensions import db as _db
+from balance_service.gateway.tables import Token, User
 from balance_service.migrations import init_database
-from balance_service.models import Token, User
 from balance_service.usage.source import CLICKHOUSE_EXTENSION
 from tests.clickhouse import (
     ClickHouseTables,

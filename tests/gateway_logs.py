@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 
 from balance_service.config import normalize_database_url
 from balance_service.extensions import db
-from balance_service.models import Token
+from balance_service.gateway.tables import Token
 
 CONSUME, TOPUP, MANAGE, ERROR, REFUND = 2, 1, 3, 5, 6
 

@@ -20,7 +20,7 @@ from sqlalchemy import delete, update
 
 from balance_service.alerts.models import BalanceAlert
 from balance_service.extensions import db as _db
-from balance_service.models import TOKEN_DISABLED, TOKEN_ENABLED, TOKEN_EXHAUSTED, TOKEN_EXPIRED, Token, User
+from balance_service.gateway.tables import TOKEN_DISABLED, TOKEN_ENABLED, TOKEN_EXHAUSTED, TOKEN_EXPIRED, Token, User
 from tests.helpers import recording_receiver
 from tests.test_alert_webhooks import QUICK_RETRIES
 

@@ -24,7 +24,7 @@ from balance_service.alerts.checker import DeliveryOptions, check_alerts
 from balance_service.alerts.delivery import deliver
 from balance_service.alerts.models import BalanceAlert
 from balance_service.extensions import db as _db
-from balance_service.models import User
+from balance_service.gateway.tables import User
 
 URL = "/v1/user/balance/alerts"
 USD = 500_000

@@ -31,8 +31,8 @@ from balance_service import create_app
 from balance_service.alerts.checker import DeliveryOptions, check_alerts, claim
 from balance_service.alerts.models import BalanceAlert
 from balance_service.extensions import db as _db
+from balance_service.gateway.tables import TOKEN_DISABLED, Token, User
 from balance_service.migrations import init_database
-from balance_service.models import TOKEN_DISABLED, Token, User
 from tests.helpers import run_concurrently, self_signed_certificate
 
 URL = "/v1/user/balance/alerts"

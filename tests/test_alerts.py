@@ -17,8 +17,8 @@ from balance_service.alerts import store
 from balance_service.alerts.models import BalanceAlert
 from balance_service.config import Settings
 from balance_service.extensions import db as _db
+from balance_service.gateway.tables import Token, User
 from balance_service.migrations import init_database
-from balance_service.models import Token, User
 from tests.helpers import run_concurrently, temporary_mariadb_database
 
 URL = "/v1/user/balance/alerts"

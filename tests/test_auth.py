@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from balance_service import operations as ops
 from balance_service.auth import parse_key
 from balance_service.errors import ApiError
-from balance_service.models import TOKEN_DISABLED, TOKEN_EXHAUSTED, TOKEN_EXPIRED, USER_DISABLED, Token
+from balance_service.gateway import operations as ops
+from balance_service.gateway.tables import TOKEN_DISABLED, TOKEN_EXHAUSTED, TOKEN_EXPIRED, USER_DISABLED, Token
 
 ENDPOINTS = ["/v1/balance", "/v1/user/balance"]
 

@@ -5,9 +5,9 @@ from decimal import Decimal
 
 import pytest
 
-from balance_service.config import ConfigError, from_env
-from balance_service.models import ROLE_ROOT, TOKEN_DISABLED, USER_DISABLED
-from balance_service.units import billing_amounts
+from balance_service.config import ConfigError, Settings
+from balance_service.gateway.money import Currency
+from balance_service.gateway.tables import ROLE_ROOT, TOKEN_DISABLED, USER_DISABLED
 
 SUBSCRIPTION_PATHS = ["/v1/dashboard/billing/subscription", "/dashboard/billing/subscription"]
 USAGE_PATHS = ["/v1/dashboard/billing/usage", "/dashboard/billing/usage"]
@@ -60,8 +60,10 @@ def test_client_computed_balance_equals_the_balance_endpoint(client, auth, creat
     assert client_balance(client, auth(key)) == balance == Decimal("2.469134")
 
 
-def test_user_source_reports_the_account_not_the_key(make_app, auth, create_user, create_token):
-    client = make_app(BILLING_SOURCE="user").test_client()
+def test_with_token_stats_off_the_account_is_reported_not_the_key(
+    client, auth, create_user, create_token, options_table
+):
+    options_table("DisplayTokenStatEnabled", "false")
     key = create_token(user_id=create_user(quota=1500000, used_quota=500000), remain_quota=1, used_quota=1)
     subscription = client.get(SUBSCRIPTION_PATHS[0], headers=auth(key)).get_json()
     usage = client.get(USAGE_PATHS[0], headers=auth(key)).get_json()
@@ -70,7 +72,7 @@ def test_user_source_reports_the_account_not_the_key(make_app, auth, create_user
     assert client_balance(client, auth(key)) == client.get("/v1/user/balance", headers=auth(key)).get_json()["balance"]
 
 
-def test_token_source_ignores_the_account(client, auth, create_user, create_token):
+def test_by_default_the_key_is_reported_not_the_account(client, auth, create_user, create_token):
     key = create_token(user_id=create_user(quota=99999999, used_quota=99999999), remain_quota=500000)
     assert client.get(SUBSCRIPTION_PATHS[1], headers=auth(key)).get_json()["hard_limit_usd"] == 1
     assert client.get(USAGE_PATHS[1], headers=auth(key)).get_json()["total_usage"] == 0
@@ -85,8 +87,9 @@ def test_unlimited_key_reports_the_large_limit_and_its_real_usage(client, auth, 
     assert client_balance(client, auth(key)) == Decimal(99999997)
 
 
-def test_user_source_is_unlimited_only_for_configured_roles(make_app, auth, create_user, create_token):
-    client = make_app(BILLING_SOURCE="user", UNLIMITED_USER_ROLES=frozenset({ROLE_ROOT})).test_client()
+def test_an_account_is_unlimited_only_for_configured_roles(make_app, auth, create_user, create_token, options_table):
+    options_table("DisplayTokenStatEnabled", "false")
+    client = make_app(UNLIMITED_USER_ROLES=frozenset({ROLE_ROOT})).test_client()
     root_key = create_token(user_id=create_user(quota=500000, role=ROLE_ROOT))
     unlimited_key_of_common_user = create_token(user_id=create_user(quota=500000), unlimited_quota=True)
     root = client.get(SUBSCRIPTION_PATHS[0], headers=auth(root_key)).get_json()
@@ -95,7 +98,7 @@ def test_user_source_is_unlimited_only_for_configured_roles(make_app, auth, crea
     assert common["hard_limit_usd"] == 1
 
 
-def test_token_source_ignores_unlimited_roles(make_app, auth, create_user, create_token):
+def test_a_key_ignores_unlimited_roles(make_app, auth, create_user, create_token):
     client = make_app(UNLIMITED_USER_ROLES=frozenset({ROLE_ROOT})).test_client()
     key = create_token(user_id=create_user(role=ROLE_ROOT), remain_quota=500000)
     assert client.get(SUBSCRIPTION_PATHS[0], headers=auth(key)).get_json()["hard_limit_usd"] == 1
@@ -116,11 +119,26 @@ def test_access_until_is_the_key_expiry(client, auth, create_token):
     assert client.get(SUBSCRIPTION_PATHS[1], headers=auth(key)).get_json()["access_until"] == expires
 
 
-def test_access_until_of_a_never_expiring_key_is_zero_in_both_sources(make_app, auth, create_token):
+def test_access_until_of_a_never_expiring_key_is_zero(client, auth, create_token):
     key = create_token(remain_quota=1, expired_time=-1)
-    for source in ("token", "user"):
-        client = make_app(BILLING_SOURCE=source).test_client()
-        assert client.get(SUBSCRIPTION_PATHS[0], headers=auth(key)).get_json()["access_until"] == 0
+    assert client.get(SUBSCRIPTION_PATHS[0], headers=auth(key)).get_json()["access_until"] == 0
+
+
+def test_with_token_stats_off_access_until_is_zero_as_the_account_does_not_expire(
+    client, auth, create_token, options_table
+):
+    options_table("DisplayTokenStatEnabled", "false")
+    key = create_token(remain_quota=1, expired_time=int(time.time()) + 3600)
+    assert client.get(SUBSCRIPTION_PATHS[0], headers=auth(key)).get_json()["access_until"] == 0
+
+
+@pytest.mark.parametrize("value", ["1", "True", " true", "yes"])
+def test_token_stats_are_on_only_for_the_exact_value_true_as_in_the_gateway(
+    make_app, auth, create_user, create_token, options_table, value
+):
+    options_table("DisplayTokenStatEnabled", value)
+    key = create_token(user_id=create_user(quota=1500000, used_quota=500000), remain_quota=1, used_quota=1)
+    assert make_app().test_client().get(SUBSCRIPTION_PATHS[0], headers=auth(key)).get_json()["hard_limit_usd"] == 4
 
 
 @pytest.mark.parametrize("unit", ["CNY", "tokens"])
@@ -131,8 +149,8 @@ def test_amounts_stay_usd_and_cents_whatever_the_balance_unit(make_app, auth, cr
     assert client.get(USAGE_PATHS[0], headers=auth(key)).get_json()["total_usage"] == 100
 
 
-def test_quota_per_unit_is_honoured(make_app, auth, create_token):
-    client = make_app(QUOTA_PER_UNIT=Decimal(1000)).test_client()
+def test_the_gateway_quota_per_unit_is_honoured(client, auth, create_token, options_table):
+    options_table("QuotaPerUnit", "1000")
     key = create_token(remain_quota=2500, used_quota=10)
     assert client.get(SUBSCRIPTION_PATHS[0], headers=auth(key)).get_json()["hard_limit_usd"] == Decimal("2.51")
     assert client.get(USAGE_PATHS[0], headers=auth(key)).get_json()["total_usage"] == 1
@@ -198,15 +216,9 @@ def test_billing_request_is_one_sql_statement(client, auth, create_token, count_
     assert len(statements) == 1, statements
 
 
-def test_billing_source_defaults_to_token_and_is_case_insensitive():
-    assert from_env({})["BILLING_SOURCE"] == "token"
-    assert from_env({"BILLING_SOURCE": ""})["BILLING_SOURCE"] == "token"
-    assert from_env({"BILLING_SOURCE": " User "})["BILLING_SOURCE"] == "user"
-
-
-def test_unknown_billing_source_stops_start_up():
-    with pytest.raises(ConfigError, match="BILLING_SOURCE"):
-        from_env({"BILLING_SOURCE": "account"})
+def test_billing_source_set_stops_start_up_naming_the_gateway_option_that_replaces_it():
+    with pytest.raises(ConfigError, match="BILLING_SOURCE is no longer read: .*DisplayTokenStatEnabled"):
+        Settings.from_env({"BILLING_SOURCE": "user"})
 
 
 QPU = Decimal(500000)
@@ -226,7 +238,7 @@ QPU = Decimal(500000)
     ],
 )
 def test_billing_amounts_are_exact(remaining, used, unlimited, limit, cents):
-    got_limit, got_cents = billing_amounts(remaining, used, unlimited, QPU)
+    got_limit, got_cents = Currency("USD", QPU).billing(remaining, used, unlimited)
     assert (got_limit, got_cents) == (limit, cents)
     assert got_limit >= 0 and got_cents >= 0
 
@@ -234,6 +246,6 @@ def test_billing_amounts_are_exact(remaining, used, unlimited, limit, cents):
 def test_billing_limit_minus_usage_is_the_rounded_balance_without_drift():
     # 2 quota at 3,000,000 per dollar is 0.000000666… USD. Rounding the sum (0.0000013…) would give a
     # limit of 0.000001 and a client balance of 0; rounding each part first keeps the balance endpoint's figure.
-    limit, cents = billing_amounts(2, 2, False, Decimal(3000000))
+    limit, cents = Currency("USD", Decimal(3000000)).billing(2, 2, False)
     assert (limit, cents) == (Decimal("0.000002"), Decimal("0.0001"))
     assert limit - cents / 100 == Decimal("0.000001")

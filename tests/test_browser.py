@@ -30,10 +30,11 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import create_engine, update
 
-from balance_service import create_app, operations
+from balance_service import create_app
 from balance_service.config import ENV_SETTINGS
 from balance_service.extensions import db
-from balance_service.models import Token, User
+from balance_service.gateway import operations
+from balance_service.gateway.tables import Token, User
 from tests.gateway_logs import CONSUME, REFUND, GatewayTables, Log
 from tests.helpers import clean_environment, running_gunicorn
 
@@ -94,7 +95,7 @@ def _seed_logs(database_url: str, alice: int, limited: int) -> None:
     ]
     tables = GatewayTables(database_url).create_logs("new-api")
     tables.add(rows)
-    tables.set_options({"LogConsumeEnabled": "true"})
+    tables.set_options({"LogConsumeEnabled": "true", "USDExchangeRate": "7.1"})  # the gateway's CNY rate
     tables.engine.dispose()
 
 
@@ -163,8 +164,6 @@ def service_in_unit(request, service, tmp_path_factory) -> Iterator[tuple[str, S
     env = clean_environment(
         DATABASE_URL=service.database_url,
         BALANCE_UNIT=unit,
-        QUOTA_PER_UNIT="500000",
-        USD_EXCHANGE_RATE="7.1",
         CORS_ORIGINS="*",
     )
     log = tmp_path_factory.mktemp(f"browser-{unit}") / "gunicorn.log"
@@ -619,21 +618,29 @@ def test_an_unlimited_or_idle_key_gets_a_forecast_that_makes_sense(page, page_or
     expect(page.get_by_test_id("no-models")).to_be_visible()
 
 
-def test_without_usage_logs_the_page_says_so_and_still_shows_the_balances(page, page_origin, service):
+def test_without_usage_logs_the_page_says_so_and_still_shows_the_balances(page, page_origin, service, tmp_path):
     set_option(service, "LogConsumeEnabled", "false")
+    # A service started after the change: a running one trusts the options it read for a minute.
+    env = clean_environment(DATABASE_URL=service.database_url, BALANCE_UNIT="USD", CORS_ORIGINS="*")
     try:
-        open_page(page, page_origin, service.url)
-        check_balance(page, service.keys["limited"])
-        message = page.get_by_test_id("usage-message")
-        expect(message).to_have_text(
-            "No usage history: Usage history is not available: the gateway does not log consumption "
-            "(LogConsumeEnabled is false)"
-        )
-        expect(page.get_by_test_id("chart")).to_be_hidden()
-        expect(page.get_by_test_id("token-card").get_by_test_id("balance")).to_have_text("$2.47")
-        expect(page.get_by_test_id("user-card").get_by_test_id("balance")).to_have_text("$6.00")
+        with running_gunicorn(env, tmp_path / "gunicorn.log", "-w", "1") as (url, _):
+            _wait_until_healthy(url)
+            _without_logs(page, page_origin, url, service.keys["limited"])
     finally:
         set_option(service, "LogConsumeEnabled", "true")
+
+
+def _without_logs(page: Page, page_origin: str, url: str, key: str) -> None:
+    open_page(page, page_origin, url)
+    check_balance(page, key)
+    message = page.get_by_test_id("usage-message")
+    expect(message).to_have_text(
+        "No usage history: Usage history is not available: the gateway does not log consumption "
+        "(LogConsumeEnabled is false)"
+    )
+    expect(page.get_by_test_id("chart")).to_be_hidden()
+    expect(page.get_by_test_id("token-card").get_by_test_id("balance")).to_have_text("$2.47")
+    expect(page.get_by_test_id("user-card").get_by_test_id("balance")).to_have_text("$6.00")
 
 
 def test_amounts_in_cny_and_tokens_are_rounded_with_the_exact_figure_in_the_tooltip(page, page_origin, service_in_unit):

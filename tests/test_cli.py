@@ -8,7 +8,7 @@ import time
 import pytest
 
 from balance_service.extensions import db
-from balance_service.models import TOKEN_ENABLED, TOKEN_EXHAUSTED, Token, User
+from balance_service.gateway.tables import TOKEN_ENABLED, TOKEN_EXHAUSTED, Token, User
 
 KEY_LINE = re.compile(r"^sk-[A-Za-z0-9]{48}$", re.M)
 

@@ -14,7 +14,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import pytest
 
 from balance_service import create_app
-from balance_service.models import TOKEN_DISABLED, TOKEN_EXHAUSTED, TOKEN_EXPIRED, USER_DISABLED
+from balance_service.gateway.tables import TOKEN_DISABLED, TOKEN_EXHAUSTED, TOKEN_EXPIRED, USER_DISABLED
 
 DOCUMENTED_FIELDS = ["success", "remain_balance", "used_balance", "unlimited_quota"]
 PAIRS = [("/v1/user/balance", "/user/balance"), ("/v1/balance", "/balance")]

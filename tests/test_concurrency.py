@@ -7,9 +7,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import text
 
-from balance_service import operations as ops
 from balance_service.extensions import db
-from balance_service.models import Token, User
+from balance_service.gateway import operations as ops
+from balance_service.gateway.tables import Token, User
 from tests.helpers import run_concurrently
 
 THREADS = 8

@@ -59,6 +59,11 @@ def test_a_removed_variable_that_is_set_stops_the_start_up_naming_its_replacemen
         create_app()
 
 
+@pytest.mark.parametrize("name", sorted(REMOVED))
+def test_a_removed_variable_left_empty_is_ignored(name):
+    assert Settings.from_env({name: " "}) == Settings.from_env({})
+
+
 @pytest.mark.parametrize(
     "env",
     [

@@ -21,9 +21,9 @@ import psycopg2
 import pytest
 
 from balance_service import create_app
-from balance_service import operations as ops
 from balance_service.config import DB_CONNECT_TIMEOUT
 from balance_service.extensions import db
+from balance_service.gateway import operations as ops
 
 pytestmark = pytest.mark.outage
 

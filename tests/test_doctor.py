@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
@@ -81,15 +79,17 @@ def test_a_one_api_database_needs_only_the_account_index(doctor, gateway_tables,
     assert recommended(output) == STATEMENTS[backend][:1]
 
 
-def test_consume_logging_off_and_mismatched_settings_are_pointed_out(doctor, gateway_tables, make_app):
+def test_consume_logging_off_and_whose_figures_billing_reports_are_pointed_out(doctor, gateway_tables):
     logs = gateway_tables().create_logs("new-api")
-    logs.set_options({"LogConsumeEnabled": "false", "QuotaPerUnit": "1000000", "DisplayTokenStatEnabled": "false"})
+    logs.set_options({"LogConsumeEnabled": "1", "QuotaPerUnit": "1000000", "DisplayTokenStatEnabled": "false"})
     output = doctor()
-    assert "  consume logging: OFF" in output
-    assert "note: QuotaPerUnit" not in output  # QUOTA_PER_UNIT is unset: the service uses the gateway's
-    assert "  note: DisplayTokenStatEnabled is false but the service's BILLING_SOURCE is token" in output
-    overridden = doctor(make_app(QUOTA_PER_UNIT=Decimal(500000)))
-    assert "  note: QuotaPerUnit is 1000000 but the service's QUOTA_PER_UNIT=500000 overrides it" in overridden
+    assert "  QuotaPerUnit = 1000000" in output
+    assert "  consume logging: OFF" in output  # "1" is not "true": the gateway does not log consumption
+    assert "  billing endpoints report: the account" in output
+
+
+def test_by_default_the_billing_endpoints_report_the_key(doctor):
+    assert "  billing endpoints report: the key" in doctor()
 
 
 def test_a_database_without_gateway_logs_or_options_is_described(doctor, database_url):

@@ -15,6 +15,7 @@ import pytest
 
 from balance_service.alerts.models import BalanceAlert
 from balance_service.extensions import db as _db
+from balance_service.gateway.tables import cache
 from tests.gateway_logs import CONSUME, REFUND, GatewayTables, Log, token_id
 from tests.test_alert_webhooks import expected_signature, listed, run_check, running_receiver, set_token, set_user_quota
 
@@ -137,7 +138,7 @@ def test_a_forecast_that_cannot_be_told_never_fires(app, make_app, receiver, gat
     assert "0 notified" in run_check(app).output  # no logs table at all
     logs = gateway_tables().create_logs("new-api")
     logs.set_options({"LogConsumeEnabled": "true"})
-    # A fresh process: the layout seen above (no logs, no options) is trusted for LAYOUT_TTL seconds.
+    # A fresh process: the layout seen above (no logs, no options) is trusted for a minute.
     app = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True)
     assert "0 notified" in run_check(app).output  # a logs table, nothing spent
     spend_a_dollar_a_day(logs, owner, token_id(app, unlimited))
@@ -147,6 +148,7 @@ def test_a_forecast_that_cannot_be_told_never_fires(app, make_app, receiver, gat
 
     # The gateway stops logging consumption: no forecast, so the fired alert re-arms and nothing is sent.
     logs.set_options({"LogConsumeEnabled": "false"})
+    cache.clear()  # each check-alerts run is a process of its own, with nothing cached yet
     result = run_check(app)
     assert "0 notified" in result.output and "1 re-armed" in result.output, result.output
     assert len(receiver.requests) == 1

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from balance_service.extensions import db as _db
-from balance_service.models import TOKEN_DISABLED, TOKEN_EXHAUSTED, TOKEN_EXPIRED, USER_DISABLED
+from balance_service.gateway.tables import TOKEN_DISABLED, TOKEN_EXHAUSTED, TOKEN_EXPIRED, USER_DISABLED
 
 BALANCE_PATHS = ("/v1/balance", "/v1/user/balance", "/balance", "/user/balance")
 PUBLIC_PATHS = ("/healthz", "/readyz")

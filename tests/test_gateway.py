@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from balance_service.gateway import (
+from balance_service.gateway.rules import (
     Balance,
     InvalidKey,
     KeyRejected,
@@ -15,7 +15,7 @@ from balance_service.gateway import (
     check_owner,
     normalize_key,
 )
-from balance_service.models import (
+from balance_service.gateway.tables import (
     NEVER_EXPIRES,
     ROLE_ROOT,
     TOKEN_DISABLED,

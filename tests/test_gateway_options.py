@@ -1,4 +1,4 @@
-"""Units come from the gateway's own ``options`` table, unless the environment says otherwise.
+"""Units and flags come from the gateway's own ``options`` table, read as the gateway reads it.
 
 Every test runs on SQLite, PostgreSQL and MariaDB (``key`` is a reserved word
 in MySQL/MariaDB, so an unquoted query would fail there).
@@ -15,7 +15,8 @@ from sqlalchemy.exc import OperationalError
 
 from balance_service import create_app
 from balance_service.extensions import db as _db
-from balance_service.gateway_options import GatewayOptions, OptionsCache, gateway_options, parse
+from balance_service.gateway.options import GatewayOptions, gateway_options, parse
+from balance_service.gateway.tables import GatewayCache, cache
 
 HOOK = "https://93.184.215.14/hook"  # a literal public address: creating an alert sends nothing
 
@@ -103,18 +104,25 @@ def test_new_api_display_type_wins_over_the_legacy_flag(client, options_table, c
     assert balance(client, create_token(remain_quota=500000))["unit"] == "USD"
 
 
-def test_environment_settings_override_the_table(make_app, options_table, create_token, monkeypatch):
+def test_balance_unit_overrides_the_display_type_and_the_table_gives_the_rates(
+    make_app, options_table, create_token, monkeypatch
+):
     options_table("QuotaPerUnit", "1000")
     options_table("USDExchangeRate", "7.1")
     options_table("general_setting.quota_display_type", "TOKENS")
     key = create_token(remain_quota=2000)
     monkeypatch.setenv("BALANCE_UNIT", "CNY")
-    only_unit = balance(make_app().test_client(), key)
-    assert (only_unit["remain_balance"], only_unit["unit"]) == (Decimal("14.2"), "CNY")  # 2 USD at the table's rate
-    monkeypatch.setenv("QUOTA_PER_UNIT", "500")
-    monkeypatch.setenv("USD_EXCHANGE_RATE", "7")
-    everything = balance(make_app().test_client(), key)
-    assert (everything["remain_balance"], everything["unit"]) == (Decimal("28"), "CNY")
+    body = balance(make_app().test_client(), key)
+    assert (body["remain_balance"], body["unit"]) == (Decimal("14.2"), "CNY")  # 2 USD at the table's rate
+
+
+@pytest.mark.parametrize("value", ["1", "True", "TRUE", "t", " true", "yes"])
+def test_an_enabled_flag_other_than_the_exact_text_true_is_off_as_in_the_gateway(
+    client, options_table, create_token, value
+):
+    options_table("DisplayInCurrencyEnabled", value)
+    body = balance(client, create_token(remain_quota=42))
+    assert (body["remain_balance"], body["unit"]) == (42, "tokens")
 
 
 @pytest.mark.parametrize(
@@ -125,7 +133,6 @@ def test_environment_settings_override_the_table(make_app, options_table, create
         ("QuotaPerUnit", "-500000"),
         ("QuotaPerUnit", "NaN"),
         ("general_setting.quota_display_type", "EUR"),
-        ("DisplayInCurrencyEnabled", "maybe"),
     ],
 )
 def test_a_malformed_value_logs_a_warning_and_the_default_is_used(
@@ -145,11 +152,9 @@ def test_a_malformed_custom_rate_falls_back_to_one(client, options_table, create
     assert "custom_currency_exchange_rate" in caplog.text
 
 
-def test_a_changed_row_shows_once_the_ttl_has_passed(make_app, options_table, create_token):
-    app = make_app(GATEWAY_OPTIONS_TTL=60)
+def test_a_changed_row_shows_once_a_minute_has_passed(client, options_table, create_token, monkeypatch):
     now = [1000.0]
-    app.extensions["balance_gateway_options"] = OptionsCache(60, clock=lambda: now[0])
-    client = app.test_client()
+    monkeypatch.setattr(cache, "clock", lambda: now[0])
     key = create_token(remain_quota=1000000)
     assert balance(client, key)["remain_balance"] == 2
     options_table("QuotaPerUnit", "1000000")
@@ -157,14 +162,6 @@ def test_a_changed_row_shows_once_the_ttl_has_passed(make_app, options_table, cr
     assert balance(client, key)["remain_balance"] == 2  # still the cached value
     now[0] += 2
     assert balance(client, key)["remain_balance"] == 1
-
-
-def test_with_a_ttl_of_zero_every_request_reads_the_table(make_app, options_table, create_token):
-    client = make_app(GATEWAY_OPTIONS_TTL=0).test_client()
-    key = create_token(remain_quota=1000000)
-    assert balance(client, key)["unit"] == "USD"
-    options_table("general_setting.quota_display_type", "TOKENS")
-    assert balance(client, key)["remain_balance"] == 1000000
 
 
 @pytest.mark.parametrize("with_table", [True, False])
@@ -194,7 +191,7 @@ def test_the_flags_for_other_endpoints_are_read_with_the_gateway_defaults(app, o
         assert (gateway_options().display_token_stat, gateway_options().log_consume) == (True, True)
     options_table("DisplayTokenStatEnabled", "false")
     options_table("LogConsumeEnabled", "False")
-    app.extensions.pop("balance_gateway_options")  # a cold cache, as in a freshly started worker
+    cache.clear()  # a cold cache, as in a freshly started worker
     with app.app_context():
         options = gateway_options()
     assert (options.display_token_stat, options.log_consume) == (False, False)
@@ -206,7 +203,12 @@ def test_the_flags_for_other_endpoints_are_read_with_the_gateway_defaults(app, o
         ({}, GatewayOptions()),
         ({"general_setting.quota_display_type": " cny "}, GatewayOptions(display_type="CNY")),
         ({"DisplayInCurrencyEnabled": "0"}, GatewayOptions(display_type="TOKENS")),
-        ({"DisplayInCurrencyEnabled": "T"}, GatewayOptions()),
+        ({"DisplayInCurrencyEnabled": "true"}, GatewayOptions()),
+        ({"DisplayInCurrencyEnabled": "T"}, GatewayOptions(display_type="TOKENS")),
+        (
+            {"DisplayTokenStatEnabled": "1", "LogConsumeEnabled": "yes"},
+            GatewayOptions(display_token_stat=False, log_consume=False),
+        ),
         ({"QuotaPerUnit": "500000.000000"}, GatewayOptions()),
         ({"general_setting.custom_currency_symbol": "  "}, GatewayOptions()),
     ],
@@ -217,18 +219,19 @@ def test_rows_are_read_as_the_gateway_reads_them(rows, expected):
 
 def test_a_failed_re_read_keeps_the_values_read_before(caplog):
     now = [0.0]
-    cache = OptionsCache(10, clock=lambda: now[0])
+    cache = GatewayCache(10, clock=lambda: now[0])
+    engine = type("Engine", (), {})()  # anything the cache can hold a weak reference to
     first = GatewayOptions(quota_per_unit=Decimal(1000))
-    assert cache.get(lambda: first) is first
+    assert cache.get(engine, "options", lambda: first) is first
 
     def unreachable():
         raise OperationalError("SELECT", {}, ConnectionError("database went away"))
 
     now[0] = 11
-    assert cache.get(unreachable) is first
-    assert "keeping the last values" in caplog.text
+    assert cache.get(engine, "options", unreachable) is first
+    assert "keeping the last one" in caplog.text
     with pytest.raises(OperationalError):
-        OptionsCache(10).get(unreachable)  # nothing read before: the request gets the usual 503
+        GatewayCache(10).get(engine, "options", unreachable)  # nothing read before: the request gets the usual 503
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ write them; the service must read them exactly and write nothing.
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 
 import pymysql
@@ -20,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from balance_service import create_app
 from balance_service.extensions import db
+from balance_service.gateway.tables import TTL, cache
 from tests.helpers import recording_receiver
 
 ONE_API_DDL = [
@@ -261,15 +261,17 @@ def one_api_gateway(empty_mariadb_database):
     conn.close()
 
 
-def test_soft_delete_added_to_a_live_database_is_seen_after_the_layout_ttl(one_api_gateway):
+def test_soft_delete_added_to_a_live_database_is_seen_after_a_minute(one_api_gateway, monkeypatch):
     """The one-api → new-api migration adds deleted_at while the service runs; no restart is needed."""
     url, cur = one_api_gateway
-    app = serve(url, GATEWAY_LAYOUT_TTL=1)
+    now = [1000.0]
+    monkeypatch.setattr(cache, "clock", lambda: now[0])
+    app = serve(url)
     assert get(app, "/v1/balance", KEY_RICH).status_code == 200
     for table in ("users", "tokens"):
         cur.execute(f"ALTER TABLE `{table}` ADD COLUMN `deleted_at` datetime(3) NULL")
     cur.execute("UPDATE `tokens` SET `deleted_at` = '2026-01-02 03:04:05.678' WHERE `id` = 1")
-    time.sleep(1.1)
+    now[0] += TTL + 1
     refused = get(app, "/v1/balance", KEY_RICH)
     assert (refused.status_code, refused.get_json()["message"]) == (401, "Invalid token")
     assert get(app, "/v1/balance", KEY_UNLIMITED).status_code == 200
@@ -303,8 +305,10 @@ def test_null_gateway_columns_read_as_the_gateways_defaults_everywhere(gateway):
     for path in ("/v1/balance", "/v1/user/balance"):
         response = get(app, path, KEY_NULLS)
         assert (response.status_code, response.get_json()) == (200, zero)
-    for source in ("token", "user"):
-        app.config["BILLING_SOURCE"] = source
+    cur.execute("CREATE TABLE `options` (`key` varchar(191), `value` longtext, PRIMARY KEY (`key`))")
+    for token_stat in ("true", "false"):
+        cur.execute("REPLACE INTO `options` VALUES ('DisplayTokenStatEnabled', %s)", (token_stat,))
+        cache.clear()  # the option changed: read it again at once
         subscription = get(app, "/dashboard/billing/subscription", KEY_NULLS).get_json()
         assert (subscription["hard_limit_usd"], subscription["access_until"]) == (0, 0)
         assert get(app, "/dashboard/billing/usage", KEY_NULLS).get_json()["total_usage"] == 0

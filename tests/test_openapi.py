@@ -12,7 +12,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from balance_service import __version__, create_app
-from balance_service.models import USER_DISABLED
+from balance_service.alerts.store import MAX_ALERTS_PER_USER
+from balance_service.gateway.tables import USER_DISABLED
 from balance_service.openapi import document
 
 DOC = document()
@@ -131,7 +132,7 @@ def create_alert(client, headers, **fields) -> int:
 
 
 def alert_creation_answers(client, make_app, auth, key, create_token):
-    """400 for each kind of bad input, 201 for both scopes, 409 past ALERT_MAX_PER_USER."""
+    """400 for each kind of bad input, 201 for both scopes, 409 past an account's 20 alerts."""
     headers = auth(key)
     bad_bodies = [
         {"data": "threshold=1", "content_type": "application/x-www-form-urlencoded"},
@@ -163,9 +164,10 @@ def alert_creation_answers(client, make_app, auth, key, create_token):
     assert created[2].get_json()["alert"]["threshold"] is None
     assert created[0].get_json()["alert"]["token_id"] is not None
     assert created[1].get_json()["alert"]["token_id"] is None
-    one_each = make_app(ALERT_MAX_PER_USER=1).test_client()
     other = auth(create_token())
-    full = [call(one_each, ALERTS, "post", other), call(one_each, ALERTS, "post", other)]
+    for _ in range(MAX_ALERTS_PER_USER - 1):
+        assert call(client, ALERTS, "post", other).status_code == 201
+    full = [call(client, ALERTS, "post", other), call(client, ALERTS, "post", other)]
     assert [r.status_code for r in full] == [201, 409]
     return answers + created + full
 

@@ -1,20 +1,14 @@
-"""Quota ↔ money conversion, checked with exact Decimal values."""
+"""Quota ↔ money conversion (``gateway.money.Currency``), checked with exact Decimal values."""
 
 from decimal import Decimal
 
 import pytest
 
-from balance_service.units import (
-    AmountTooLarge,
-    NotANumber,
-    NotWhole,
-    parse_amount,
-    quota_to_unit,
-    remaining_for_display,
-    unit_to_quota,
-)
+from balance_service.gateway.money import AmountTooLarge, Currency, NotANumber, NotWhole
+from balance_service.gateway.options import GatewayOptions
 
-DEFAULTS = {"quota_per_unit": Decimal(500000), "exchange_rate": Decimal("7.3")}
+#: The gateway's defaults: 500,000 quota per dollar, 7.3 CNY per dollar.
+CURRENCY = {unit: GatewayOptions().currency(unit) for unit in ("USD", "CNY", "tokens")}
 
 
 @pytest.mark.parametrize(
@@ -31,42 +25,46 @@ DEFAULTS = {"quota_per_unit": Decimal(500000), "exchange_rate": Decimal("7.3")}
     ],
 )
 def test_quota_converts_exactly_to_each_unit(quota, unit, expected):
-    value = quota_to_unit(quota, unit, **DEFAULTS)
+    value = CURRENCY[unit].amount(quota)
     assert value == expected
     assert type(value) is type(expected)
 
 
 def test_usd_amounts_carry_six_decimal_places():
-    assert str(quota_to_unit(750000, "USD", **DEFAULTS)) == "1.500000"
+    assert str(CURRENCY["USD"].amount(750000)) == "1.500000"
 
 
 def test_half_a_millionth_rounds_up():
     # 1 quota at 2,000,000 per unit is 0.0000005 USD exactly.
-    assert quota_to_unit(1, "USD", Decimal(2000000), Decimal(1)) == Decimal("0.000001")
+    assert Currency("USD", Decimal(2000000)).amount(1) == Decimal("0.000001")
 
 
 def test_ten_cents_added_many_times_do_not_drift():
-    total = sum((quota_to_unit(50000, "USD", **DEFAULTS) for _ in range(1000)), Decimal(0))
+    total = sum((CURRENCY["USD"].amount(50000) for _ in range(1000)), Decimal(0))
     assert total == Decimal("100")
 
 
 def test_custom_quota_per_unit_and_rate_are_used():
-    assert quota_to_unit(1000, "CNY", Decimal(1000), Decimal("6.5")) == Decimal("6.500000")
+    assert Currency("CNY", Decimal(1000), Decimal("6.5")).amount(1000) == Decimal("6.500000")
+
+
+def test_a_fractional_quota_figure_is_shown_with_the_same_precision():
+    assert CURRENCY["USD"].amount(Decimal("0.5")) == Decimal("0.000001")
+    assert CURRENCY["tokens"].amount(Decimal("2.5")) == 3
+
+
+def test_cents_are_the_rounded_usd_amount_times_a_hundred_in_every_unit():
+    assert CURRENCY["CNY"].cents(250000) == CURRENCY["tokens"].cents(250000) == Decimal("50.0000")
 
 
 def test_unlimited_displays_minus_one_in_every_unit():
-    for unit in ("USD", "CNY", "tokens"):
-        assert remaining_for_display(123, True, unit=unit, **DEFAULTS) == -1
+    for currency in CURRENCY.values():
+        assert currency.balance(123, True) == -1
 
 
 def test_overdrawn_balance_displays_zero_not_a_negative_amount():
-    assert remaining_for_display(-1, False, unit="tokens", **DEFAULTS) == 0
-    assert remaining_for_display(-250000, False, unit="USD", **DEFAULTS) == Decimal("0")
-
-
-def test_unknown_unit_is_an_error():
-    with pytest.raises(ValueError):
-        quota_to_unit(1, "EUR", **DEFAULTS)
+    assert CURRENCY["tokens"].balance(-1, False) == 0
+    assert CURRENCY["USD"].balance(-250000, False) == Decimal("0")
 
 
 @pytest.mark.parametrize(
@@ -80,7 +78,7 @@ def test_unknown_unit_is_an_error():
     ],
 )
 def test_amounts_convert_back_to_whole_quota_units(amount, unit, expected):
-    assert unit_to_quota(amount, unit, **DEFAULTS) == expected
+    assert CURRENCY[unit].to_quota(amount) == expected
 
 
 @pytest.mark.parametrize(
@@ -96,9 +94,14 @@ def test_amounts_convert_back_to_whole_quota_units(amount, unit, expected):
 )
 def test_amounts_that_cannot_be_quota_are_refused_with_the_reason(value, unit, error):
     with pytest.raises(error):
-        parse_amount(value, {"unit": unit, **DEFAULTS})
+        CURRENCY[unit].parse(value)
 
 
 def test_an_amount_becomes_whole_quota_units_from_text_or_a_number():
-    assert parse_amount("0.01", {"unit": "USD", **DEFAULTS}) == 5000
-    assert parse_amount(Decimal("7"), {"unit": "tokens", **DEFAULTS}) == 7
+    assert CURRENCY["USD"].parse("0.01") == 5000
+    assert CURRENCY["tokens"].parse(Decimal("7")) == 7
+
+
+def test_a_currency_is_immutable():
+    with pytest.raises(AttributeError):
+        CURRENCY["USD"].quota_per_unit = Decimal(1)

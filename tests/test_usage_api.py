@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from balance_service.models import TOKEN_EXPIRED
+from balance_service.gateway.tables import TOKEN_EXPIRED
 from balance_service.usage.report import scope_forecast
 from balance_service.usage.source import Scope
 from tests.gateway_logs import CONSUME, REFUND, Log, at, seed_november, token_id

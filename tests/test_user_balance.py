@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from balance_service.models import ROLE_ADMIN, ROLE_ROOT
+from balance_service.gateway.tables import ROLE_ADMIN, ROLE_ROOT
 
 
 def test_user_balance_reports_quota_and_used_in_usd(client, auth, create_user, create_token):
@@ -51,10 +51,10 @@ def test_user_balance_follows_the_configured_unit(client, auth, create_user, cre
     assert type(body["remain_balance"]) is type(balance)
 
 
-@pytest.mark.parametrize(
-    "app_config", [{"BALANCE_UNIT": "CNY", "QUOTA_PER_UNIT": Decimal(1000), "USD_EXCHANGE_RATE": Decimal("7.1")}]
-)
-def test_custom_quota_per_unit_and_exchange_rate(client, auth, create_user, create_token):
+@pytest.mark.parametrize("app_config", [{"BALANCE_UNIT": "CNY"}])
+def test_the_gateway_quota_per_unit_and_exchange_rate(client, auth, create_user, create_token, options_table):
+    options_table("QuotaPerUnit", "1000")
+    options_table("USDExchangeRate", "7.1")
     key = create_token(user_id=create_user(quota=2500))
     assert client.get("/v1/user/balance", headers=auth(key)).get_json()["remain_balance"] == Decimal("17.75")
 

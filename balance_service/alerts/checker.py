@@ -44,17 +44,16 @@ from decimal import Decimal
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, update
+from sqlalchemy import update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Bundle, aliased
 
 from ..config import settings
 from ..extensions import db
-from ..gateway import Balance, token_refusal
+from ..gateway.keys import join_figures
+from ..gateway.options import currency
+from ..gateway.rules import Balance, account_disabled, read_refusal, token_refusal
 from ..migrations import require_current
-from ..models import TOKEN_DISABLED, USER_DISABLED, Token, User, live, or_default, soft_delete_columns
-from ..units import conversion, quota_to_unit, remaining_for_display
 from ..usage.forecast import Forecast
 from ..usage.report import present_forecast, scope_forecast
 from ..usage.source import Scope
@@ -96,55 +95,22 @@ class CheckSummary:
 
 def _alerts_with_balances() -> list[Row]:
     """Every alert with the balance it watches and the state of its creating key, in one statement."""
-    tokens_soft, users_soft = soft_delete_columns(db.engine)
-    user_on = and_(User.id == BalanceAlert.user_id, live(User, users_soft))
-    token_on = and_(Token.id == BalanceAlert.token_id, Token.user_id == BalanceAlert.user_id, live(Token, tokens_soft))
+    alerts = db.select(
+        BalanceAlert.id,
+        BalanceAlert.user_id,
+        BalanceAlert.token_id,
+        BalanceAlert.threshold,
+        BalanceAlert.days_left_tenths,
+        BalanceAlert.state,
+        BalanceAlert.webhook_url,
+        BalanceAlert.secret,
+        BalanceAlert.failures,
+        BalanceAlert.next_attempt_at,
+        BalanceAlert.created_by_token_id,
+    ).select_from(BalanceAlert)
     # The creator is a key of the alert's account that the gateway has not deleted, like the watched key.
-    creator = aliased(Token, name="creator")
-    creator_on = and_(
-        creator.id == BalanceAlert.created_by_token_id,
-        creator.user_id == BalanceAlert.user_id,
-        live(creator, tokens_soft),
-    )
-    stmt = (
-        db.select(
-            BalanceAlert.id,
-            BalanceAlert.user_id,
-            BalanceAlert.token_id,
-            BalanceAlert.threshold,
-            BalanceAlert.days_left_tenths,
-            BalanceAlert.state,
-            BalanceAlert.webhook_url,
-            BalanceAlert.secret,
-            BalanceAlert.failures,
-            BalanceAlert.next_attempt_at,
-            BalanceAlert.created_by_token_id,
-            # NULLs read as the gateway's defaults, as in the key lookup (models.or_default).
-            Bundle("user", *(or_default(c) for c in (User.quota, User.used_quota, User.role, User.status))),
-            # ``row.token.id`` is None when the key is gone (outer join).
-            Bundle(
-                "token",
-                Token.id,
-                Token.name,
-                *(
-                    or_default(c)
-                    for c in (
-                        Token.remain_quota,
-                        Token.used_quota,
-                        Token.unlimited_quota,
-                        Token.status,
-                        Token.expired_time,
-                    )
-                ),
-            ),
-            # ``row.creator.id`` is None when the creating key is gone (or none was recorded).
-            Bundle("creator", creator.id, or_default(creator.status)),
-        )
-        .select_from(BalanceAlert)
-        .join(User, user_on)
-        .outerjoin(Token, token_on)
-        .outerjoin(creator, creator_on)
-        .order_by(BalanceAlert.id)
+    stmt = join_figures(alerts, BalanceAlert.user_id, BalanceAlert.token_id, BalanceAlert.created_by_token_id).order_by(
+        BalanceAlert.id
     )
     return list(db.session.execute(stmt).all())
 
@@ -162,14 +128,14 @@ def _creator_hold(row: Row) -> str | None:
         return None
     if row.creator.id is None:
         return CREATOR_DELETED
-    if row.creator.status == TOKEN_DISABLED:
+    if read_refusal(row.creator):  # only a disabled key may not read
         return CREATOR_DISABLED
     return None
 
 
 def _balance(row: Row, now: int) -> Balance | None:
     """The balance the alert watches, or None when that key or account is unusable."""
-    if row.user.status == USER_DISABLED:
+    if account_disabled(row.user):
         return None
     if row.token_id is None:
         return Balance.of_user(row.user, settings().unlimited_user_roles)
@@ -240,16 +206,16 @@ def _forecast_fields(row: Row, forecast: Forecast) -> dict[str, Any]:
 
 
 def _payload(row: Row, quota: int, now: int, forecast: Forecast | None = None) -> bytes:
-    settings = conversion(current_app.config)
+    money = currency()
     payload = {
         "event": _event(forecast),
         "alert_id": row.id,
         "scope": SCOPE_ACCOUNT if row.token_id is None else SCOPE_TOKEN,
         "user_id": row.user_id,
         "token_id": row.token_id,
-        "balance": remaining_for_display(quota, False, **settings),
-        "threshold": quota_to_unit(row.threshold, **settings),
-        "unit": settings["unit"],
+        "balance": money.balance(quota, False),
+        "threshold": money.amount(row.threshold),
+        "unit": money.unit,
         "timestamp": now,
     }
     if forecast is not None:

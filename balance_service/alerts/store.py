@@ -18,11 +18,11 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, text
+from sqlalchemy import ColumnElement, and_, delete, func, or_, text
 
 from ..extensions import db
+from ..gateway.keys import is_live_key
 from ..migrations import require_current
-from ..models import Token, live, soft_delete_columns
 from .models import BalanceAlert
 
 #: INTEGER ids; a larger id cannot exist and would be a database error on PostgreSQL.
@@ -111,12 +111,7 @@ def add_within_cap(alert: BalanceAlert, limit: int) -> bool:
 
 def _creator_deleted() -> ColumnElement[bool]:
     """The alert's creating key is no longer a live key of its account (as the checker's creator join sees it)."""
-    tokens_soft, _ = soft_delete_columns(db.engine)
-    return ~exists().where(
-        Token.id == BalanceAlert.created_by_token_id,
-        Token.user_id == BalanceAlert.user_id,
-        live(Token, tokens_soft),
-    )
+    return ~is_live_key(BalanceAlert.created_by_token_id, BalanceAlert.user_id)
 
 
 def _managed_by(user_id: int, token_id: int) -> ColumnElement[bool]:

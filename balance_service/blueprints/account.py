@@ -3,7 +3,7 @@
 from flask import Blueprint, g
 
 from ..config import settings
-from ..gateway import Balance
+from ..gateway.rules import Balance
 from ..presenter import balance_response
 
 bp = Blueprint("account", __name__)

@@ -19,16 +19,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from ..alerts import store
 from ..alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, BalanceAlert
 from ..alerts.targets import TargetError, check_url
 from ..config import settings
 from ..errors import ApiError
-from ..gateway import alert_refusal
+from ..gateway.money import AmountError, Currency, NotWhole
+from ..gateway.options import currency
+from ..gateway.rules import alert_refusal
 from ..migrations import NotMigrated
-from ..units import AmountError, NotWhole, conversion, parse_amount, quota_to_unit
 
 bp = Blueprint("alerts", __name__)
 
@@ -56,8 +57,8 @@ _FIELDS = ("threshold", "days_left", "webhook_url", "scope")
 MAX_DAYS_LEFT = 365
 
 
-def _conversion() -> dict[str, Any]:
-    return conversion(current_app.config)
+def _currency() -> Currency:
+    return currency()
 
 
 def _threshold_quota(value: Any) -> int:
@@ -70,7 +71,7 @@ def _threshold_quota(value: Any) -> int:
     if not Decimal(value).is_finite() or value < 0:
         raise ApiError(400, "threshold must be a non-negative number")
     try:
-        return parse_amount(value, _conversion())
+        return _currency().parse(value)
     except NotWhole:
         raise ApiError(400, "threshold in tokens must be a whole number") from None
     except AmountError:
@@ -112,14 +113,14 @@ def _present(alert: BalanceAlert, viewer: int) -> dict[str, Any]:
     The URL may carry the receiver's token; the other alerts a key is shown
     (no recorded creator, or a deleted one) come without it.
     """
-    conversion = _conversion()
+    money = _currency()
     return {
         "id": alert.id,
         "scope": alert.scope,
         "token_id": alert.token_id,
-        "threshold": None if alert.is_forecast else quota_to_unit(alert.threshold, **conversion),
+        "threshold": None if alert.is_forecast else money.amount(alert.threshold),
         "days_left": None if alert.days_left_tenths is None else Decimal(alert.days_left_tenths) / 10,
-        "unit": conversion["unit"],
+        "unit": money.unit,
         "webhook_url": alert.webhook_url if alert.created_by_token_id == viewer else None,
         "state": alert.state,
         "created_at": _iso(alert.created_at),

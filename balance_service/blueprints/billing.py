@@ -4,40 +4,41 @@ NextChat (ChatGPT-Next-Web) and similar clients read a key's credit from
 ``/dashboard/billing/subscription`` and ``/dashboard/billing/usage`` (with or
 without ``/v1``) and show ``hard_limit_usd - total_usage / 100`` as the balance.
 The bodies follow what one-api itself returns, plus ``success``. Amounts are
-always USD and US cents (at the gateway's ``QuotaPerUnit``, or ``QUOTA_PER_UNIT``),
-whatever the display unit is, because that is what these clients assume.
+always USD and US cents (at the gateway's ``QuotaPerUnit``), whatever the
+display unit is, because that is what these clients assume.
 
-``BILLING_SOURCE`` chooses whose numbers are shown: the key's (``token``, the
-default, like one-api's DisplayTokenStatEnabled) or its owner's account
-(``user``). With ``start_date``/``end_date`` (UTC days, end exclusive, as
-NextChat sends them) the usage is the net spend of that range from the
-gateway's request logs (``balance_service.usage``); without them, or where the
-logs cannot tell (no ``logs`` table, consume logging off), it is the lifetime
-figure of the gateway tables, as one-api reports it.
+Whose numbers are shown follows the gateway's own ``DisplayTokenStatEnabled``,
+as one-api does: on (the default), the key's; off, its owner's account, and
+then ``access_until`` is 0 (the account does not expire). With
+``start_date``/``end_date`` (UTC days, end exclusive, as NextChat sends them)
+the usage is the net spend of that range from the gateway's request logs
+(``balance_service.usage``); without them, or where the logs cannot tell (no
+``logs`` table, consume logging off), it is the lifetime figure of the gateway
+tables, as one-api reports it.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
-from ..gateway import Balance
-from ..units import billing_amounts, conversion
+from ..config import settings
+from ..gateway.logs import Scope
+from ..gateway.options import currency, gateway_options
+from ..gateway.rules import Balance
 from ..usage.report import billing_range, ranged_billing_cents
-from ..usage.source import Scope
 
 bp = Blueprint("billing", __name__)
 
 
 def _amounts() -> tuple[Decimal, Decimal]:
-    """``(hard_limit_usd, total_usage_cents)`` of the key or of its owner, per ``BILLING_SOURCE``."""
-    cfg = current_app.config
-    if cfg["BILLING_SOURCE"] == "user":
-        balance = Balance.of_user(g.user, cfg["UNLIMITED_USER_ROLES"])
-    else:
+    """``(hard_limit_usd, total_usage_cents)`` of the key or of its owner, per ``DisplayTokenStatEnabled``."""
+    if gateway_options().display_token_stat:
         balance = Balance.of_token(g.token)
-    return billing_amounts(balance.remaining, balance.used, balance.unlimited, conversion(cfg)["quota_per_unit"])
+    else:
+        balance = Balance.of_user(g.user, settings().unlimited_user_roles)
+    return currency().billing(balance.remaining, balance.used, balance.unlimited)
 
 
 @bp.get("/v1/dashboard/billing/subscription")
@@ -45,7 +46,7 @@ def _amounts() -> tuple[Decimal, Decimal]:
 def subscription() -> Response:
     """The total credit as OpenAI's subscription object; ``access_until`` is when the key expires (0: never)."""
     limit, _ = _amounts()
-    expires = int(g.token.expired_time)
+    expires = int(g.token.expired_time) if gateway_options().display_token_stat else 0
     return jsonify(
         success=True,
         object="billing_subscription",
@@ -64,10 +65,10 @@ def usage() -> Response:
     dates = billing_range(request.args)
     if dates is not None:
         token = g.token
-        if current_app.config["BILLING_SOURCE"] == "user":
-            scope = Scope(user_id=g.user.id)
-        else:
+        if gateway_options().display_token_stat:
             scope = Scope(user_id=token.user_id, token_id=token.id, token_name=token.name)
+        else:
+            scope = Scope(user_id=g.user.id)
         cents = ranged_billing_cents(scope, *dates)
         if cents is not None:
             return jsonify(success=True, object="list", total_usage=cents)

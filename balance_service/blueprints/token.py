@@ -2,7 +2,7 @@
 
 from flask import Blueprint, g
 
-from ..gateway import Balance
+from ..gateway.rules import Balance
 from ..presenter import balance_response
 
 bp = Blueprint("token", __name__)

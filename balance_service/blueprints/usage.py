@@ -10,7 +10,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from ..config import settings
 from ..errors import ApiError
-from ..gateway import Balance
+from ..gateway.rules import Balance
 from ..usage.report import usage_range, usage_report, utc_today
 from ..usage.source import Scope
 

@@ -24,10 +24,9 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from clickhouse_driver import Client
@@ -35,19 +34,14 @@ from clickhouse_driver.errors import Error as DriverError
 from clickhouse_driver.util.helpers import parse_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from .source import EPOCH, LAYOUT_TTL, LOG_CONSUME, LOG_REFUND, SECONDS_PER_DAY, Scope, UsageRow, day_start
-
-#: The table new-api writes its logs to.
-TABLE = "logs"
+from ..gateway.logs import CLICKHOUSE_COLUMNS, Scope, UsageRow, clickhouse_daily, clickhouse_net, usage_rows
+from ..gateway.tables import cache
 
 #: Idle connections kept per process; a sync gunicorn worker needs one, a threaded one a few more.
 MAX_IDLE = 4
 
 #: Socket timeout when ``DB_STATEMENT_TIMEOUT_MS`` is 0 ("no limit"): a dead server still frees the worker.
 NO_LIMIT_RECEIVE_TIMEOUT = 300.0
-
-_NET = "sumIf(quota, type = %(consume)s) - sumIf(quota, type = %(refund)s)"
-_REQUESTS = "countIf(type = %(consume)s)"
 
 
 class LogStoreError(SQLAlchemyError):
@@ -140,69 +134,29 @@ class ClickHousePool:
 
 
 class ClickHouseLogSource:
-    """The ``LogSource`` on new-api's ClickHouse ``logs`` table (``usage.source``)."""
+    """The ``LogSource`` on new-api's ClickHouse ``logs`` table (``usage.source``); queries from ``gateway.logs``."""
 
     def __init__(self, pool: ClickHousePool) -> None:
         self.pool = pool
-        self._layout: tuple[float, frozenset[str] | None] | None = None
-        self._lock = threading.Lock()
 
     def columns(self) -> frozenset[str] | None:
         """Column names of ``logs`` in the URL's database, or None when there is no such table (cached)."""
-        now = time.monotonic()
-        with self._lock:
-            cached = self._layout
-        if cached is not None and now - cached[0] < LAYOUT_TTL:
-            return cached[1]
-        rows = self.pool.query(
-            "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = %(table)s",
-            {"table": TABLE},
-        )
-        found = frozenset(name for (name,) in rows) or None
-        with self._lock:
-            self._layout = (now, found)
-        return found
+
+        def load() -> frozenset[str] | None:
+            return frozenset(name for (name,) in self.pool.query(*CLICKHOUSE_COLUMNS)) or None
+
+        return cache.get(self.pool, "logs columns", load)
 
     def has_logs(self) -> bool:
         return self.columns() is not None
 
-    def _where(self, scope: Scope, start: date, end: date) -> tuple[str, dict[str, Any]]:
-        params: dict[str, Any] = {
-            "start": day_start(start),
-            "end": day_start(end),
-            "consume": LOG_CONSUME,
-            "refund": LOG_REFUND,
-        }
-        if not scope.is_key:
-            who = "user_id = %(user_id)s"
-            params["user_id"] = scope.user_id
-        elif "token_id" in (self.columns() or ()):
-            who = "token_id = %(token_id)s"
-            params["token_id"] = scope.token_id
-        else:  # a table without token_id (one-api's layout): the key's owner and its exact name
-            who = "user_id = %(user_id)s AND token_name = %(token_name)s"
-            params.update(user_id=scope.user_id, token_name=scope.token_name or "")
-        # created_at first: it is the table's sort key, so only the range's granules are read.
-        where = f"created_at >= %(start)s AND created_at < %(end)s AND {who} AND type IN (%(consume)s, %(refund)s)"
-        return where, params
-
     def daily_statement(self, scope: Scope, start: date, end: date) -> tuple[str, dict[str, Any]]:
         """The one query behind ``daily_usage``: net quota and requests per UTC day and model."""
-        where, params = self._where(scope, start, end)
-        statement = (
-            f"SELECT intDiv(created_at, {SECONDS_PER_DAY}) AS day, model_name, {_NET} AS net, {_REQUESTS} AS requests "
-            f"FROM {TABLE} WHERE {where} GROUP BY day, model_name"
-        )
-        return statement, params
+        return clickhouse_daily(scope, start, end, self.columns() or frozenset())
 
     def daily_usage(self, scope: Scope, start: date, end: date) -> list[UsageRow]:
-        rows = self.pool.query(*self.daily_statement(scope, start, end))
-        return [
-            UsageRow(EPOCH + timedelta(days=int(day)), model or "", int(net), int(requests))
-            for day, model, net, requests in rows
-        ]
+        return usage_rows(self.pool.query(*self.daily_statement(scope, start, end)))
 
     def net_spend(self, scope: Scope, start: date, end: date) -> int:
-        where, params = self._where(scope, start, end)
-        rows = self.pool.query(f"SELECT {_NET} FROM {TABLE} WHERE {where}", params)
+        rows = self.pool.query(*clickhouse_net(scope, start, end, self.columns() or frozenset()))
         return int(rows[0][0]) if rows else 0

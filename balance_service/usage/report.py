@@ -2,8 +2,7 @@
 
 Routes call ``usage_report`` (``GET /v1/usage``) and ``ranged_billing_cents``
 (the OpenAI-style billing usage); both read the logs through ``log_source()``
-and convert quota with the settings ``_conversion()`` returns, the one place
-that knows where the display unit comes from.
+and show amounts in the app's ``currency`` (``gateway/options.py``).
 """
 
 from __future__ import annotations
@@ -12,15 +11,14 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
-from flask import current_app
-
 from ..errors import ApiError
-from ..units import CENT_PLACES, DISPLAY_PLACES, conversion, quota_to_unit
+from ..gateway.money import Currency
+from ..gateway.options import LOG_CONSUME, currency, gateway_options
 from .forecast import Forecast, forecast, forecast_window
-from .source import Scope, consume_logging_enabled, log_source
+from .source import Scope, log_source
 
 #: Longest range ``GET /v1/usage`` answers, in days (a leap year).
 MAX_RANGE_DAYS = 366
@@ -34,9 +32,9 @@ def utc_today() -> date:
     return datetime.now(UTC).date()
 
 
-def _conversion() -> dict[str, Any]:
-    """Unit, quota per unit and exchange rate, as the balance endpoints read them."""
-    return conversion(current_app.config)
+def _currency() -> Currency:
+    """How amounts are shown, as the balance endpoints show them."""
+    return currency()
 
 
 def parse_day(name: str, value: str) -> date:
@@ -93,8 +91,8 @@ def logs_unavailable() -> str | None:
     """Why the gateway's logs cannot tell spend over time, or None when they can."""
     if not log_source().has_logs():
         return "the gateway's logs table was not found"
-    if not consume_logging_enabled():
-        return "the gateway does not log consumption (LogConsumeEnabled is false)"
+    if not gateway_options().log_consume:
+        return f"the gateway does not log consumption ({LOG_CONSUME} is false)"
     return None
 
 
@@ -105,26 +103,13 @@ def ranged_billing_cents(scope: Scope, start: date, end: date) -> Decimal | None
     """
     if logs_unavailable() is not None:
         return None
-    net = log_source().net_spend(scope, start, end)
-    settings = {**_conversion(), "unit": "USD", "exchange_rate": Decimal(1), "custom": False}
-    return (quota_to_unit(net, **settings) * 100).quantize(CENT_PLACES)
-
-
-def _rate_in_unit(rate_quota: Decimal, settings: Mapping[str, Any]) -> Decimal | int:
-    """A fractional quota amount (a daily rate) in the display unit, with the balance endpoints' precision."""
-    custom = settings.get("custom", False)  # a gateway's CUSTOM currency: USD times its rate, like CNY
-    if settings["unit"] == "tokens" and not custom:
-        return int(rate_quota.quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    amount = rate_quota / settings["quota_per_unit"]
-    if settings["unit"] == "CNY" or custom:
-        amount *= settings["exchange_rate"]
-    return amount.quantize(DISPLAY_PLACES, rounding=ROUND_HALF_UP)
+    return _currency().cents(log_source().net_spend(scope, start, end))
 
 
 def present_forecast(result: Forecast) -> dict[str, Any]:
     """The ``forecast`` object of the answer, in the display unit."""
     return {
-        "daily_rate": _rate_in_unit(result.daily_rate, _conversion()),
+        "daily_rate": _currency().amount(result.daily_rate),
         "days_left": result.days_left,
         "runs_out_on": None if result.runs_out_on is None else result.runs_out_on.isoformat(),
     }
@@ -161,10 +146,8 @@ def usage_report(
         recent = sum(row.net_quota for row in rows if window[0] <= row.day < window[1])
     else:
         recent = source.net_spend(scope, *window)
-    settings = _conversion()
-
-    def amount(quota: int) -> Decimal | int:
-        return quota_to_unit(quota, **settings)
+    money = _currency()
+    amount = money.amount
 
     days = []
     for offset in range((end - start).days):
@@ -177,7 +160,7 @@ def usage_report(
     ]
     return {
         "scope": scope_name,
-        "unit": settings["unit"],
+        "unit": money.unit,
         "start_date": start.isoformat(),
         "end_date": end.isoformat(),
         "total_used": amount(sum(net for net, _ in by_model.values())),

@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, case, func, insert, update
 from sqlalchemy.orm import InstrumentedAttribute, defer
 
-from .extensions import db
-from .gateway import InvalidKey, normalize_key
-from .models import (
+from ..extensions import db
+from .money import MAX_QUOTA
+from .rules import InvalidKey, normalize_key
+from .tables import (
     NEVER_EXPIRES,
     TOKEN_DISABLED,
     TOKEN_ENABLED,
@@ -32,7 +33,6 @@ from .models import (
     live,
     soft_delete_columns,
 )
-from .units import MAX_QUOTA
 
 _KEY_ALPHABET = string.ascii_letters + string.digits
 _DURATION = re.compile(r"(\d+)([smhdw])")

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from .models import NEVER_EXPIRES, TOKEN_DISABLED, TOKEN_EXPIRED, USER_DISABLED
+from .tables import NEVER_EXPIRES, TOKEN_DISABLED, TOKEN_EXPIRED, USER_DISABLED
 
 KEY_LENGTH = 48
 _KEY_RE = re.compile(rf"[A-Za-z0-9]{{1,{KEY_LENGTH}}}")
@@ -87,11 +87,16 @@ def check_can_read(token: Any) -> None:
 OWNER_MISSING_MESSAGE = "Failed to get user quota"
 
 
+def account_disabled(user: Any) -> bool:
+    """The gateway disabled the account: none of its keys may be used, nor its balance read."""
+    return user.status == USER_DISABLED
+
+
 def check_owner(user: Any | None) -> Any:
     """The key's owner, if it exists and is enabled; ``OwnerMissing`` / ``OwnerDisabled`` otherwise."""
     if user is None:
         raise OwnerMissing(OWNER_MISSING_MESSAGE)
-    if user.status == USER_DISABLED:
+    if account_disabled(user):
         raise OwnerDisabled("User is disabled")
     return user
 
@@ -107,7 +112,7 @@ class Balance:
     """What is left and what was spent, in raw quota units; ``unlimited`` means ``remaining`` does not matter.
 
     ``remaining`` may be negative: the gateway can overdraw a little. How that
-    is shown is the presenter's business (``units.remaining_for_display``).
+    is shown is the presenter's business (``Currency.balance``).
     """
 
     remaining: int

@@ -9,30 +9,37 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import is_clickhouse_url, settings
 from ..extensions import db
-from .source import log_engine, log_source, options
+from ..usage.source import log_engine, log_source
+from .options import (
+    DISPLAY_IN_CURRENCY,
+    DISPLAY_TOKEN_STAT,
+    DISPLAY_TYPE,
+    LOG_CONSUME,
+    QUOTA_PER_UNIT,
+    parse,
+    read_rows,
+)
 
 if TYPE_CHECKING:  # the ClickHouse driver is imported only where LOG_DATABASE_URL asks for it
-    from .clickhouse import ClickHouseLogSource
+    from ..usage.clickhouse import ClickHouseLogSource
 
 #: The gateway options that change what the service should show (gateway-schema.md), with their defaults.
 OPTIONS = {
-    "QuotaPerUnit": "500000",
-    "general_setting.quota_display_type": "USD (new-api); one-api: see DisplayInCurrencyEnabled",
-    "DisplayInCurrencyEnabled": "true",
-    "DisplayTokenStatEnabled": "true",
-    "LogConsumeEnabled": "true",
+    QUOTA_PER_UNIT: "500000",
+    DISPLAY_TYPE: f"USD (new-api); one-api: see {DISPLAY_IN_CURRENCY}",
+    DISPLAY_IN_CURRENCY: "true",
+    DISPLAY_TOKEN_STAT: "true",
+    LOG_CONSUME: "true",
 }
 
 #: Columns of ``logs`` the usage queries read; ``token_id`` only exists on new-api.
@@ -85,12 +92,6 @@ def _serving(indexes: Iterable[tuple[str, tuple[str, ...]]], column: str) -> tup
     return full, partial
 
 
-def _read_options(engine: Engine) -> dict[str, str]:
-    stmt = select(options.c.key, options.c.value).where(options.c.key.in_(list(OPTIONS)))
-    with engine.connect() as connection:
-        return {key: value for key, value in connection.execute(stmt)}
-
-
 def clickhouse_report(source: ClickHouseLogSource, where: str) -> list[str]:
     """The log section for logs in ClickHouse: the table and its layout; no index to add there."""
     out = ["", f"log database: {where} (ClickHouse)"]
@@ -126,30 +127,20 @@ def inspect_gateway(
         out.append(f"  {table:8} {'present' if table in tables else 'MISSING'}")
 
     out += ["", "gateway options:"]
-    found = _read_options(main) if "options" in tables else {}
+    found = read_rows(main) if "options" in tables else {}
     if "options" not in tables:
         out.append("  (no options table: the gateway's defaults apply)")
     for key, default in OPTIONS.items():
         value = found.get(key)
         out.append(f"  {key} = {value}" if value is not None else f"  {key}: not set (default {default})")
-    consume_on = found.get("LogConsumeEnabled", "true") == "true"
+    parsed = parse(found)
     out.append(
         "  consume logging: on"
-        if consume_on
+        if parsed.log_consume
         else "  consume logging: OFF (the gateway writes no consume rows: date-ranged billing usage falls back to "
         "lifetime, GET /v1/usage answers 409)"
     )
-    qpu = found.get("QuotaPerUnit")
-    configured = current_app.config["QUOTA_PER_UNIT"]  # None: the service uses the gateway's own
-    if qpu is not None and configured is not None and _number(qpu) != configured:
-        out.append(f"  note: QuotaPerUnit is {qpu} but the service's QUOTA_PER_UNIT={configured} overrides it")
-    token_stat = found.get("DisplayTokenStatEnabled", "true") == "true"
-    source = current_app.config["BILLING_SOURCE"]
-    if token_stat != (source == "token"):
-        out.append(
-            f"  note: DisplayTokenStatEnabled is {'true' if token_stat else 'false'} but the service's "
-            f"BILLING_SOURCE is {source} (the billing endpoints report the {'key' if source == 'token' else 'account'})"
-        )
+    out.append(f"  billing endpoints report: the {'key' if parsed.display_token_stat else 'account'}")
 
     if clickhouse is not None:
         return out + clickhouse_report(*clickhouse)
@@ -203,13 +194,6 @@ def _hide_password(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _number(text: str) -> Decimal | None:
-    try:
-        return Decimal(text.strip())
-    except InvalidOperation:
-        return None
 
 
 @click.command("doctor")

@@ -1,43 +1,60 @@
-"""The gateway's own ``users`` and ``tokens`` tables (one-api / new-api), read as the gateway writes them.
+"""The gateway's own tables (one-api / new-api), read as the gateway writes them, and what is cached of them.
 
-Only the columns the service uses are mapped; a gateway database has more and
-that is fine. There is no foreign key: the gateway does not create one.
+``users`` and ``tokens`` are models (``flask init-db`` creates them for a
+standalone install); ``logs`` and ``options`` are described on a ``MetaData``
+of their own, so ``db.create_all()`` never creates them. Only the columns the
+service uses are declared; a gateway database has more and that is fine.
+There is no foreign key: the gateway does not create one.
+
+``cache`` holds everything read from the gateway's schema and options, each
+value trusted for ``TTL`` seconds.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import weakref
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from flask import current_app, has_app_context
 from sqlalchemy import (
     CHAR,
     BigInteger,
     Boolean,
+    Column,
     ColumnElement,
     DateTime,
     Engine,
     Integer,
+    MetaData,
     String,
+    Table,
+    Text,
     func,
     inspect,
     literal,
     true,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.orm.util import AliasedClass
 from sqlalchemy.sql.functions import FunctionElement
 
-from .extensions import db
+from ..extensions import db
+
+log = logging.getLogger(__name__)
 
 # Gateway status codes, see docs/gateway-schema.md.
 USER_ENABLED, USER_DISABLED = 1, 2
 TOKEN_ENABLED, TOKEN_DISABLED, TOKEN_EXPIRED, TOKEN_EXHAUSTED = 1, 2, 3, 4
 NEVER_EXPIRES = -1
 ROLE_COMMON, ROLE_ADMIN, ROLE_ROOT = 1, 10, 100
+#: The log types that move money: a consume row spends its quota, a refund row (new-api) gives it back.
+LOG_CONSUME, LOG_REFUND = 2, 6
 
 
 class User(db.Model):
@@ -142,30 +159,83 @@ def live(model: type[Token] | type[User] | AliasedClass[Any], soft_delete: bool)
     return model.deleted_at.is_(None) if soft_delete else true()
 
 
-#: Seconds a detected table layout is trusted when the app sets no GATEWAY_LAYOUT_TTL.
-DEFAULT_LAYOUT_TTL = 300
-#: engine → (time.monotonic() of the inspection, (tokens have deleted_at, users have deleted_at))
-_layouts: weakref.WeakKeyDictionary[Engine, tuple[float, tuple[bool, bool]]] = weakref.WeakKeyDictionary()
+_gateway = MetaData()  # never passed to create_all: these tables belong to the gateway
+logs = Table(
+    "logs",
+    _gateway,
+    Column("id", BigInteger, primary_key=True),
+    Column("user_id", Integer),
+    Column("created_at", BigInteger),
+    Column("type", Integer),
+    Column("token_name", String(191)),
+    Column("token_id", Integer),
+    Column("model_name", String(191)),
+    Column("quota", BigInteger),
+)
+#: ``key`` is a reserved word: SQLAlchemy quotes it for each dialect.
+options = Table("options", _gateway, Column("key", String(191), primary_key=True), Column("value", Text))
+
+#: Seconds a value read from the gateway (a table's columns, the options) is trusted: a gateway
+#: upgraded next to a running service, or a setting changed in its admin panel, shows within this time.
+TTL = 60.0
+
+
+class GatewayCache:
+    """Values read from the gateway, per engine (or log store) and name, each trusted for ``TTL`` seconds.
+
+    One thread re-reads a stale value while the others wait for its answer. A
+    failed re-read keeps the last value until the next attempt; a failed first
+    read raises and caches nothing. ``clock`` is replaceable and ``clear()``
+    forgets everything, for tests that must see a change at once.
+    """
+
+    def __init__(self, ttl: float = TTL, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._values: weakref.WeakKeyDictionary[Any, dict[str, tuple[float, Any]]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def get(self, owner: Any, name: str, load: Callable[[], Any]) -> Any:
+        cached = self._values.get(owner, {}).get(name)
+        if cached is not None and self.clock() < cached[0]:
+            return cached[1]
+        with self._lock:
+            cached = self._values.get(owner, {}).get(name)
+            if cached is not None and self.clock() < cached[0]:
+                return cached[1]
+            try:
+                value = load()
+            except SQLAlchemyError as e:
+                if cached is None:
+                    raise
+                log.warning("could not re-read the gateway's %s, keeping the last one: %s", name, type(e).__name__)
+                value = cached[1]
+            self._values.setdefault(owner, {})[name] = (self.clock() + self.ttl, value)
+            return value
+
+    def clear(self) -> None:
+        self._values.clear()
+
+
+cache = GatewayCache()
+
+
+def columns(engine: Engine, table: str) -> frozenset[str] | None:
+    """The table's column names, or None when it does not exist (cached)."""
+
+    def load() -> frozenset[str] | None:
+        inspector = inspect(engine)
+        return frozenset(c["name"] for c in inspector.get_columns(table)) if inspector.has_table(table) else None
+
+    return cache.get(engine, f"{table} columns", load)
 
 
 def soft_delete_columns(engine: Engine) -> tuple[bool, bool]:
     """Whether ``tokens`` and ``users`` have ``deleted_at`` (new-api has it, one-api does not).
 
-    Cached per engine so a balance lookup stays one statement, and inspected
-    again once the answer is ``GATEWAY_LAYOUT_TTL`` seconds old: migrating
-    from one-api to new-api adds the column to a live database, and deleted
-    keys must stop working without a restart. A failed inspection raises and
-    is not cached, so it is retried next time.
+    Cached (``columns``) so a balance lookup stays one statement, and read
+    again after ``TTL``: migrating from one-api to new-api adds the column to a
+    live database, and deleted keys must stop working without a restart.
     """
-    ttl = current_app.config.get("GATEWAY_LAYOUT_TTL", DEFAULT_LAYOUT_TTL) if has_app_context() else DEFAULT_LAYOUT_TTL
-    now = time.monotonic()
-    cached = _layouts.get(engine)
-    if cached is not None and now - cached[0] < ttl:
-        return cached[1]
-    inspector = inspect(engine)
-    tokens, users = (
-        any(column["name"] == "deleted_at" for column in inspector.get_columns(table))
-        for table in (Token.__tablename__, User.__tablename__)
-    )
-    _layouts[engine] = (now, (tokens, users))
+    tokens, users = ("deleted_at" in (columns(engine, model.__tablename__) or ()) for model in (Token, User))
     return tokens, users

@@ -1,0 +1,147 @@
+"""Quota and money: the one conversion between the gateway's quota units and the amounts answers show.
+
+The gateways count credit in integer "quota units"; ``QuotaPerUnit`` of them
+make one US dollar. CNY is dollars times the gateway's exchange rate, and a
+gateway's CUSTOM currency is dollars times its own rate, shown under its own
+symbol. A ``Currency`` holds one such way of showing quota; it is immutable,
+so one instance serves every request. Nothing here touches floats, so an
+amount is exact to the last displayed digit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+#: Decimal places of money amounts in responses (one millionth of a unit).
+DISPLAY_PLACES = Decimal("0.000001")
+
+#: The same precision written in US cents (the OpenAI billing ``total_usage`` unit).
+CENT_PLACES = Decimal("0.0001")
+
+#: The sentinel the API uses for "no limit" instead of an amount.
+UNLIMITED = -1
+
+#: The gateways keep quota in signed 64-bit (BIGINT) columns.
+MAX_QUOTA = 2**63 - 1
+
+#: The limit OpenAI-style billing reports for unlimited credit, in USD (one-api reports the same figure).
+BILLING_UNLIMITED_USD = Decimal(100000000)
+
+
+class AmountError(ValueError):
+    """An amount that cannot become quota units; each caller words the message for its own users."""
+
+
+class NotANumber(AmountError):
+    """Not a decimal number, or not a finite one."""
+
+
+class NotWhole(AmountError):
+    """A fraction where only whole quota units make sense (the unit is raw quota)."""
+
+
+class AmountTooLarge(AmountError):
+    """More (or, negative, less) than a BIGINT quota column can hold."""
+
+
+@dataclass(frozen=True)
+class Currency:
+    """How quota is shown: ``unit`` is the name answers carry, ``rate`` how many of it make one US dollar.
+
+    ``rate`` None means raw quota (the unit ``tokens``): whole numbers, no
+    conversion. Otherwise ``quota_per_unit`` quota units make one dollar.
+    """
+
+    unit: str
+    quota_per_unit: Decimal
+    rate: Decimal | None = Decimal(1)
+
+    @property
+    def usd(self) -> Currency:
+        """US dollars at the same ``quota_per_unit`` (what the OpenAI-style billing endpoints report in)."""
+        return Currency("USD", self.quota_per_unit)
+
+    def amount(self, quota: int | Decimal) -> Decimal | int:
+        """Quota (or a fractional figure in quota, like a daily rate) in this unit.
+
+        An ``int`` for raw quota (rounded half up), else a ``Decimal`` to 6 places.
+        """
+        if self.rate is None:
+            return int(Decimal(quota).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        amount = Decimal(quota) / self.quota_per_unit
+        if self.rate != 1:
+            amount *= self.rate
+        return amount.quantize(DISPLAY_PLACES, rounding=ROUND_HALF_UP)
+
+    def balance(self, quota: int, unlimited: bool) -> Decimal | int:
+        """The ``balance`` field: ``-1`` when unlimited, never below zero otherwise.
+
+        An overdrawn account (the gateway can push a balance slightly negative when
+        a request costs more than was left) shows ``0``, because ``-1`` is reserved
+        for "unlimited" and must stay unambiguous in every unit.
+        """
+        if unlimited:
+            return UNLIMITED
+        return self.amount(max(int(quota), 0))
+
+    def cents(self, quota: int) -> Decimal:
+        """Quota in US cents: the 6-place USD amount times 100 (OpenAI billing's ``total_usage``)."""
+        return (self.usd.amount(quota) * 100).quantize(CENT_PLACES)
+
+    def to_quota(self, amount: Decimal) -> int:
+        """An amount in this unit as whole quota units (rounded half up)."""
+        value = Decimal(amount)
+        if self.rate is not None:
+            if self.rate != 1:
+                value /= self.rate
+            value *= self.quota_per_unit
+        return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+    def parse(self, value: str | int | Decimal) -> int:
+        """An amount in this unit (a number or its text) as whole quota units, rounded half up.
+
+        Used by the alert API (thresholds) and the operator CLI (top-ups); each
+        checks its own rules first (a JSON number, not negative, ...) and maps the
+        ``AmountError`` subclasses to its own messages. The size is checked before
+        converting, so an exponent like ``1e999999999`` never becomes a huge integer.
+        """
+        try:
+            amount = Decimal(value)
+        except (InvalidOperation, TypeError, ValueError):
+            raise NotANumber(f"{value!r} is not a number") from None
+        if not amount.is_finite():
+            raise NotANumber(f"{value!r} is not a number")
+        try:
+            whole = amount == amount.to_integral_value()
+        except ArithmeticError:  # an exponent past the decimal context's limit: far beyond any column
+            raise AmountTooLarge(f"{value!r} is too large") from None
+        if self.rate is None and not whole:
+            raise NotWhole(f"{value!r} is not a whole number")
+        if amount.copy_abs() > MAX_QUOTA:  # copy_abs, unlike abs(), never overflows the context
+            raise AmountTooLarge(f"{value!r} is too large")
+        try:
+            quota = self.to_quota(amount)
+        except ArithmeticError:
+            raise AmountTooLarge(f"{value!r} is too large") from None
+        if abs(quota) > MAX_QUOTA:
+            raise AmountTooLarge(f"{value!r} is too large")
+        return quota
+
+    def billing(self, remaining: int, used: int, unlimited: bool) -> tuple[Decimal, Decimal]:
+        """``(hard_limit_usd, total_usage_cents)`` for the OpenAI-style billing endpoints.
+
+        OpenAI clients show ``hard_limit_usd - total_usage / 100`` as the balance,
+        so the limit is the total credit (remaining + used). Both parts are rounded
+        to the 6-place USD amounts ``/v1/balance`` shows *before* they are added,
+        so the client's subtraction gives exactly that balance. An overdrawn
+        balance counts as zero (a limit is never below what was used, never
+        negative); unlimited credit is ``BILLING_UNLIMITED_USD``. Always USD and
+        US cents, whatever this currency is: that is what the clients expect.
+        """
+        usd = self.usd
+        used_usd = usd.amount(max(int(used), 0))
+        usage_cents = (used_usd * 100).quantize(CENT_PLACES)
+        if unlimited:
+            return BILLING_UNLIMITED_USD, usage_cents
+        return usd.amount(max(int(remaining), 0)) + used_usd, usage_cents
