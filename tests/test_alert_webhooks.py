@@ -503,11 +503,12 @@ def test_an_unexpected_error_while_sending_counts_as_a_failed_delivery(
 ):
     """A crossing is claimed ("below") before sending; whatever goes wrong after the claim, the alert
     must go back to "above" instead of staying claimed and silent forever. Here an app built with an
-    unknown unit (given directly, past from_env's checks) fails while writing the payload."""
+    unknown unit (given to create_app as an already-parsed value, so past the parser's checks) fails while
+    writing the payload."""
     owner = create_user(quota=0)
     key = create_token(user_id=owner)
     alert = create_alert(app, key, receiver.url, "1")
-    broken = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, BALANCE_UNIT="EUR")  # same database
+    broken = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, BALANCE_UNIT=b"EUR")  # same database
     failed = run_check(broken)
     assert failed.exit_code == 1, failed.output
     assert "1 failed" in failed.output

@@ -22,11 +22,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, inspect, text
 
-from balance_service import create_app, operations
+from balance_service import create_app
 from balance_service.blueprints.alerts import NOT_SET_UP
 from balance_service.extensions import db as _db
+from balance_service.gateway import operations
+from balance_service.gateway.tables import Token, User
 from balance_service.migrations import HEAD, VERSION_TABLE, alembic_config, include_name, include_object
-from balance_service.models import Token, User
 from tests.gateway_logs import GatewayTables
 from tests.helpers import clean_environment, temporary_mariadb_database, temporary_postgres_database
 
