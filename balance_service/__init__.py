@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Mapping
-from decimal import Decimal
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 import simplejson
@@ -14,7 +12,9 @@ from flask import Flask
 from flask.json.provider import JSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import cors, direct_reads, observability, ratelimit
+from . import cors, observability, ratelimit
+from ._internal import direct_reads
+from ._internal.flat_json import flat_json
 from .config import ENV_SETTINGS, Settings, flask_config
 from .config import EXTENSION as SETTINGS_EXTENSION
 from .errors import register_error_handlers
@@ -25,42 +25,12 @@ from .version import __version__
 __all__ = ["__version__", "after_fork", "create_app"]
 
 
-def _flat_json(obj: Any) -> str | None:
-    """``obj`` as compact JSON if it is a flat dict (str keys; str, bool, int, None, finite Decimal values), or None.
-
-    Every API answer is such a dict. simplejson builds an encoder for each call
-    with these options; this writes the same text several times faster: a
-    ``Decimal`` as ``str()`` gives it (exact, as simplejson does with
-    ``use_decimal``) and strings with the stdlib's C escaper (ASCII only, as
-    simplejson's default). tests/test_json_answers.py checks both agree.
-    """
-    if type(obj) is not dict:
-        return None
-    parts = []
-    for key, value in obj.items():
-        kind = type(value)
-        if type(key) is not str:
-            return None
-        if kind is str:
-            text = encode_basestring_ascii(value)
-        elif kind is bool:
-            text = "true" if value else "false"
-        elif kind is int or (kind is Decimal and value.is_finite()):
-            text = str(value)
-        elif value is None:
-            text = "null"
-        else:
-            return None
-        parts.append(f"{encode_basestring_ascii(key)}:{text}")
-    return "{" + ",".join(parts) + "}"
-
-
 class ExactJSONProvider(JSONProvider):
     """Writes ``Decimal`` amounts as exact JSON numbers (the stdlib would need floats)."""
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         if not kwargs:
-            text = _flat_json(obj)
+            text = flat_json(obj)
             if text is not None:
                 return text
         kwargs.setdefault("use_decimal", True)

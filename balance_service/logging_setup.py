@@ -14,7 +14,6 @@ import json
 import logging
 import re
 import sys
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -159,7 +158,7 @@ class JsonFormatter(logging.Formatter):
         return line
 
 
-class _StderrHandler(logging.StreamHandler):
+class StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time of the call (gunicorn, pytest capture)."""
 
     def __init__(self) -> None:
@@ -178,56 +177,8 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-#: The filters ``_StderrHandler`` is made with, in order.
-_OWN_FILTERS = [RequestId, RedactKeys]
-
-
-def write_access_line(logger: logging.Logger, message: str, request_id: str, fields: dict[str, Any]) -> bool:
-    """Write an INFO line of ``logger`` straight to the service's JSON handler; False if it must take logging's path.
-
-    Through ``logging`` the access line cost a LogRecord, two filters and the
-    formatter: under load, about as much CPU as the key lookup (bench/README.md).
-    When that handler is the only place the line would reach (the default
-    set-up: no other handler, no filter added by anyone), the same line, masked
-    the same way, is written here directly. Anything else (a test's capture
-    handler, an operator's own handler or filter) makes this return False, and
-    the caller logs the line as usual.
-    """
-    handler = _sole_json_handler(logger)
-    if handler is None:
-        return False
-    try:
-        text = handler.formatter.line(time.time(), "INFO", logger.name, *redact_line(message, request_id, fields))
-        stream = handler.stream
-        with handler.lock:
-            stream.write(text + handler.terminator)
-            stream.flush()
-    except Exception:  # noqa: BLE001 - logging's own path reports a failing handler its way
-        return False
-    return True
-
-
-def _sole_json_handler(logger: logging.Logger) -> _StderrHandler | None:
-    """The service's JSON handler if a record of ``logger`` at INFO would reach it and nothing else."""
-    if logger.filters:
-        return None
-    found = None
-    current: logging.Logger | None = logger
-    while current is not None:
-        for handler in current.handlers:
-            if (
-                found is not None
-                or type(handler) is not _StderrHandler
-                or handler.level > logging.INFO
-                or [type(f) for f in handler.filters] != _OWN_FILTERS
-                or type(handler.formatter) is not JsonFormatter
-            ):
-                return None
-            found = handler
-        if not current.propagate:
-            break
-        current = current.parent
-    return found
+#: The filters ``StderrHandler`` is made with, in order.
+OWN_FILTERS = [RequestId, RedactKeys]
 
 
 #: gunicorn's loggers have handlers of their own and do not propagate to the root.
@@ -244,8 +195,8 @@ def configure(level: str) -> None:
     gunicorn has set up its loggers, so those are in place by then.
     """
     root = logging.getLogger()
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        root.addHandler(_StderrHandler())
+    if not any(isinstance(h, StderrHandler) for h in root.handlers):
+        root.addHandler(StderrHandler())
     mask_all_handlers()
     logging.getLogger("balance_service").setLevel(level)
 

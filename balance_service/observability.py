@@ -18,7 +18,8 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from .logging_setup import redact, write_access_line
+from ._internal.access_line import write_access_line
+from .logging_setup import redact
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")

@@ -19,7 +19,7 @@ recycled after ``max_requests`` forgets its counts) or in Redis through
 redis-py (one count for all workers and hosts; what production uses). The
 limiter is a brake, not a gate, and must not take the service down with it:
 each Redis call has a total deadline (``REDIS_DEADLINE``, see
-:mod:`.redis_deadline`), and after a failure a breaker stops asking Redis for
+:mod:`._internal.redis_deadline`), and after a failure a breaker stops asking Redis for
 ``BREAKER_SECONDS`` and lets requests through (one WARNING when it opens, one
 when Redis answers again, a count in ``/metrics``, ``"limiter": "degraded"``
 in ``/readyz``). A Redis that refuses the URL's credentials, database or the
@@ -56,9 +56,9 @@ from redis.connection import Connection
 from redis.retry import Retry
 
 from . import observability
+from ._internal.redis_deadline import DEADLINE_CLASSES, deadline
 from .config import ConfigError, Rate, redis_options
 from .errors import error_body
-from .redis_deadline import DEADLINE_CLASSES, deadline
 
 MESSAGE = "Too many failed authentication attempts; retry later"
 _KEY_PREFIX = "balance-service:auth-failures:"
@@ -263,7 +263,7 @@ class SharedCounts:
         options["connection_class"] = DEADLINE_CLASSES[options.get("connection_class", Connection)]
         pool = redis.ConnectionPool(
             **options,
-            # Upper bounds only: each call is cut to its deadline (redis_deadline.py).
+            # Upper bounds only: each call is cut to its deadline (_internal/redis_deadline.py).
             socket_timeout=_START_UP_DEADLINE,
             socket_connect_timeout=_START_UP_DEADLINE,
             protocol=2,  # no HELLO handshake (nor a fallback for Redis < 6), no push messages

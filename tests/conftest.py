@@ -25,7 +25,8 @@ import pytest
 from hypothesis import settings
 from sqlalchemy import delete, event
 
-from balance_service import create_app, direct_reads
+from balance_service import create_app
+from balance_service._internal import direct_reads
 from balance_service.alerts.models import BalanceAlert
 from balance_service.config import ENV_SETTINGS, REMOVED
 from balance_service.extensions import db as _db

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from balance_service.logging_setup import _sole_json_handler, _StderrHandler
+from balance_service._internal.access_line import sole_json_handler
+from balance_service.logging_setup import StderrHandler
 
 # Whether and how this works cannot depend on the database: SQLite only (conftest.py).
 pytestmark = pytest.mark.backend_independent
@@ -90,11 +91,11 @@ def production_loggers():
     through logging; they are set aside here, inside the test.
     """
     root = logging.getLogger()
-    others = [h for h in root.handlers if not isinstance(h, _StderrHandler)]
+    others = [h for h in root.handlers if not isinstance(h, StderrHandler)]
     for handler in others:
         root.removeHandler(handler)
     try:
-        assert _sole_json_handler(logging.getLogger("balance_service.access")) is not None
+        assert sole_json_handler(logging.getLogger("balance_service.access")) is not None
         yield
     finally:
         for handler in others:

@@ -19,7 +19,7 @@ from sqlalchemy import literal_column, select
 from sqlalchemy.engine import make_url
 
 import balance_service
-from balance_service import direct_reads
+from balance_service._internal import direct_reads
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"])
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
-from balance_service import direct_reads
+from balance_service._internal import direct_reads
 from balance_service.extensions import db as _db
 from balance_service.gateway.keys import lookup
 from balance_service.gateway.rules import KeyRejected

@@ -141,7 +141,7 @@ class ForkedWorker:
 
     It has a client connection of its own to PgBouncer (the app drops inherited
     connections after a fork) and answers each ``get`` with the status, the
-    balance and how many warnings ``balance_service.direct_reads`` has logged in it.
+    balance and how many warnings ``balance_service._internal.direct_reads`` has logged in it.
     """
 
     def __init__(self, app: Flask) -> None:
@@ -162,7 +162,7 @@ class ForkedWorker:
         warnings = []
         counter = logging.Handler(logging.WARNING)
         counter.emit = warnings.append
-        logging.getLogger("balance_service.direct_reads").addHandler(counter)
+        logging.getLogger("balance_service._internal.direct_reads").addHandler(counter)
         client = app.test_client()
         with contextlib.suppress(EOFError):
             while (request := pipe.recv()) is not None:

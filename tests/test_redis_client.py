@@ -260,7 +260,7 @@ def test_a_forked_worker_counts_over_a_connection_of_its_own(make_app, server):
 
 def test_the_deadline_bounds_a_whole_call_not_each_read(server):
     """redis-py's own socket_timeout is per read; the limiter's connections also end a call at its deadline."""
-    from balance_service.redis_deadline import DeadlineUnixConnection, deadline
+    from balance_service._internal.redis_deadline import DeadlineUnixConnection, deadline
 
     pool = redis.ConnectionPool(
         connection_class=DeadlineUnixConnection, path=server.unix_socket, password=PASSWORD, socket_timeout=5

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, select
 from sqlalchemy.orm import Bundle, aliased
 
-from .. import direct_reads
+from .._internal import direct_reads
 from ..extensions import db
 from .rules import KeyRejected
 from .tables import Token, User, exact_string, live, or_default, soft_delete_columns

@@ -46,7 +46,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
 
-from .extensions import db
+from ..extensions import db
 
 log = logging.getLogger(__name__)
 
