@@ -6,8 +6,8 @@ request header), so they are computed once per such value, by Flask-CORS's own
 function with the same options (``balance_service.cors``), and reused;
 Flask-CORS's hook then finds them set and leaves the response alone.
 
-Measured (bench/instructions.py, issue 17): without it a balance request costs
-FIGURE_CORS.
+Measured (bench/instructions.py, issue 17): a balance request costs 1,048K
+instructions with it, 1,131K without (see the package's docstring).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every API answer as JSON, written directly: what ``ExactJSONProvider.dumps`` tries before simplejson.
 
-Measured (bench/instructions.py, issue 17): without it a balance request costs
-FIGURE_FLAT_JSON.
+Measured (bench/instructions.py, issue 17): a balance request costs 1,048K
+instructions with it, 1,089K without (see the package's docstring).
 """
 
 from __future__ import annotations
