@@ -19,6 +19,7 @@ from . import cors, direct_reads, observability, ratelimit
 from .errors import register_error_handlers
 from .extensions import db
 from .logging_setup import configure as configure_logging
+from .usage import limit as usage_limit
 from .version import __version__
 
 __all__ = ["__version__", "create_app"]
@@ -129,6 +130,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # in this app or (Flask-SQLAlchemy keeps bind keys per extension) in any other.
     db.metadatas.pop("logs", None)
     direct_reads.init_app(app)
+    usage_limit.init_app(app)
     register_error_handlers(app)
     limiting = ratelimit.init_app(app)
 

@@ -24,6 +24,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..gateway import Balance
 from ..units import billing_amounts, conversion
+from ..usage.limit import usage_slots
 from ..usage.report import billing_range, ranged_billing_cents
 from ..usage.source import Scope
 
@@ -68,7 +69,8 @@ def usage() -> Response:
             scope = Scope(user_id=g.user.id)
         else:
             scope = Scope(user_id=token.user_id, token_id=token.id, token_name=token.name)
-        cents = ranged_billing_cents(scope, *dates)
+        with usage_slots().take():  # a 503 at once when other requests hold every slot
+            cents = ranged_billing_cents(scope, *dates)
         if cents is not None:
             return jsonify(success=True, object="list", total_usage=cents)
     _, cents = _amounts()

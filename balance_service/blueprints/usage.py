@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..errors import ApiError
 from ..gateway import Balance
+from ..usage.limit import usage_slots
 from ..usage.report import usage_range, usage_report, utc_today
 from ..usage.source import Scope
 
@@ -32,5 +33,6 @@ def usage() -> Response:
     else:
         scope = Scope(user_id=user.id)
         balance = Balance.of_user(user, current_app.config["UNLIMITED_USER_ROLES"])
-    body = usage_report(scope_name, scope, balance.remaining, balance.unlimited, start, end, today)
+    with usage_slots().take():  # a 503 at once when other requests hold every slot
+        body = usage_report(scope_name, scope, balance.remaining, balance.unlimited, start, end, today)
     return jsonify(success=True, **body)
