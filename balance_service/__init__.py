@@ -10,7 +10,7 @@ from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 import simplejson
-from flask import Flask
+from flask import Flask, Response, request
 from flask.json.provider import JSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -103,6 +103,21 @@ class _Flask(Flask):
         if wrapped is func and len(self._plain_functions) < self._MAX_REMEMBERED:
             self._plain_functions.add(func)
         return wrapped
+
+    def make_default_options_response(self) -> Response:
+        """``OPTIONS`` without ``Origin`` (not a CORS preflight): 204 No Content with ``Allow``, typed JSON.
+
+        Flask's own answer is an empty ``text/html`` 200. The question "which methods
+        does this path take" is answered by ``Allow``; a 204 has no body by definition,
+        so nothing in it can be other than JSON, and the content type says JSON for
+        clients that check it. Not a 405: ``OPTIONS`` is allowed (it is in ``Allow``).
+        A preflight (with ``Origin``) keeps Flask-CORS's answer, unchanged.
+        """
+        response = super().make_default_options_response()
+        if "Origin" not in request.headers:
+            response.status_code = 204
+            response.mimetype = "application/json"
+        return response
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
