@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import simplejson
-from flask import Flask
+from flask import Flask, Response, request
 from flask.json.provider import JSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -20,6 +20,7 @@ from .config import EXTENSION as SETTINGS_EXTENSION
 from .errors import register_error_handlers
 from .extensions import db
 from .logging_setup import configure as configure_logging
+from .usage import limit as usage_limit
 from .version import __version__
 
 __all__ = ["__version__", "after_fork", "create_app"]
@@ -49,6 +50,24 @@ class ExactJSONProvider(JSONProvider):
             raise ValueError(f"unreadable JSON: {type(e).__name__}") from None
 
 
+class _Flask(Flask):
+    """Flask, answering ``OPTIONS`` without ``Origin`` (not a CORS preflight) with 204 and ``Allow``, typed JSON.
+
+    Flask's own answer is an empty ``text/html`` 200. The question "which methods
+    does this path take" is answered by ``Allow``; a 204 has no body by definition,
+    so nothing in it can be other than JSON, and the content type says JSON for
+    clients that check it. Not a 405: ``OPTIONS`` is allowed (it is in ``Allow``).
+    A preflight (with ``Origin``) keeps Flask-CORS's answer, unchanged.
+    """
+
+    def make_default_options_response(self) -> Response:
+        response = super().make_default_options_response()
+        if "Origin" not in request.headers:
+            response.status_code = 204
+            response.mimetype = "application/json"
+        return response
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Application factory.
 
@@ -56,7 +75,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     setting's variable (``BALANCE_UNIT``) is that setting, as text to parse or
     as the parsed value; any other entry (``TESTING``) goes to Flask's config.
     """
-    app = Flask(__name__, instance_relative_config=True)
+    app = _Flask(__name__, instance_relative_config=True)
     # Werkzeug would answer ``/v1//balance`` with a 308 redirect whose body is
     # HTML (Flask sends routing redirects past the error handlers); an API
     # path is exact, so such a path is a JSON 404 like any other unknown one.
@@ -81,6 +100,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # in this app or (Flask-SQLAlchemy keeps bind keys per extension) in any other.
     db.metadatas.pop("logs", None)
     direct_reads.init_app(app)
+    usage_limit.init_app(app, settings.log_database_url)
     register_error_handlers(app)
     ratelimit.init_app(app, settings.auth_failure_limit, settings.ratelimit_storage_uri)
 

@@ -29,6 +29,7 @@ _EXTENSION = "balance_metrics"
 _MAX_LOGGED_PATH = 512
 
 access_log = logging.getLogger("balance_service.access")
+log = logging.getLogger(__name__)
 
 
 class Metrics:
@@ -108,7 +109,37 @@ def start_request() -> None:
     # The proxies (g, request) are looked up once each: these hooks run on every request.
     state = g._get_current_object()
     state.request_started = time.perf_counter()
-    state.request_id = _new_request_id(request.headers.get(REQUEST_ID_HEADER, ""))
+    req = request._get_current_object()
+    state.request_id = _new_request_id(req.headers.get(REQUEST_ID_HEADER, ""))
+    environ = req.environ
+    if _FORWARDED_FOR in environ and _PROXY_FIXED not in environ:
+        warn_unused_forwarded_for()
+
+
+#: A proxy's header in the WSGI environ, and the key ProxyFix (PROXY_FIX_X_FOR > 0) adds when it applied it.
+_FORWARDED_FOR = "HTTP_X_FORWARDED_FOR"
+_PROXY_FIXED = "werkzeug.proxy_fix.orig"
+_FORWARDED_WARNED = "balance_service.forwarded_for_warned"
+
+
+def warn_unused_forwarded_for() -> None:
+    """Once per app and process: a request came through a proxy but ``PROXY_FIX_X_FOR`` is 0.
+
+    Every client then has the proxy's address, so one client's failed keys make
+    the failed-auth limit refuse all of them, and the access log shows only the
+    proxy. Called by ``start_request`` when the header is there and ProxyFix did
+    not apply; after the warning it costs one dictionary lookup.
+    """
+    extensions = current_app.extensions
+    if extensions.get(_FORWARDED_WARNED):
+        return
+    extensions[_FORWARDED_WARNED] = True
+    log.warning(
+        "A request came with X-Forwarded-For but PROXY_FIX_X_FOR is 0: every client behind the proxy shares "
+        "its address, so one client's failed keys count against all of them (AUTH_FAILURE_LIMIT) and the "
+        "access log shows the proxy. Set PROXY_FIX_X_FOR to the number of proxies in front (1 behind "
+        "deploy/nginx.conf)."
+    )
 
 
 def finish_request(response: Response) -> Response:

@@ -389,6 +389,12 @@ _RESPONSES: dict[str, Any] = {
         _ERROR,
     ),
     "InternalError": _json("An unexpected error; details are only in the service log.", _ERROR),
+    "LogsBusyOrDatabaseUnavailable": _json(
+        "`Too many usage queries in progress; retry later` (with `Retry-After: 1`) when as many log queries as "
+        "the host allows (half its cores) are running already: refused at once, nothing is queried, balances "
+        "keep answering. Or the database (or the log store) did not answer: `Failed to get used quota`.",
+        _ERROR,
+    ),
 }
 
 _AUTH_ERRORS = {
@@ -496,7 +502,12 @@ def _usage(operation_id: str) -> dict[str, Any]:
             "balance",
             {
                 "200": _json("Billing usage (OpenAI-compatible)", _ref("schemas", "BillingUsage")),
-                "400": _json("A malformed date, only one of the two dates, or end_date not after start_date.", _ERROR),
+                "400": _json(
+                    "A malformed date, only one of the two dates, end_date not after start_date, or more than "
+                    "366 days.",
+                    _ERROR,
+                ),
+                "503": _ref("responses", "LogsBusyOrDatabaseUnavailable"),
             },
             parameters=_DATE_PARAMETERS,
         )
@@ -554,6 +565,7 @@ _DOCUMENT: dict[str, Any] = {
                         "the gateway's LogConsumeEnabled option is off.",
                         _ERROR,
                     ),
+                    "503": _ref("responses", "LogsBusyOrDatabaseUnavailable"),
                 },
                 parameters=[
                     {

@@ -5,7 +5,10 @@ client that trickles its headers holds a worker until gunicorn kills it (30 s).
 The tests run Debian's nginx as a plain process (its own prefix, pid, logs and
 temporary directories under tmp_path; the shipped file with loopback ports
 substituted) and a bounded slowloris: 20 connections each sending one header
-line every 0.5 s for a few seconds. Without ``/usr/sbin/nginx`` they skip,
+line every 0.5 s for a few seconds. Every refusal nginx makes (and every
+HTML page gunicorn would make for a request nginx lets through) reaches the
+client as the API's JSON with CORS headers, while the app's own errors pass
+through exactly as it wrote them. Without ``/usr/sbin/nginx`` they skip,
 except under ``CI=true`` where that is a failure (``.ci/run`` installs it).
 """
 
@@ -55,9 +58,14 @@ def _replace_once(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def render_config(upstream_port: int, listen_port: int, tmp: Path) -> str:
-    """The shipped configuration with loopback ports and every path inside ``tmp``."""
+def render_config(upstream_port: int, listen_port: int, tmp: Path, read_timeout: str | None = None) -> str:
+    """The shipped configuration with loopback ports and every path inside ``tmp``.
+
+    ``read_timeout`` replaces ``proxy_read_timeout`` (35 s) so that a test of a frozen upstream stays short.
+    """
     text = SHIPPED.read_text()
+    if read_timeout is not None:
+        text = _replace_once(text, "proxy_read_timeout 35s;", f"proxy_read_timeout {read_timeout};")
     # The user directive only means something to a master process started as root.
     text = _replace_once(text, "user www-data;\n", "user www-data;\n" if os.geteuid() == 0 else "")
     text = _replace_once(text, "pid /run/nginx.pid;", f"pid {tmp}/nginx.pid;")
@@ -81,13 +89,13 @@ def _accepting(port: int) -> bool:
 
 
 @contextmanager
-def running_nginx(upstream: str, tmp: Path) -> Iterator[str]:
+def running_nginx(upstream: str, tmp: Path, read_timeout: str | None = None) -> Iterator[str]:
     """nginx in the foreground with the rendered configuration; yields its base URL."""
     _require_nginx()
     upstream_port = int(upstream.rsplit(":", 1)[1])
     port = _free_port()
     config = tmp / "nginx.conf"
-    config.write_text(render_config(upstream_port, port, tmp))
+    config.write_text(render_config(upstream_port, port, tmp, read_timeout))
     checked = subprocess.run(
         [NGINX, "-t", "-p", str(tmp), "-e", "stderr", "-c", str(config)], capture_output=True, text=True, timeout=30
     )
@@ -248,4 +256,136 @@ def test_nginx_answers_503_in_json_when_gunicorn_is_down(tmp_path):
         status, headers, body = get(front, "/v1/balance", 5)
     assert status == 503
     assert headers["Content-Type"] == "application/json"
-    assert json.loads(body)["success"] is False
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert headers["Retry-After"] == "1"
+    assert json.loads(body) == {"success": False, "message": "Service unavailable, retry shortly"}
+
+
+@contextmanager
+def frozen_upstream() -> Iterator[str]:
+    """A loopback server that accepts connections and never answers (a gunicorn stuck); yields its URL."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not done.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        for connection in held:
+            connection.close()
+        server.close()
+
+
+def test_nginx_answers_504_in_json_when_gunicorn_does_not_answer(tmp_path):
+    # proxy_read_timeout is 35 s in the shipped file; 1 s here keeps the test short.
+    with frozen_upstream() as upstream, running_nginx(upstream, tmp_path, read_timeout="1s") as front:
+        status, headers, body = get(front, "/v1/balance", 10, {"Origin": "https://dashboard.example"})
+    assert status == 504
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert json.loads(body) == {"success": False, "message": "The service did not answer in time"}
+
+
+def raw_request(base: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` as it is (http.client would refuse to write most of these) and read the whole answer."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(data)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def _request(line: bytes, *headers: bytes) -> bytes:
+    return line + b"\r\nHost: front\r\n" + b"".join(h + b"\r\n" for h in headers) + b"Connection: close\r\n\r\n"
+
+
+#: Requests nginx (or gunicorn behind it) refuses, with the status and message the client must get.
+REFUSED = {
+    "a URI longer than a header buffer": (_request(b"GET /" + b"a" * 5000 + b" HTTP/1.1"), 414, "Request URI too long"),
+    "a header longer than a header buffer": (
+        _request(b"GET /healthz HTTP/1.1", b"X-Big: " + b"a" * 5000),
+        431,
+        "Request headers too large",
+    ),
+    # nginx lets these through; gunicorn refuses more than 100 headers with its own HTML 431.
+    "more headers than gunicorn takes": (
+        _request(b"GET /healthz HTTP/1.1", *(b"X-H%d: 1" % i for i in range(150))),
+        431,
+        "Request headers too large",
+    ),
+    "a request line that is not HTTP": (b"\x16\x03\x01hello\r\n\r\n", 400, "Bad request"),
+    "a lower-case method": (_request(b"get /healthz HTTP/1.1"), 400, "Bad request"),
+    # nginx takes these methods; gunicorn would answer its own HTML 400 (3 to 20 capitals only).
+    "a method of 25 letters": (_request(b"ABCDEFGHIJKLMNOPQRSTUVWXY /healthz HTTP/1.1"), 400, "Bad request"),
+    "a method of 2 letters": (_request(b"GE /healthz HTTP/1.1"), 400, "Bad request"),
+    "HTTP/1.1 without Host": (b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 400, "Bad request"),
+    "a folded header line": (_request(b"GET /healthz HTTP/1.1", b"X-A: 1", b"  2"), 400, "Bad request"),
+    "an unknown transfer coding": (
+        _request(b"POST /v1/user/balance/alerts HTTP/1.1", b"Transfer-Encoding: gzip"),
+        501,
+        "Not implemented",
+    ),
+    "nginx's internal error paths": (_request(b"GET /_errors/500 HTTP/1.1"), 404, "Not found"),
+    "the metrics": (_request(b"GET /metrics HTTP/1.1"), 404, "Not found"),
+}
+
+
+def test_nginx_and_gunicorn_refusals_reach_the_client_as_json_a_page_can_read(gunicorn, tmp_path):
+    with running_nginx(gunicorn, tmp_path) as front:
+        answers = {name: raw_request(front, data) for name, (data, _, _) in REFUSED.items()}
+    for name, (_, status, message) in REFUSED.items():
+        got_status, headers, body = answers[name]
+        assert (got_status, headers.get("content-type")) == (status, "application/json"), (name, body[:200])
+        assert json.loads(body) == {"success": False, "message": message}, name
+        assert headers["access-control-allow-origin"] == "*", name
+        assert "X-Request-ID" in headers["access-control-expose-headers"], name
+
+
+#: The app's own refusals: nginx must pass each on exactly as the app wrote it.
+APP_ERRORS = {
+    "an unknown path (404)": ("GET", "/v1/nothing-here", {}),
+    "a method the path does not take (405, with Allow)": ("PUT", "/v1/balance", {}),
+    "no key (401)": ("GET", "/v1/balance", {}),
+    # The test's database has no gateway tables, so looking a key up fails: the app's 503.
+    "a database error (503)": ("GET", "/v1/usage", {"Authorization": "Bearer sk-" + "a" * 48}),
+}
+
+
+def _app_answer(base: str, method: str, path: str, headers: dict[str, str]) -> tuple[int, dict, bytes]:
+    host, port = base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request(method, path, headers={"Origin": "https://dashboard.example", **headers})
+        response = connection.getresponse()
+        return response.status, dict(response.headers), response.read()
+    finally:
+        connection.close()
+
+
+def test_the_apps_own_errors_pass_through_nginx_unchanged(gunicorn, tmp_path):
+    with running_nginx(gunicorn, tmp_path) as front:
+        for name, (method, path, headers) in APP_ERRORS.items():
+            direct = _app_answer(gunicorn, method, path, headers)
+            proxied = _app_answer(front, method, path, headers)
+            assert proxied[0] == direct[0] and proxied[2] == direct[2], name
+            assert proxied[1]["Content-Type"] == "application/json", name
+            assert "X-Request-ID" in proxied[1], f"{name}: not the app's answer"
+            for header in ("Allow", "Access-Control-Allow-Origin", "Retry-After"):
+                assert proxied[1].get(header) == direct[1].get(header), (name, header)

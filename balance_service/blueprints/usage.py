@@ -11,6 +11,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from ..config import settings
 from ..errors import ApiError
 from ..gateway.rules import Balance
+from ..usage.limit import usage_slots
 from ..usage.report import usage_range, usage_report, utc_today
 from ..usage.source import Scope
 
@@ -33,5 +34,6 @@ def usage() -> Response:
     else:
         scope = Scope(user_id=user.id)
         balance = Balance.of_user(user, settings().unlimited_user_roles)
-    body = usage_report(scope_name, scope, balance.remaining, balance.unlimited, start, end, today)
+    with usage_slots().take():  # a 503 at once when other requests hold every slot
+        body = usage_report(scope_name, scope, balance.remaining, balance.unlimited, start, end, today)
     return jsonify(success=True, **body)

@@ -20,7 +20,8 @@ from ..gateway.options import LOG_CONSUME, currency, gateway_options
 from .forecast import Forecast, forecast, forecast_window
 from .source import Scope, log_source
 
-#: Longest range ``GET /v1/usage`` answers, in days (a leap year).
+#: Longest range ``GET /v1/usage`` and the dated billing usage answer, in days (a leap year): a request
+#: must not make the database sum a key's whole history.
 MAX_RANGE_DAYS = 366
 #: ``GET /v1/usage`` without dates: this many days, ending with today (``end_date`` is tomorrow).
 DEFAULT_RANGE_DAYS = 30
@@ -53,9 +54,11 @@ def _given(args: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def _check_order(start: date, end: date) -> None:
+def _check_range(start: date, end: date) -> None:
     if end <= start:
         raise ApiError(400, "end_date must be after start_date (start_date is included, end_date is not)")
+    if (end - start).days > MAX_RANGE_DAYS:
+        raise ApiError(400, f"The range may cover at most {MAX_RANGE_DAYS} days")
 
 
 def billing_range(args: Mapping[str, str]) -> tuple[date, date] | None:
@@ -66,7 +69,7 @@ def billing_range(args: Mapping[str, str]) -> tuple[date, date] | None:
     if start is None or end is None:
         raise ApiError(400, "Give both start_date and end_date (YYYY-MM-DD), or neither for lifetime usage")
     first, after = parse_day("start_date", start), parse_day("end_date", end)
-    _check_order(first, after)
+    _check_range(first, after)
     return first, after
 
 
@@ -81,9 +84,7 @@ def usage_range(args: Mapping[str, str], today: date) -> tuple[date, date]:
             first = after - timedelta(days=DEFAULT_RANGE_DAYS)
         except OverflowError:
             raise ApiError(400, "end_date is too early") from None
-    _check_order(first, after)
-    if (after - first).days > MAX_RANGE_DAYS:
-        raise ApiError(400, f"The range may cover at most {MAX_RANGE_DAYS} days")
+    _check_range(first, after)
     return first, after
 
 
