@@ -22,7 +22,7 @@ What it does, in one run (see bench/README.md):
    server at a time, ``--rounds`` times in turn; figures are the median of the rounds;
 4. reads CPU time from /proc (the workers, PostgreSQL's backends for the bench
    database, wrk, and the whole machine) and the database's transaction count,
-   and, after the last round, each worker's RSS and PSS;
+   and, after the last round, each worker's PSS and USS;
 5. prints a markdown report (also written to ``bench/results/``) with the
    service as a percentage of (a) and (b) and the targets of issue 11;
 6. stops the servers and drops the database, also on Ctrl-C or an error.
@@ -515,11 +515,11 @@ def report(results: dict, mem: dict, args: argparse.Namespace, state: list[str])
         errors = sum(r["socket_errors"] + r["bad_status"] for r in runs)
         cpu = " / ".join(f"{median(runs, 'cpu_us_per_request', k):.0f}" for k in CPU_PARTS)
         m = mem[label]
-        rss = f"{statistics.mean(m['pss']):.1f} / {statistics.mean(m['uss']):.1f}" if m["pss"] else "-"
+        memory_text = f"{statistics.mean(m['pss']):.1f} / {statistics.mean(m['uss']):.1f}" if m["pss"] else "-"
         lines.append(
             f"| {DESCRIPTIONS[label]} | {median(runs, 'rps'):.0f} | "
             f"{median(runs, 'p50_us') / 1000:.2f} / {median(runs, 'p99_us') / 1000:.2f} | {light} | {errors} | "
-            f"{cpu} | {median(runs, 'xacts_per_request'):.2f} | {rss} |"
+            f"{cpu} | {median(runs, 'xacts_per_request'):.2f} | {memory_text} |"
         )
     service = median(results["service"], "rps")
     busy = max(median(results[label], "machine_busy") for label in LABELS)
@@ -546,7 +546,7 @@ def report(results: dict, mem: dict, args: argparse.Namespace, state: list[str])
         lines.append(f"- p99 at 1 connection <= 5 ms: {light99:.2f} ms, {'met' if light99 <= 5 else 'NOT met'}")
     if mem["service"]["pss"]:
         pss, uss = max(mem["service"]["pss"]), max(mem["service"]["uss"])
-        lines.append(f"- memory per worker (judged as PSS and USS, not RSS): at most {pss:.1f} MB PSS, {uss:.1f} MB USS")
+        lines.append(f"- memory per worker (PSS and USS, not RSS): at most {pss:.1f} MB PSS, {uss:.1f} MB USS")
     return "\n".join(lines) + "\n"
 
 
