@@ -356,6 +356,7 @@
   let live = null;
   let refreshTimer = null;
   let refreshing = false;
+  let rerun = null; // "initial" or "refresh": asked for while a refresh ran
   let capabilities = null; // the last GET /v1/capabilities answer (null: not known, an older service)
   let usageShown = null; // { data } or { note } or { message }: what the usage box shows
   let refreshShown = null; // { time } or { error }: what the refresh line says
@@ -633,7 +634,12 @@
 
   /** Fetch everything the view shows and update it in place; on the first load, the usage only. */
   async function refreshView(initial) {
-    if (!live || refreshing) return;
+    if (!live) return;
+    if (refreshing) {
+      // Asked for while one runs (the scope changed, the tab came back): run once more after it.
+      rerun = rerun === "initial" || initial ? "initial" : "refresh";
+      return;
+    }
     refreshing = true;
     const { base, key } = live;
     const current = () => live && live.key === key && live.base === base; // no new check started meanwhile
@@ -663,10 +669,14 @@
       if (usage.message) failed = failed || usage.message;
       refreshShown = failed ? { error: failed } : { time: new Date() };
       renderRefreshStatus();
-      if (initial) await loadAlerts();
       usageSection.dataset.refreshes = String(Number(usageSection.dataset.refreshes || 0) + 1);
     } finally {
       refreshing = false;
+    }
+    if (rerun !== null) {
+      const again = rerun === "initial";
+      rerun = null;
+      await refreshView(again);
     }
   }
 
@@ -693,6 +703,7 @@
   function stopLiveView() {
     stopRefresh();
     live = null;
+    rerun = null;
   }
 
   /** After a check: show the usage and the reminders of that key and keep everything current. */
@@ -708,6 +719,7 @@
       return;
     }
     await refreshView(true);
+    await loadAlerts(); // after the capabilities, which say what the form offers
     scheduleRefresh();
   }
 
