@@ -822,11 +822,12 @@
         title.textContent = what;
         const details = document.createElement("p");
         details.className = "hint alert-details";
-        let state = alert.state === "below" ? t("alerts.fired") : t("alerts.armed");
-        if (typeof alert.last_notified_at === "string") {
-          state += "; " + t("alerts.last_notified", { time: formatMoment(alert.last_notified_at) });
-        }
-        details.textContent = alertTargetText(alert) + ". " + state + ".";
+        const state = alert.state === "below" ? t("alerts.fired") : t("alerts.armed");
+        const target = alertTargetText(alert);
+        details.textContent =
+          typeof alert.last_notified_at === "string"
+            ? t("alerts.details_notified", { target, state, time: formatMoment(alert.last_notified_at) })
+            : t("alerts.details", { target, state });
         item.append(title, details);
         if (typeof alert.last_error === "string" && alert.last_error) {
           const failure = document.createElement("p");
