@@ -10,8 +10,10 @@ from flask.cli import with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
 from .alerts.cli import check_alerts_command
+from .config import settings
 from .extensions import db
 from .gateway import operations as ops
+from .gateway.demo import DAYS, DemoKey, seed_usage
 from .gateway.doctor import doctor_command
 from .gateway.money import AmountTooLarge, NotANumber, NotWhole
 from .gateway.options import gateway_options
@@ -124,20 +126,44 @@ def disable_token(key: str) -> None:
     click.echo("key disabled")
 
 
+#: Where ``balance-service`` (console.py) says that it is the one running: hints then name it.
+COMMAND_META = "balance_service.command"
+#: The command a hint names in a checkout, run from its top folder as scripts/run does.
+CHECKOUT_COMMAND = ".venv/bin/flask --app wsgi"
+
+
+def operator_command() -> str:
+    """How the user runs these commands where they are: ``balance-service`` from a wheel, else the checkout's flask."""
+    return click.get_current_context().meta.get(COMMAND_META, CHECKOUT_COMMAND)
+
+
 @click.command("demo")
-@click.option("--host", default="127.0.0.1:8000", show_default=True, help="Where the service will listen.")
+@click.option("--host", default=None, help="Where the service will listen (default: the BIND setting).")
 @_operator_command
-def demo(host: str) -> None:
-    """Create the tables (as init-db does) and, on an empty database, a demo user with a key; print a curl line."""
+def demo(host: str | None) -> None:
+    """Create the tables (as init-db does) and, on an empty database, a demo user with a key and 30 days of usage.
+
+    Prints the key and a curl line for the address the service will be served on.
+    """
     init_database(db.engine)
+    address = host or settings().bind
     if ops.count_users():
-        click.echo("The database already has users; create a key with: flask --app wsgi create-token USER")
+        click.echo(f"The database already has users; create a key with: {operator_command()} create-token USER")
+        click.echo(f"The service will be on http://{address}")
         return
     user = ops.create_user("demo", quota=5_000_000)
-    _, key = ops.create_token(user, name="demo", quota=1_000_000)
+    token, key = ops.create_token(user, name="demo", quota=1_000_000)
+    other, _ = ops.create_token(user, name="demo-batch", unlimited=True)
+    if settings().log_database_url:
+        history = "none made: LOG_DATABASE_URL is set, and the logs live there"
+    else:
+        made = seed_usage(db.engine, user.id, (DemoKey(token.id, token.name), DemoKey(other.id, other.name)))
+        history = f"{made} requests over the last {DAYS} days in a new logs table" if made else "logs table kept"
     click.echo("Created demo user 'demo' and a key for it (shown only this once):")
     click.echo(key)
-    click.echo(f'curl -s -H "Authorization: Bearer {key}" http://{host}/v1/user/balance')
+    click.echo(f"Usage history: {history}.")
+    click.echo(f"The service will be on http://{address}; try:")
+    click.echo(f'curl -s -H "Authorization: Bearer {key}" http://{address}/v1/user/balance')
 
 
 def register_commands(app: Flask) -> None:

@@ -12,7 +12,9 @@ from typing import Any
 
 from .alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW
 from .alerts.targets import MAX_URL_LENGTH, describe_policy
+from .blueprints.usage import ALERT_CHANNELS
 from .gateway.money import BILLING_UNLIMITED_USD
+from .usage.report import CONSUME_NOT_LOGGED, NO_LOGS_TABLE
 from .version import __version__
 
 _JSON = "application/json"
@@ -265,6 +267,46 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "Usage": _usage_schema(),
+    "Capabilities": {
+        "type": "object",
+        "required": ["success", "usage_history", "alerts"],
+        "additionalProperties": False,
+        "properties": {
+            "success": {"const": True},
+            "usage_history": {
+                "type": "object",
+                "required": ["available", "reason", "message"],
+                "additionalProperties": False,
+                "properties": {
+                    "available": {"type": "boolean", "description": "Whether `GET /v1/usage` answers 200."},
+                    "reason": {
+                        "enum": [NO_LOGS_TABLE[0], CONSUME_NOT_LOGGED[0], None],
+                        "description": (
+                            f"Why not: `{NO_LOGS_TABLE[0]}` (no logs table, in LOG_DATABASE_URL if set) or "
+                            f"`{CONSUME_NOT_LOGGED[0]}` (the gateway's LogConsumeEnabled is off); null when available."
+                        ),
+                    },
+                    "message": {
+                        "type": ["string", "null"],
+                        "description": "The same in words, as `GET /v1/usage`'s 409 says it; null when available.",
+                    },
+                },
+            },
+            "alerts": {
+                "type": "object",
+                "required": ["channels", "test"],
+                "additionalProperties": False,
+                "properties": {
+                    "channels": {
+                        "type": "array",
+                        "items": {"enum": list(ALERT_CHANNELS)},
+                        "description": "The fields of `POST /v1/user/balance/alerts` naming where notifications go.",
+                    },
+                    "test": {"type": "boolean", "description": "Whether an alert can be sent a test notification."},
+                },
+            },
+        },
+    },
     "AlertRequest": {
         "type": "object",
         "description": "A new alert. Unknown fields are refused (400); nothing is stored unless all is valid.",
@@ -593,6 +635,16 @@ _DOCUMENT: dict[str, Any] = {
                         "description": "The spend of the key's whole account, or of this key only.",
                     },
                 ],
+            )
+        },
+        "/v1/capabilities": {
+            "get": _secured(
+                "getCapabilities",
+                "What this service can show for the key",
+                "Whether the usage history exists (so that a page need not provoke `GET /v1/usage`'s 409) and which "
+                "alert channels the service offers. Changes nothing; the balance answers are not affected.",
+                "balance",
+                {"200": _json("What is available.", _ref("schemas", "Capabilities"))},
             )
         },
         "/v1/user/balance/alerts": {

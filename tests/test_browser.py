@@ -4,7 +4,9 @@ The page is served by a static HTTP server on one loopback port and the
 service by gunicorn on another, so every call the page makes is cross-origin
 and must pass a real CORS preflight, exactly as when a dashboard on another
 host embeds it. Without ``/usr/bin/chromium`` these tests skip, except under
-``CI=true`` where a missing browser is a failure.
+``CI=true`` where a missing browser is a failure. The accessibility checks load
+axe-core (installed from npm by ``scripts/setup-venv`` into ``.venv/node``) into
+the page in the test only; the same rule applies to it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +39,7 @@ from balance_service.config import ENV_SETTINGS
 from balance_service.extensions import db
 from balance_service.gateway import operations
 from balance_service.gateway.tables import Token, User
+from balance_service.migrations import init_database
 from tests.gateway_logs import CONSUME, REFUND, GatewayTables, Log
 from tests.helpers import clean_environment, running_gunicorn
 
@@ -43,6 +48,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 REPO = Path(__file__).resolve().parent.parent
 WEB = REPO / "web"
 CHROMIUM = "/usr/bin/chromium"
+AXE = REPO / ".venv" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -100,10 +106,10 @@ def _seed_logs(database_url: str, alice: int, limited: int) -> None:
 
 
 def _seed(database_url: str) -> dict[str, str]:
-    """Create the gateway's tables, three accounts and their keys through the operator code path, and Alice's logs."""
+    """Create the tables as init-db does, three accounts and their keys through the operator code path, Alice's logs."""
     app = create_app({"DATABASE_URL": database_url})
     with app.app_context():
-        db.create_all()
+        init_database(db.engine)
         alice = operations.create_user("alice", quota=3_000_000)
         db.session.execute(update(User).where(User.id == alice.id).values(used_quota=1_000_000))
         limited, limited_key = operations.create_token(alice, name="limited", quota=1_234_567)
@@ -189,10 +195,7 @@ def page_origin() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing: apt-get install chromium"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the browser tests must run in CI: {message}")
-        pytest.skip(message)
+        required(CHROMIUM, "apt-get install chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -210,10 +213,17 @@ class Traffic:
     devtools_responses: list = field(default_factory=list)  # (resource type, status, url)
 
 
+def required(what: str, fix: str) -> None:
+    """Skip without ``what``, except under CI=true, where it is a failure."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"the browser tests must run in CI: {what} is missing: {fix}")
+    pytest.skip(f"{what} is missing: {fix}")
+
+
 @pytest.fixture
 def page(browser) -> Iterator[Page]:
-    """A fresh browser context per test: empty sessionStorage and preflight cache."""
-    context = browser.new_context()
+    """A fresh browser context per test, in American English: empty storage and preflight cache."""
+    context = browser.new_context(locale="en-US")
     page = context.new_page()
     page.set_default_timeout(15_000)
     try:
@@ -268,6 +278,16 @@ def service_json(service: Service, path: str, key: str) -> str:
     request = urllib.request.Request(service.url + path, headers={"Authorization": f"Bearer {key}"})
     with urllib.request.urlopen(request, timeout=5) as response:
         return response.read().decode()
+
+
+def in_words(day: date) -> str:
+    """A day as the page writes it in American English (Intl's medium date style): ``Dec 5, 2026``."""
+    return f"{day:%b} {day.day}, {day.year}"
+
+
+def in_chinese(day: date) -> str:
+    """A day as the page writes it in Chinese: ``2026年12月5日``."""
+    return f"{day.year}年{day.month}月{day.day}日"
 
 
 def literal(raw_json: str, name: str) -> str:
@@ -436,7 +456,8 @@ def test_a_service_url_from_the_link_asks_before_the_key_is_sent(page, traffic, 
     page.get_by_role("button", name="Check balance").click()
     expect(question).to_be_hidden()
     expect(page.get_by_test_id("results")).to_have_attribute("data-state", "done")
-    gets = [r for r in service_requests(traffic, service) if r[0] == "GET" and "/v1/usage" not in r[1]]
+    balance_paths = {service.url + e for e in ("/v1/balance", "/v1/user/balance")}
+    gets = [r for r in service_requests(traffic, service) if r[0] == "GET" and r[1] in balance_paths]
     assert len(gets) == 4
 
 
@@ -573,7 +594,11 @@ def test_the_chart_has_a_bar_per_day_in_proportion_to_the_days_spend(page, page_
         assert height == pytest.approx(tallest * float(amount / max(spent)), abs=0.01)
     assert sum(1 for h in heights if h > 0) == 10
     title = bars.nth(29).locator("title").text_content()
-    assert title == f"{answer['days'][-1]['date']}: $0.20 (1 request)"
+    assert title == f"{in_words(date.fromisoformat(answer['days'][-1]['date']))}: $0.20 (1 request)"
+    # The same days as a table, for those who cannot see the bars.
+    usage.get_by_text("The days as a table").click()
+    cells = usage.get_by_test_id("day-table").locator("tbody tr").nth(29).locator("th, td").all_inner_texts()
+    assert cells == [in_words(date.fromisoformat(answer["days"][-1]["date"])), "$0.20", "1"]
 
     # Top models, biggest first, rounded with the exact figure in the tooltip.
     models = usage.get_by_test_id("model")
@@ -591,7 +616,7 @@ def test_the_chart_has_a_bar_per_day_in_proportion_to_the_days_spend(page, page_
 def test_the_forecast_is_said_in_words_for_the_seeded_key(page, page_origin, service):
     open_page(page, page_origin, service.url)
     check_balance(page, service.keys["limited"])
-    runs_out = (datetime.now(UTC).date() + timedelta(days=10)).isoformat()
+    runs_out = in_words(datetime.now(UTC).date() + timedelta(days=10))
     assert service_usage(service, service.keys["limited"])["forecast"]["days_left"] == Decimal("10.0")
     expect(page.get_by_test_id("forecast")).to_have_text(
         f"At the last 7 days' rate ($0.60 a day), about 10 days left; runs out around {runs_out}."
@@ -599,7 +624,7 @@ def test_the_forecast_is_said_in_words_for_the_seeded_key(page, page_origin, ser
 
     # The key alone: 1234567 left at 300000 a day.
     page.get_by_test_id("usage-scope").select_option("key")
-    key_runs_out = (datetime.now(UTC).date() + timedelta(days=4)).isoformat()
+    key_runs_out = in_words(datetime.now(UTC).date() + timedelta(days=4))
     expect(page.get_by_test_id("forecast")).to_have_text(
         f"At the last 7 days' rate ($0.60 a day), about 4.1 days left; runs out around {key_runs_out}."
     )
@@ -618,27 +643,31 @@ def test_an_unlimited_or_idle_key_gets_a_forecast_that_makes_sense(page, page_or
     expect(page.get_by_test_id("no-models")).to_be_visible()
 
 
-def test_without_usage_logs_the_page_says_so_and_still_shows_the_balances(page, page_origin, service, tmp_path):
+def test_with_consume_logging_off_the_page_says_so_calmly_and_still_shows_the_balances(
+    page, traffic, page_origin, service, tmp_path
+):
     set_option(service, "LogConsumeEnabled", "false")
-    # A service started after the change: a running one trusts the options it read for a minute.
+    # A service started after the change: a running one may trust the options it read for a minute.
     env = clean_environment(DATABASE_URL=service.database_url, BALANCE_UNIT="USD", CORS_ORIGINS="*")
     try:
         with running_gunicorn(env, tmp_path / "gunicorn.log", "-w", "1") as (url, _):
             _wait_until_healthy(url)
-            _without_logs(page, page_origin, url, service.keys["limited"])
+            _without_logs(page, traffic, page_origin, url, service.keys["limited"])
     finally:
         set_option(service, "LogConsumeEnabled", "true")
 
 
-def _without_logs(page: Page, page_origin: str, url: str, key: str) -> None:
+def _without_logs(page: Page, traffic: Traffic, page_origin: str, url: str, key: str) -> None:
     open_page(page, page_origin, url)
     check_balance(page, key)
     message = page.get_by_test_id("usage-message")
     expect(message).to_have_text(
-        "No usage history: Usage history is not available: the gateway does not log consumption "
-        "(LogConsumeEnabled is false)"
+        "This gateway does not record spending (its LogConsumeEnabled option is off), so there is no "
+        "spending history to show."
     )
+    expect(message).to_have_attribute("data-kind", "note")
     expect(page.get_by_test_id("chart")).to_be_hidden()
+    assert not [u for _, u, _ in traffic.requests if "/v1/usage" in u], "the page did not provoke the 409"
     expect(page.get_by_test_id("token-card").get_by_test_id("balance")).to_have_text("$2.47")
     expect(page.get_by_test_id("user-card").get_by_test_id("balance")).to_have_text("$6.00")
 
@@ -655,6 +684,10 @@ def test_amounts_in_cny_and_tokens_are_rounded_with_the_exact_figure_in_the_tool
         balance = page.get_by_test_id(card).get_by_test_id("balance")
         expect(balance).to_have_text(text)
         expect(balance).to_have_attribute("title", title or "1250000 tokens")
+    # In Chinese: ¥ stays ¥ (not CN¥), and raw quota is counted in 额度 points.
+    page.get_by_role("button", name="中文").click()
+    chinese = {"CNY": "¥71.00", "tokens": "5,000,000 点额度"}[unit]
+    expect(page.get_by_test_id("user-card").get_by_test_id("balance")).to_have_text(chinese)
 
 
 def test_the_page_refreshes_itself_in_place_while_visible(page, page_origin, service):
@@ -724,3 +757,369 @@ def test_a_hidden_tab_asks_nothing_and_refreshes_at_once_when_visible_again(page
     fetched = {u.split("?")[0].removeprefix(service.url) for m, u, _ in traffic.requests[before:] if m == "GET"}
     assert fetched >= {"/v1/balance", "/v1/user/balance", "/v1/usage"}
     set_quota(service, "carol", 1_000_000)
+
+
+# --- the first run, the languages, the reminders, keyboard use and accessibility -------------------------------------
+
+KEY_LINE = re.compile(r"^sk-[A-Za-z0-9]{48}$", re.M)
+#: A webhook on loopback: the demo service allows private targets, and creating an alert sends nothing.
+HOOK = "http://127.0.0.1:9/balance-hook"
+
+
+@dataclass
+class Demo:
+    """A service started as a new user starts one: ``demo`` on a fresh database, then gunicorn."""
+
+    url: str
+    key: str
+    printed: str
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Iterator[Demo]:
+    tmp = tmp_path_factory.mktemp("browser-demo")
+    env = clean_environment(DATABASE_URL=f"sqlite:///{tmp / 'demo.sqlite3'}", BIND="127.0.0.1:8000")
+    made = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "demo"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    key = KEY_LINE.findall(made.stdout)[0]
+    env.update(CORS_ORIGINS="*", ALERT_ALLOW_PRIVATE_TARGETS="true")
+    with running_gunicorn(env, tmp / "gunicorn.log", "-w", "1") as (url, _):
+        _wait_until_healthy(url)
+        yield Demo(url=url, key=key, printed=made.stdout)
+
+
+@pytest.fixture(scope="module")
+def no_logs_service(tmp_path_factory) -> Iterator[Service]:
+    """A gateway database without a ``logs`` table (one that keeps no request logs)."""
+    tmp = tmp_path_factory.mktemp("browser-no-logs")
+    database_url = f"sqlite:///{tmp / 'gateway.sqlite3'}"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for name in ENV_SETTINGS:
+            monkeypatch.delenv(name, raising=False)
+        app = create_app({"DATABASE_URL": database_url})
+        with app.app_context():
+            init_database(db.engine)
+            _, key = operations.create_token(operations.create_user("dora", quota=2_000_000), quota=500_000)
+            db.session.remove()
+            db.engine.dispose()
+    env = clean_environment(DATABASE_URL=database_url, CORS_ORIGINS="*")
+    with running_gunicorn(env, tmp / "gunicorn.log", "-w", "1") as (url, _):
+        _wait_until_healthy(url)
+        yield Service(url=url, log=tmp / "gunicorn.log", keys={"dora": key}, database_url=database_url)
+
+
+@dataclass
+class Console:
+    """What the browser itself reported: console messages and answers of 400 and above."""
+
+    messages: list = field(default_factory=list)
+    failures: list = field(default_factory=list)
+
+
+def watch(page: Page) -> Console:
+    seen = Console()
+    page.on("console", lambda m: seen.messages.append((m.type, m.text)))
+    page.on("response", lambda r: r.status >= 400 and seen.failures.append((r.status, r.url)))
+    return seen
+
+
+def api(url: str, path: str, key: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
+    """The service's answer to the same request the page makes, numbers exact."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {key}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read(), parse_float=Decimal)
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, json.loads(e.read(), parse_float=Decimal)
+
+
+def test_a_first_run_on_the_demo_data_shows_the_chart_the_forecast_and_the_top_models(page, page_origin, demo):
+    assert "The service will be on http://127.0.0.1:8000; try:" in demo.printed
+    seen = watch(page)
+    open_page(page, page_origin, demo.url)
+    check_balance(page, demo.key)
+
+    usage = page.get_by_test_id("usage")
+    answer = api(demo.url, "/v1/usage", demo.key)[1]
+    bars = usage.get_by_test_id("day-bar")
+    expect(bars).to_have_count(30)
+    heights = bars.evaluate_all("bars => bars.map(b => b.getBBox().height)")
+    assert sum(1 for h in heights if h > 0) >= 28, "a month of varied spend, not an empty chart"
+    assert len(set(heights)) > 20
+    runs_out = in_words(date.fromisoformat(answer["forecast"]["runs_out_on"]))
+    expect(usage.get_by_test_id("forecast")).to_contain_text(f"days left; runs out around {runs_out}.")
+    models = usage.get_by_test_id("model").locator(".model-name")
+    expect(models).to_have_text(["gpt-4o", "claude-3-5-sonnet", "gpt-4o-mini", "deepseek-chat"])
+    expect(page.get_by_test_id("usage-message")).to_be_hidden()
+    expect(page.get_by_test_id("user-card").get_by_test_id("balance")).to_have_text("$10.00")
+    assert seen.failures == [] and [m for m in seen.messages if m[0] == "error"] == []
+
+
+def test_a_gateway_without_logs_gets_a_calm_note_and_no_error_in_the_console(
+    page, traffic, page_origin, no_logs_service
+):
+    seen = watch(page)
+    open_page(page, page_origin, no_logs_service.url)
+    check_balance(page, no_logs_service.keys["dora"])
+    note = page.get_by_test_id("usage-message")
+    expect(note).to_have_text("This gateway keeps no request logs, so there is no spending history to show.")
+    expect(note).to_have_attribute("data-kind", "note")
+    assert note.evaluate("e => getComputedStyle(e).color") != page.get_by_test_id("form-error").evaluate(
+        "e => getComputedStyle(e).color"
+    ), "a note, not in the error colour"
+    expect(page.get_by_test_id("chart")).to_be_hidden()
+    expect(page.get_by_test_id("user-card").get_by_test_id("balance")).to_have_text("$4.00")
+    page.wait_for_timeout(300)
+    assert not [u for _, u, _ in traffic.requests if "/v1/usage" in u]
+    assert seen.failures == [] and [m for m in seen.messages if m[0] == "error"] == []
+
+
+def test_a_chinese_browser_gets_the_page_in_chinese_with_its_dates(browser, page_origin, demo):
+    context = browser.new_context(locale="zh-CN")
+    try:
+        page = context.new_page()
+        open_page(page, page_origin, demo.url)
+        expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+        expect(page.get_by_role("heading", level=1)).to_have_text("额度余额")
+        page.get_by_label("API 密钥").fill(demo.key)
+        page.get_by_role("button", name="查询余额").click()
+        page.get_by_test_id("confirm-send").click()
+        expect(page.get_by_test_id("confirm-send")).to_be_hidden()
+        card = page.get_by_test_id("user-card")
+        expect(card.get_by_text("余额", exact=True)).to_be_visible()
+        expect(card.get_by_test_id("balance")).to_have_text("$10.00")
+        answer = api(demo.url, "/v1/usage", demo.key)[1]
+        rate = f"${Decimal(answer['forecast']['daily_rate']).quantize(Decimal('0.01'))}"
+        runs_out = in_chinese(date.fromisoformat(answer["forecast"]["runs_out_on"]))
+        expect(page.get_by_test_id("forecast")).to_contain_text(f"按最近 7 天的速度（每天 {rate}），还能用约")
+        expect(page.get_by_test_id("forecast")).to_contain_text(f"约 {runs_out} 用完。")
+        expect(page.get_by_role("heading", name="余额提醒")).to_be_visible()
+        assert page.title() == "额度余额"
+    finally:
+        context.close()
+
+
+def test_the_language_switch_changes_every_word_and_is_remembered(page, page_origin, service):
+    open_page(page, page_origin, service.url)
+    check_balance(page, service.keys["limited"])
+    expect(page.get_by_role("button", name="English")).to_have_attribute("aria-pressed", "true")
+    english = page.locator("main").inner_text()
+
+    page.get_by_role("button", name="中文").click()
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(page.get_by_role("button", name="中文")).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_test_id("user-card").get_by_test_id("bar-legend")).to_have_text("已用 25%，剩余 75%")
+    runs_out = in_chinese(datetime.now(UTC).date() + timedelta(days=10))
+    expect(page.get_by_test_id("forecast")).to_have_text(
+        f"按最近 7 天的速度（每天 $0.60），还能用约 10 天，约 {runs_out} 用完。"
+    )
+    expect(page.get_by_test_id("model").nth(0).locator(".model-requests")).to_have_text("9 次请求")
+    chinese = page.locator("main").inner_text()
+    # No English sentence is left: every word that is not a figure, a URL, a model or a unit changed.
+    leftover = {w for w in re.findall(r"[A-Za-z]{4,}", chinese)} & set(re.findall(r"[A-Za-z]{4,}", english))
+    assert leftover <= {"balance", "user", "usage", "alerts", "claude", "mini", "Webhook", "https"}, leftover
+
+    # Remembered (the language only: the key never goes to localStorage), and used on the next visit.
+    assert page.evaluate("() => Object.entries(localStorage)") == [["balance-service.lang", "zh-CN"]]
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(page.get_by_role("button", name="查询余额")).to_be_visible()
+    page.get_by_role("button", name="English").click()
+    expect(page.get_by_role("button", name="Check balance")).to_be_visible()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+
+
+def test_reminders_are_listed_created_and_deleted_against_the_real_api(page, page_origin, demo):
+    open_page(page, page_origin, demo.url)
+    check_balance(page, demo.key)
+    panel = page.get_by_test_id("alerts")
+    expect(panel.get_by_role("heading", name="Reminders")).to_be_visible()
+    # What the service offers today: a webhook, and no test notification.
+    expect(panel.get_by_label("Send by").locator("option")).to_have_text(["Webhook"])
+    expect(panel.get_by_role("button", name="Send a test")).to_have_count(0)
+
+    panel.get_by_label("Amount (USD)").fill("5")
+    panel.get_by_label("Webhook URL").fill(HOOK)
+    panel.get_by_role("button", name="Create reminder").click()
+    expect(panel.get_by_test_id("alerts-status")).to_have_text("Reminder created: Account balance below $5.00.")
+    expect(panel.get_by_test_id("alert-secret-value")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
+    item = panel.get_by_test_id("alert").filter(has_text="Account balance below $5.00")
+    expect(item).to_contain_text(f"Sends to {HOOK}. Waiting.")
+    listed = api(demo.url, "/v1/user/balance/alerts", demo.key)[1]["alerts"]
+    mine = [a for a in listed if a["threshold"] == Decimal(5) and a["webhook_url"] == HOOK]
+    assert len(mine) == 1 and mine[0]["scope"] == "account"
+
+    # A forecast reminder on the key itself.
+    panel.get_by_label("the forecast says fewer days are left").check()
+    panel.get_by_label("Days left").fill("2.5")
+    panel.get_by_label("Watch").select_option("token")
+    panel.get_by_label("Webhook URL").fill(HOOK)
+    panel.get_by_role("button", name="Create reminder").click()
+    expect(panel.get_by_test_id("alert").filter(has_text="This key: fewer than 2.5 days of credit left")).to_have_count(
+        1
+    )
+    listed = api(demo.url, "/v1/user/balance/alerts", demo.key)[1]["alerts"]
+    assert [(a["scope"], a["days_left"]) for a in listed if a["days_left"] is not None] == [("token", Decimal("2.5"))]
+
+    # Refused by the service: its own words are shown, and nothing is stored.
+    refused = {"threshold": 1, "webhook_url": "http://169.254.169.254/latest"}
+    status, body = api(demo.url, "/v1/user/balance/alerts", demo.key, "POST", refused)
+    assert status == 400
+    panel.get_by_label("the balance falls below an amount").check()
+    panel.get_by_label("Amount (USD)").fill("1")
+    panel.get_by_label("Watch").select_option("account")
+    panel.get_by_label("Webhook URL").fill(refused["webhook_url"])
+    panel.get_by_role("button", name="Create reminder").click()
+    expect(panel.get_by_test_id("alerts-error")).to_have_text(body["message"])
+    assert len(api(demo.url, "/v1/user/balance/alerts", demo.key)[1]["alerts"]) == len(listed)
+
+    # Not a number: said before anything is sent.
+    panel.get_by_label("Amount (USD)").fill("five")
+    panel.get_by_role("button", name="Create reminder").click()
+    expect(panel.get_by_test_id("alerts-error")).to_have_text("Enter a number, such as 5 or 2.5.")
+
+    panel.get_by_role("button", name="Delete reminder: Account balance below $5.00").click()
+    expect(panel.get_by_test_id("alerts-status")).to_have_text("Deleted: Account balance below $5.00.")
+    expect(item).to_have_count(0)
+    listed = api(demo.url, "/v1/user/balance/alerts", demo.key)[1]["alerts"]
+    assert [a["id"] for a in listed if a["threshold"] == Decimal(5)] == []
+    for alert in listed:  # leave the demo account as the other tests expect it
+        api(demo.url, f"/v1/user/balance/alerts/{alert['id']}", demo.key, "DELETE")
+
+
+def test_dark_mode_follows_the_system_setting(browser, page_origin, demo):
+    colours = {}
+    for scheme in ("light", "dark"):
+        context = browser.new_context(locale="en-US", color_scheme=scheme)
+        try:
+            page = context.new_page()
+            open_page(page, page_origin, demo.url)
+            colours[scheme] = page.evaluate(
+                "() => [getComputedStyle(document.body).backgroundColor, getComputedStyle(document.body).color]"
+            )
+        finally:
+            context.close()
+    assert colours["light"] == ["rgb(246, 247, 249)", "rgb(27, 31, 36)"]
+    assert colours["dark"] == ["rgb(15, 17, 21)", "rgb(230, 232, 235)"]
+
+
+def focused(page: Page) -> dict:
+    """The focused element and whether its focus ring can be seen (an outline at least 2 px wide)."""
+    return page.evaluate(
+        """() => {
+          const e = document.activeElement;
+          const style = getComputedStyle(e);
+          return {
+            id: e.id, testid: e.dataset ? e.dataset.testid || "" : "", text: (e.textContent || "").trim(),
+            label: e.getAttribute("aria-label") || "", tag: e.tagName,
+            ring: style.outlineStyle !== "none" && parseFloat(style.outlineWidth) >= 2,
+          };
+        }"""
+    )
+
+
+def tab_to(page: Page, matches, limit: int = 40, key: str = "Tab") -> dict:
+    """Press Tab (or ``key``) until the focused element matches; every stop on the way must show its focus."""
+    for _ in range(limit):
+        page.keyboard.press(key)
+        now = focused(page)
+        assert now["ring"], f"no visible focus on {now}"
+        if matches(now):
+            return now
+    raise AssertionError("not reachable with the Tab key")
+
+
+def test_everything_can_be_done_with_the_keyboard_alone_with_the_focus_always_visible(page, page_origin, demo):
+    open_page(page, page_origin, demo.url)
+    tab_to(page, lambda f: f["text"] == "中文")
+    page.keyboard.press("Enter")
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    tab_to(page, lambda f: f["text"] == "English")
+    page.keyboard.press("Space")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+
+    tab_to(page, lambda f: f["id"] == "api-key")
+    page.keyboard.type(demo.key)
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("confirm-cancel")).to_be_focused()  # the question, asked where the keyboard is
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("results")).to_have_attribute("data-state", "done")
+    expect(page.get_by_test_id("alert-form")).to_be_visible()
+
+    tab_to(page, lambda f: f["id"] == "usage-scope")
+    page.keyboard.press("ArrowDown")  # a select changes with the arrow keys
+    expect(page.get_by_test_id("usage-scope")).to_have_value("key")
+    tab_to(page, lambda f: f["tag"] == "SUMMARY")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("day-table")).to_have_attribute("open", "")
+
+    tab_to(page, lambda f: f["id"] == "alert-value")
+    page.keyboard.type("3")
+    tab_to(page, lambda f: f["id"] == "alert-target")
+    page.keyboard.type(HOOK)
+    page.keyboard.press("Enter")
+    panel = page.get_by_test_id("alerts")
+    expect(panel.get_by_test_id("alerts-status")).to_have_text("Reminder created: Account balance below $3.00.")
+
+    tab_to(page, lambda f: f["label"] == "Delete reminder: Account balance below $3.00", key="Shift+Tab")
+    page.keyboard.press("Enter")
+    expect(panel.get_by_test_id("alerts-status")).to_have_text("Deleted: Account balance below $3.00.")
+    expect(panel.get_by_role("heading", name="Reminders")).to_be_focused()  # not lost to the page's top
+
+
+@pytest.fixture(scope="module")
+def axe_script() -> Path:
+    if not AXE.exists():
+        required(str(AXE), "scripts/setup-venv requirements-dev.txt (npm install of axe-core)")
+    return AXE
+
+
+SIZES = {"desktop": {"width": 1280, "height": 900}, "mobile": {"width": 390, "height": 844}}
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("size", ["desktop", "mobile"])
+@pytest.mark.parametrize("language", ["en-US", "zh-CN"])
+def test_axe_finds_no_serious_or_critical_violation(browser, page_origin, demo, axe_script, language, size, scheme):
+    """Everything shown: both balances, the chart and its table, a reminder in the list, the new-reminder form."""
+    status, _ = api(demo.url, "/v1/user/balance/alerts", demo.key, "POST", {"threshold": 4, "webhook_url": HOOK})
+    assert status == 201
+    # bypass_csp: the page allows scripts of its own origin only, and axe is injected by the test.
+    context = browser.new_context(
+        locale=language, viewport=SIZES[size], color_scheme=scheme, is_mobile=size == "mobile", bypass_csp=True
+    )
+    try:
+        page = context.new_page()
+        open_page(page, page_origin, demo.url)
+        page.locator("#api-key").fill(demo.key)
+        page.locator("#check").click()
+        page.get_by_test_id("confirm-send").click()
+        expect(page.get_by_test_id("alert")).not_to_have_count(0)
+        expect(page.get_by_test_id("day-bar")).to_have_count(30)
+        page.locator(".day-table summary").click()
+        page.add_script_tag(path=str(axe_script))
+        results = page.evaluate("async () => await axe.run(document, { resultTypes: ['violations'] })")
+        found = [
+            (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+            for v in results["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        assert found == []
+        assert results["testEngine"]["version"]  # axe ran
+    finally:
+        context.close()
+        for alert in api(demo.url, "/v1/user/balance/alerts", demo.key)[1]["alerts"]:
+            api(demo.url, f"/v1/user/balance/alerts/{alert['id']}", demo.key, "DELETE")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from decimal import Decimal
 
 import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
 
+from balance_service import console
 from balance_service.extensions import db
-from balance_service.gateway.tables import TOKEN_ENABLED, TOKEN_EXHAUSTED, Token, User
+from balance_service.gateway.tables import LOG_CONSUME, LOG_REFUND, TOKEN_ENABLED, TOKEN_EXHAUSTED, Token, User, logs
+from balance_service.version import __version__
+from tests.gateway_logs import Log
 
 KEY_LINE = re.compile(r"^sk-[A-Za-z0-9]{48}$", re.M)
 
@@ -139,16 +146,98 @@ def test_disable_token_with_unknown_key_fails(cli):
     assert "no such key" in result.output
 
 
-def test_demo_seeds_an_empty_database_once(cli, client):
+@pytest.fixture
+def demo_logs(app):
+    """The ``logs`` table ``demo`` makes, dropped after the test: other tests share the database."""
+    yield
+    with app.app_context():
+        logs.drop(db.engine, checkfirst=True)
+
+
+def test_demo_seeds_an_empty_database_once(cli, client, demo_logs):
     first = cli("demo", "--host", "127.0.0.1:9999")
     assert first.exit_code == 0, first.output
     key = KEY_LINE.findall(first.output)[0]
+    assert "The service will be on http://127.0.0.1:9999" in first.output
     assert f'curl -s -H "Authorization: Bearer {key}" http://127.0.0.1:9999/v1/user/balance' in first.output
     assert client.get("/v1/user/balance", headers={"Authorization": f"Bearer {key}"}).status_code == 200
     second = cli("demo")
     assert second.exit_code == 0
     assert not KEY_LINE.findall(second.output)
     assert "already has users" in second.output
+
+
+def test_demo_prints_the_address_of_the_bind_setting(make_app, demo_logs):
+    output = make_app(BIND="127.0.0.1:8765").test_cli_runner().invoke(args=["demo"]).output
+    key = KEY_LINE.findall(output)[0]
+    assert "The service will be on http://127.0.0.1:8765; try:" in output
+    assert "http://127.0.0.1:8765/v1/user/balance" in output and key in output
+
+
+def test_demo_gives_a_first_run_thirty_days_of_usage_with_a_forecast_and_four_models(app, cli, client, demo_logs):
+    output = cli("demo").output
+    key = KEY_LINE.findall(output)[0]
+    assert re.search(r"Usage history: \d+ requests over the last 30 days in a new logs table", output)
+    auth = {"Authorization": f"Bearer {key}"}
+
+    def exact(path: str) -> dict:
+        return json.loads(client.get(path, headers=auth).data, parse_float=Decimal)
+
+    usage = exact("/v1/usage")
+    assert len(usage["days"]) == 30
+    assert sum(1 for day in usage["days"] if day["used"] > 0) >= 28
+    assert [m["model"] for m in usage["models"]] == ["gpt-4o", "claude-3-5-sonnet", "gpt-4o-mini", "deepseek-chat"]
+    assert usage["forecast"]["days_left"] > 1
+    mine = exact("/v1/usage?scope=key")
+    assert 0 < mine["total_used"] < usage["total_used"]  # the key's share of the account's spend
+
+    # The account's and the key's used figures are what the logs add up to, as on a gateway.
+    user, token = exact("/v1/user/balance"), exact("/v1/balance")
+    assert (user["remain_balance"], user["used_balance"]) == (Decimal(10), usage["total_used"])
+    assert (token["remain_balance"], token["used_balance"]) == (Decimal(2), mine["total_used"])
+
+
+def test_the_demo_logs_are_shaped_as_the_gateways_write_them(app, cli, demo_logs):
+    cli("demo")
+    now = int(time.time())
+    with app.app_context():
+        rows = db.session.execute(select(logs)).mappings().all()
+        tokens = dict(db.session.execute(select(Token.id, Token.name)).all())
+    assert {r["type"] for r in rows} == {LOG_CONSUME, LOG_REFUND}
+    assert sum(1 for r in rows if r["type"] == LOG_REFUND) == 4
+    assert all(tokens[r["token_id"]] == r["token_name"] for r in rows)
+    assert {r["token_name"] for r in rows} == {"demo", "demo-batch"}
+    assert all(now - 30 * 86400 < r["created_at"] <= now + 60 for r in rows)
+    assert all(r["quota"] > 0 for r in rows)
+
+
+def test_demo_leaves_an_existing_logs_table_alone(app, cli, gateway_tables):
+    tables = gateway_tables().create_logs("one-api")
+    tables.add([Log(1, int(time.time()), 2, 123, "kept-model", "kept")])
+    output = cli("demo").output
+    assert "Usage history: logs table kept." in output
+    with app.app_context():
+        rows = db.session.execute(select(logs.c.model_name, logs.c.quota)).all()
+    assert [tuple(r) for r in rows] == [("kept-model", 123)]
+
+
+def test_in_a_checkout_the_hint_names_the_checkouts_flask(cli, create_user):
+    create_user(username="somebody")
+    output = cli("demo").output
+    assert "create a key with: .venv/bin/flask --app wsgi create-token USER" in output
+
+
+def test_from_a_wheel_the_hint_names_balance_service(database_url, create_user):
+    """``balance-service`` is the console script a wheel installs; its hints must name it, not a checkout's flask."""
+    create_user(username="somebody")
+    result = CliRunner().invoke(console.main, ["demo"], env={"DATABASE_URL": database_url})
+    assert result.exit_code == 0, result.output
+    assert "create a key with: balance-service create-token USER" in result.output
+
+
+def test_balance_service_version_is_the_services_own():
+    result = CliRunner().invoke(console.main, ["--version"])
+    assert (result.exit_code, result.output) == (0, f"balance-service {__version__}\n")
 
 
 def test_disable_token_stores_the_status_the_gateway_reads_as_disabled(app, cli, create_token):

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from balance_service.gateway.tables import TOKEN_EXPIRED
+from balance_service.gateway.tables import TOKEN_EXPIRED, cache
 from balance_service.usage.report import scope_forecast
 from balance_service.usage.source import Scope
 from tests.gateway_logs import CONSUME, REFUND, Log, at, seed_november, token_id
@@ -172,6 +172,46 @@ def test_with_consume_logging_off_the_history_is_unavailable(client, auth, novem
     response = client.get(USAGE, headers=auth(november.work))
     assert response.status_code == 409
     assert "LogConsumeEnabled is false" in response.get_json()["message"]
+
+
+CAPABILITIES = "/v1/capabilities"
+
+
+def test_capabilities_say_whether_the_history_exists_so_a_page_need_not_provoke_the_409(
+    client, auth, create_token, november, logs
+):
+    logs.set_options({"LogConsumeEnabled": "false"})
+    off = client.get(CAPABILITIES, headers=auth(november.work)).get_json()["usage_history"]
+    assert off == {
+        "available": False,
+        "reason": "consume_not_logged",
+        "message": "the gateway does not log consumption (LogConsumeEnabled is false)",
+    }
+    assert client.get(USAGE, headers=auth(november.work)).status_code == 409  # what the page then does not ask
+    logs.set_options({"LogConsumeEnabled": "true"})
+    cache.clear()  # the options read above are otherwise trusted for a minute
+    history = client.get(CAPABILITIES, headers=auth(november.work)).get_json()["usage_history"]
+    assert history == {"available": True, "reason": None, "message": None}
+    assert client.get(USAGE, headers=auth(november.work)).status_code == 200
+
+
+def test_capabilities_without_a_logs_table_name_the_missing_table(make_app, auth, create_token):
+    client = make_app(LOG_DATABASE_URL="sqlite://").test_client()  # a log database without the gateway's logs
+    response = client.get(CAPABILITIES, headers=auth(create_token(), Origin="https://dash.example"))
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] in ("*", "https://dash.example")
+    assert response.get_json()["usage_history"] == {
+        "available": False,
+        "reason": "no_logs_table",
+        "message": "the gateway's logs table was not found",
+    }
+
+
+def test_capabilities_offer_the_alert_channels_the_alert_api_takes(client, auth, create_token):
+    """Today a webhook only, and no test notification: a page offers nothing else."""
+    body = client.get(CAPABILITIES, headers=auth(create_token())).get_json()
+    assert body["alerts"] == {"channels": ["webhook_url"], "test": False}
+    assert client.get(CAPABILITIES).status_code == 401  # the key is needed, as for the usage itself
 
 
 def test_browsers_of_other_origins_may_read_it(client, auth, november):

@@ -137,6 +137,10 @@ def demo_key(venv, tmp_path) -> tuple[dict[str, str], str]:
     return env, re.search(r"^sk-\w{48}$", output, re.M).group(0)
 
 
+def test_the_installed_script_prints_the_services_version(venv):
+    assert installed(venv, "--version", env=outside_environment()).strip() == f"balance-service {__version__}"
+
+
 def test_the_venv_imports_the_installed_package_not_the_checkout(venv):
     code = "import balance_service, balance_service.gunicorn_conf as c; "
     code += "print(balance_service.__file__, c.__file__, balance_service.__version__)"
@@ -152,18 +156,12 @@ def test_installed_gunicorn_serves_the_balance_of_the_key_the_installed_demo_pri
     gunicorn = [str(venv / "bin" / "gunicorn"), "-c", "python:balance_service.gunicorn_conf"]
     command = [*gunicorn, "balance_service.wsgi:app"]
     with running_gunicorn(env, tmp_path / "gunicorn.log", command=command, cwd=venv.parent) as (base, _):
-        assert get(base + "/v1/user/balance", key) == (
-            200,
-            {
-                "success": True,
-                "remain_balance": 10,
-                "used_balance": 0,
-                "unlimited_quota": False,
-                "unit": "USD",
-                "balance": 10,
-                "used": 0,
-            },
-        )
+        status, body = get(base + "/v1/user/balance", key)
+        assert (status, body["success"], body["remain_balance"], body["unit"]) == (200, True, 10, "USD")
+        # The demo's 30 days of requests: spent on the account, and shown by the usage history.
+        status, usage = get(base + "/v1/usage", key)
+        assert (status, len(usage["days"])) == (200, 30)
+        assert body["used_balance"] == usage["total_used"] > 0
         status, body = get(base + "/v1/balance", key)
         assert (status, body["balance"]) == (200, 2)
         assert get(base + "/v1/balance", "sk-" + "x" * 48) == (401, {"success": False, "message": "Invalid token"})

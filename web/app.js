@@ -1,26 +1,37 @@
-// Balance page: asks a balance-service for the credit left on an sk- key.
-// Plain script, no build step and no third-party code. Everything the
+// Balance page: asks a balance-service for the credit left on an sk- key, its spending and its reminders.
+// Plain script, no build step and no third-party code; its words are in i18n.js. Everything the
 // service returns is put on the page with textContent, never innerHTML.
 "use strict";
 
 (() => {
+  const I18N = window.BalanceI18n;
   const STORAGE_KEY = "balance-service.key";
   const ENDPOINTS = [
     { path: "/v1/user/balance", card: "user-card" },
     { path: "/v1/balance", card: "token-card" },
   ];
+  const CURRENCIES = ["USD", "CNY"]; // written with Intl's narrow symbol: $10.00, ¥71.00
 
-  // The key lives in this variable (and the input). Only when "Remember in
-  // this tab" is ticked is it copied to sessionStorage, which the browser drops
-  // with the tab; it never goes to localStorage or a cookie. It is stored with
-  // the origin of the service it was sent to and is never sent anywhere else.
+  // ---- Language ------------------------------------------------------------------------------------
+
+  let lang = I18N.initial();
+
+  function t(key, params, count = null) {
+    return I18N.text(lang, key, params, count);
+  }
+
+  function locale() {
+    return I18N.locale(lang);
+  }
+
+  // The key lives in this variable (and the input). Only when "Remember in this tab" is ticked is it
+  // copied to sessionStorage, which the browser drops with the tab; it never goes to localStorage or a
+  // cookie. It is stored with the origin of the service it was sent to and is never sent anywhere else.
   let apiKey = "";
-  // The remembered key put back in the input, and the origin it belongs to,
-  // until the user types in the key field.
+  // The remembered key put back in the input, and the origin it belongs to, until the user types in the key field.
   let restored = null;
-  // A link can name the service (?api=…): a page on someone else's link must
-  // not send a key to their server in one click. Origins the user agreed to
-  // on this page load are not asked about again.
+  // A link can name the service (?api=…): a page on someone else's link must not send a key to their
+  // server in one click. Origins the user agreed to on this page load are not asked about again.
   let linkOrigin = null;
   const confirmedOrigins = new Set();
 
@@ -43,6 +54,10 @@
   const confirmCancel = document.getElementById("confirm-cancel");
   const pageOrigin = window.location.protocol.startsWith("http") ? window.location.origin : null;
 
+  // What is on the page, kept so that a change of language can write it again.
+  let formProblem = null; // { key, params } of the form's error
+  const cardMessages = new Map(); // card id -> { key, params } or { raw } while it shows a message
+
   /** The service URL to start with: ?api=… if given (its origin noted as the link's), else this page's origin. */
   function initialBase() {
     const fromQuery = new URLSearchParams(window.location.search).get("api");
@@ -61,15 +76,10 @@
     }
   }
 
-  /** Why the key cannot be sent as typed, or null when it has the shape of a key. */
+  /** Why the key cannot be sent as typed (a message key), or null when it has the shape of a key. */
   function keyProblem(key) {
-    if (INVISIBLE.test(key)) {
-      return "This API key is malformed: it contains an invisible character (such as a zero-width space), " +
-        "probably copied along with it. Type or paste the key again.";
-    }
-    if (!KEY_PATTERN.test(key)) {
-      return "This API key is malformed: a key is sk- followed by letters and digits, without spaces.";
-    }
+    if (INVISIBLE.test(key)) return "form.key_invisible";
+    if (!KEY_PATTERN.test(key)) return "form.key_malformed";
     return null;
   }
 
@@ -83,10 +93,9 @@
   }
 
   /**
-   * Parse JSON keeping each number's text as the service wrote it, so an
-   * amount such as 2.469134 or a 20-digit token count is shown digit for
-   * digit instead of going through a float. Browsers without JSON source
-   * text access fall back to the number's shortest text form.
+   * Parse JSON keeping each number's text as the service wrote it, so an amount such as 2.469134 or
+   * a 20-digit token count is shown digit for digit instead of going through a float. Browsers
+   * without JSON source text access fall back to the number's shortest text form.
    */
   function parseExact(text) {
     return JSON.parse(text, (key, value, context) => {
@@ -102,22 +111,23 @@
     return x !== null && typeof x === "object" && typeof x.text === "string" && typeof x.value === "number";
   }
 
-  async function fetchBalance(base, path, key) {
+  /**
+   * One call to the service with the key: ``{data}`` on ``success: true``, else ``{error, status}``
+   * with the service's own ``message`` (or the HTTP status when it sent none).
+   */
+  async function call(base, path, key, init = {}) {
     let response;
     try {
       response = await fetch(base + path, {
-        headers: { Authorization: "Bearer " + key },
+        ...init,
+        headers: { Authorization: "Bearer " + key, ...(init.headers || {}) },
         mode: "cors",
         credentials: "omit",
         cache: "no-store",
         referrerPolicy: "no-referrer",
       });
     } catch {
-      return {
-        error:
-          "Could not reach " + base + ": a network error, or the service does not allow " +
-          "requests from this page's origin (CORS).",
-      };
+      return { error: null, status: 0 }; // the caller says what could not be reached
     }
     let body = null;
     try {
@@ -127,13 +137,27 @@
     }
     if (!response.ok || body === null || body.success !== true) {
       const message = body && typeof body.message === "string" && body.message ? body.message : null;
-      return { error: message || ("HTTP " + response.status + " " + response.statusText).trim() };
+      return {
+        error: message || ("HTTP " + response.status + " " + response.statusText).trim(),
+        status: response.status,
+      };
     }
+    return { data: body, status: response.status };
+  }
+
+  async function fetchBalance(base, path, key) {
+    const outcome = await call(base, path, key);
+    if (outcome.status === 0) return { message: { key: "error.network", params: { base } } };
+    if (outcome.error) return { message: { raw: outcome.error } };
     // The documented names (remain_balance, used_balance); balance and used are aliases.
-    if (!isAmount(body.remain_balance) || !isAmount(body.used_balance)) {
-      return { error: "The service answered without a balance." };
+    if (!isAmount(outcome.data.remain_balance) || !isAmount(outcome.data.used_balance)) {
+      return { message: { key: "error.no_balance" } };
     }
-    return { data: body };
+    return { data: outcome.data };
+  }
+
+  function messageText(message) {
+    return message.raw !== undefined ? message.raw : t(message.key, message.params);
   }
 
   function setText(root, testid, text) {
@@ -141,30 +165,34 @@
   }
 
   function percent(fraction) {
-    return (Math.round(fraction * 1000) / 10).toString() + "%";
+    return new Intl.NumberFormat(locale(), { style: "percent", maximumFractionDigits: 1 }).format(fraction);
   }
 
-  function renderMessage(card, text, className) {
+  function renderMessage(card, message, className) {
+    cardMessages.set(card.id, { message, className });
+    latestBalances.delete(card.id);
     const body = card.querySelector(".body");
     const p = document.createElement("p");
     p.className = className;
     p.dataset.testid = className;
-    p.textContent = text;
+    p.textContent = messageText(message);
     body.replaceChildren(p);
   }
 
   /** A card's figures: built once from the template, then updated in place on every refresh. */
   function renderBalance(card, data) {
+    cardMessages.delete(card.id);
     latestBalances.set(card.id, data);
     const body = card.querySelector(".body");
     let root = body.querySelector(".figures") ? body : null;
     if (!root) {
       root = template.content.cloneNode(true);
+      translate(root);
     }
     const unit = typeof data.unit === "string" ? data.unit : "";
     const unlimited = isUnlimited(data);
     if (unlimited) {
-      setText(root, "balance", "Unlimited");
+      setText(root, "balance", t("card.unlimited"));
       root.querySelector('[data-testid="balance"]').removeAttribute("title");
     } else {
       showAmount(root.querySelector('[data-testid="balance"]'), data.remain_balance, unit);
@@ -180,11 +208,11 @@
     bar.hidden = legend.hidden = unlimited || total <= 0;
     if (!bar.hidden) {
       const fraction = used / total;
-      const text = percent(fraction) + " used, " + percent(1 - fraction) + " remaining";
+      const text = t("card.bar", { used: percent(fraction), left: percent(1 - fraction) });
       bar.querySelector(".bar-used").style.width = fraction * 100 + "%";
       bar.setAttribute("aria-valuenow", String(Math.round(fraction * 1000) / 10));
       bar.setAttribute("aria-valuetext", text);
-      bar.setAttribute("aria-label", "Share of credit used");
+      bar.setAttribute("aria-label", t("card.share"));
       legend.textContent = text;
     }
     if (root !== body) {
@@ -192,14 +220,16 @@
     }
   }
 
-  function showFormError(text, field) {
-    formError.textContent = text;
+  function showFormError(key, params, field) {
+    formProblem = { key, params };
+    formError.textContent = t(key, params);
     formError.hidden = false;
     field.setAttribute("aria-invalid", "true");
     field.focus();
   }
 
   function clearFormError() {
+    formProblem = null;
     formError.hidden = true;
     formError.textContent = "";
     baseInput.removeAttribute("aria-invalid");
@@ -237,14 +267,17 @@
   function hideConfirm() {
     confirmBox.hidden = true;
     confirmText.textContent = "";
+    delete confirmBox.dataset.origin;
+  }
+
+  function writeConfirm(origin) {
+    confirmText.textContent = t("confirm.text", { origin });
+    confirmSend.textContent = t("confirm.send", { origin });
   }
 
   /** Ask before the first key goes to a service that a link chose; sending waits for the answer. */
   function askToSend(origin) {
-    confirmText.textContent =
-      "The link that opened this page set the service to " + origin + ", which is not this page's own " +
-      "site. Your API key will be sent there. Send it only if you trust " + origin + ".";
-    confirmSend.textContent = "Send key to " + origin;
+    writeConfirm(origin);
     confirmBox.hidden = false;
     confirmBox.dataset.origin = origin;
     confirmCancel.focus();
@@ -258,18 +291,18 @@
     try {
       base = normalizeBase(baseInput.value);
     } catch {
-      showFormError("Enter the service URL, for example https://balance.example.com.", baseInput);
+      showFormError("form.bad_base", {}, baseInput);
       return;
     }
     const origin = new URL(base).origin;
     apiKey = keyInput.value.trim();
     if (!apiKey) {
-      showFormError("Enter an API key.", keyInput);
+      showFormError("form.no_key", {}, keyInput);
       return;
     }
     const problem = keyProblem(apiKey);
     if (problem) {
-      showFormError(problem, keyInput);
+      showFormError(problem, {}, keyInput);
       return;
     }
     if (restored && restored.key === apiKey && restored.origin !== origin) {
@@ -278,10 +311,7 @@
       restored = null;
       apiKey = "";
       keyInput.value = "";
-      showFormError(
-        "The remembered key belongs to " + owner + ". Type the key to send it to " + origin + ".",
-        keyInput,
-      );
+      showFormError("form.key_elsewhere", { owner, origin }, keyInput);
       return;
     }
     if (origin === linkOrigin && origin !== pageOrigin && !confirmedOrigins.has(origin)) {
@@ -295,13 +325,13 @@
     results.dataset.state = "loading";
     results.setAttribute("aria-busy", "true");
     const cards = ENDPOINTS.map((e) => document.getElementById(e.card));
-    cards.forEach((card) => renderMessage(card, "Loading…", "loading"));
+    cards.forEach((card) => renderMessage(card, { key: "card.loading" }, "loading"));
 
     const outcomes = await Promise.all(ENDPOINTS.map((e) => fetchBalance(base, e.path, apiKey)));
     outcomes.forEach((outcome, i) => {
-      cards[i].classList.toggle("is-error", Boolean(outcome.error));
-      if (outcome.error) {
-        renderMessage(cards[i], outcome.error, "error");
+      cards[i].classList.toggle("is-error", Boolean(outcome.message));
+      if (outcome.message) {
+        renderMessage(cards[i], outcome.message, "error");
       } else {
         renderBalance(cards[i], outcome.data);
       }
@@ -313,7 +343,7 @@
     startLiveView(base, apiKey);
   }
 
-  // ---- Usage history, forecast and the automatic refresh ------------------------------------
+  // ---- Amounts, numbers and dates in the page's language ----------------------------------------
 
   const REFRESH_SECONDS = 60;
   const CHART = { width: 600, height: 160, gap: 2, top: 8 };
@@ -326,6 +356,10 @@
   let live = null;
   let refreshTimer = null;
   let refreshing = false;
+  let rerun = null; // "initial" or "refresh": asked for while a refresh ran
+  let capabilities = null; // the last GET /v1/capabilities answer (null: not known, an older service)
+  let usageShown = null; // { data } or { note } or { message }: what the usage box shows
+  let refreshShown = null; // { time } or { error }: what the refresh line says
 
   function isUnlimited(data) {
     return data.remain_balance.value === -1 || data.unlimited_quota === true;
@@ -338,8 +372,9 @@
   }
 
   /**
-   * A decimal numeral rounded half up to ``places`` and grouped in thousands,
-   * done on the digits themselves so that no amount goes through a float.
+   * A decimal numeral rounded half up to ``places``, as plain digits, done on the digits themselves:
+   * Intl.NumberFormat rounds a string exactly only where the browser has its version 3, and an
+   * amount must not go through a float elsewhere (2.465 is 2.46499… as a double).
    */
   function roundDecimal(text, places) {
     const match = /^(-?)(\d+)(?:\.(\d*))?$/.exec(text);
@@ -356,26 +391,43 @@
       carry = d >= 10 ? 1 : 0;
     }
     if (carry) digits.unshift(1);
-    let intPart = digits.slice(0, digits.length - places).join("").replace(/^0+(?=\d)/, "");
+    const intPart = digits.slice(0, digits.length - places).join("").replace(/^0+(?=\d)/, "") || "0";
     const fracPart = digits.slice(digits.length - places).join("");
-    intPart = intPart.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
-    const zero = /^[0,]*$/.test(intPart) && /^0*$/.test(fracPart);
+    const zero = /^0*$/.test(intPart) && /^0*$/.test(fracPart);
     return (sign && !zero ? "-" : "") + intPart + (places > 0 ? "." + fracPart : "");
+  }
+
+  /**
+   * ``plain`` (exact digits, already rounded) written by Intl in the page's locale: grouping, and a
+   * currency's symbol. A browser that would read the string as a float and lose digits gets plain
+   * thousands separators instead.
+   */
+  function writeNumber(plain, options) {
+    const formatted = new Intl.NumberFormat(locale(), options).format(plain);
+    const digitsOf = (text) => text.replace(/\D/g, "").replace(/^0+(?=\d)/, "");
+    if (digitsOf(formatted) === digitsOf(plain)) return formatted;
+    const [whole, fraction] = plain.split(".");
+    return whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",") + (fraction ? "." + fraction : "");
   }
 
   /** An amount for people (``$10.00``, ``¥71.00``, ``2,500,000 tokens``, ``€3.50``) and its exact text. */
   function formatAmount(amount, unit) {
     const exact = amount.text + (unit ? " " + unit : "");
     if (unit === "tokens") {
-      return { shown: roundDecimal(amount.text, 0) + " tokens", exact };
+      const n = writeNumber(roundDecimal(amount.text, 0), { maximumFractionDigits: 0 });
+      return { shown: t("amount.tokens", { n }), exact };
     }
     const rounded = roundDecimal(amount.text, 2);
+    const fixed = { minimumFractionDigits: 2, maximumFractionDigits: 2 };
+    if (CURRENCIES.includes(unit)) {
+      const options = { ...fixed, style: "currency", currency: unit, currencyDisplay: "narrowSymbol" };
+      return { shown: writeNumber(rounded, options), exact };
+    }
     const negative = rounded.startsWith("-");
-    const digits = negative ? rounded.slice(1) : rounded;
-    const symbol = { USD: "$", CNY: "¥" }[unit];
+    const digits = writeNumber(negative ? rounded.slice(1) : rounded, fixed);
     let shown;
-    if (symbol || (unit && !/\p{L}/u.test(unit))) {
-      shown = (symbol || unit) + digits; // a currency sign goes in front: $10.00, €3.50
+    if (unit && !/\p{L}/u.test(unit)) {
+      shown = unit + digits; // a gateway's custom currency sign goes in front: €3.50
     } else {
       shown = digits + (unit ? " " + unit : ""); // a word goes after: 12.00 credits
     }
@@ -389,59 +441,63 @@
     element.title = exact;
   }
 
+  /** A UTC day of the service (``YYYY-MM-DD``) in the page's locale; ``short`` leaves out the year. */
+  function formatDay(iso, short = false) {
+    const [y, m, d] = iso.split("-").map(Number);
+    const options = short ? { month: "short", day: "numeric" } : { dateStyle: "medium" };
+    return new Intl.DateTimeFormat(locale(), { ...options, timeZone: "UTC" }).format(Date.UTC(y, m - 1, d));
+  }
+
+  function formatMoment(iso) {
+    return new Intl.DateTimeFormat(locale(), { dateStyle: "medium", timeStyle: "short" }).format(new Date(iso));
+  }
+
+  function requestsText(n) {
+    return t("usage.requests", { n: new Intl.NumberFormat(locale()).format(n) }, n);
+  }
+
+  // ---- Usage history, forecast and the automatic refresh ------------------------------------
+
   async function fetchUsage(base, key, scope) {
-    let response;
-    try {
-      response = await fetch(base + "/v1/usage?scope=" + encodeURIComponent(scope), {
-        headers: { Authorization: "Bearer " + key },
-        mode: "cors",
-        credentials: "omit",
-        cache: "no-store",
-        referrerPolicy: "no-referrer",
-      });
-    } catch {
-      return { error: "Could not reach " + base + " for the usage history." };
+    const outcome = await call(base, "/v1/usage?scope=" + encodeURIComponent(scope), key);
+    if (outcome.status === 0) return { message: { key: "usage.unreachable", params: { base } } };
+    if (outcome.status === 409) return { note: { raw: outcome.error } }; // a service without /v1/capabilities
+    if (outcome.error || !Array.isArray(outcome.data.days)) {
+      return { message: { key: "usage.failed", params: { error: outcome.error || "" } } };
     }
-    let body = null;
-    try {
-      body = parseExact(await response.text());
-    } catch {
-      body = null;
-    }
-    if (!response.ok || body === null || body.success !== true || !Array.isArray(body.days)) {
-      const message = body && typeof body.message === "string" && body.message ? body.message : null;
-      return {
-        error: message || ("HTTP " + response.status + " " + response.statusText).trim(),
-        unavailable: response.status === 409, // the gateway keeps no usage logs
-      };
-    }
-    return { data: body };
+    return { data: outcome.data };
+  }
+
+  /** What the service offers this key; null from a service older than ``GET /v1/capabilities``. */
+  async function fetchCapabilities(base, key) {
+    const outcome = await call(base, "/v1/capabilities", key);
+    return outcome.data && outcome.data.usage_history ? outcome.data : null;
+  }
+
+  /** Why there is no history, in the page's words when the service gave a reason the page knows. */
+  function historyNote(history) {
+    const known = { no_logs_table: "usage.no_logs_table", consume_not_logged: "usage.consume_not_logged" };
+    if (known[history.reason]) return { key: known[history.reason] };
+    return history.message ? { raw: history.message } : { key: "usage.no_logs_table" };
   }
 
   function daysText(days) {
-    if (days < 1) return "less than a day";
+    if (days < 1) return t("forecast.less_than_a_day");
     const n = days < 10 ? Math.floor(days * 10) / 10 : Math.floor(days);
-    return "about " + n + (n === 1 ? " day" : " days");
+    return t("forecast.days", { n: new Intl.NumberFormat(locale(), { maximumFractionDigits: 1 }).format(n) }, n);
   }
 
   /** The forecast in words, from /v1/usage's ``forecast`` and the scope's balance. */
   function forecastText(forecast, unit, balance) {
-    if (balance && isUnlimited(balance)) {
-      return "Unlimited credit: it does not run out.";
-    }
-    if (!forecast || forecast.days_left === null || forecast.days_left === undefined) {
-      return "Nothing was spent in the last 7 days, so there is no forecast.";
-    }
+    if (balance && isUnlimited(balance)) return t("forecast.unlimited");
+    if (!forecast || forecast.days_left === null || forecast.days_left === undefined) return t("forecast.none");
     const rate = formatAmount(forecast.daily_rate, unit).shown;
     const days = forecast.days_left.value;
-    if (days <= 0) {
-      return "At the last 7 days' rate (" + rate + " a day), the credit is used up.";
-    }
-    let text = "At the last 7 days' rate (" + rate + " a day), " + daysText(days) + " left";
+    if (days <= 0) return t("forecast.used_up", { rate });
     if (typeof forecast.runs_out_on === "string") {
-      text += "; runs out around " + forecast.runs_out_on;
+      return t("forecast.left_until", { rate, days: daysText(days), date: formatDay(forecast.runs_out_on) });
     }
-    return text + ".";
+    return t("forecast.left", { rate, days: daysText(days) });
   }
 
   function svg(name, attributes) {
@@ -450,7 +506,7 @@
     return element;
   }
 
-  /** One bar per day, drawn into the chart's SVG; bars already there are updated, not redrawn. */
+  /** One bar per day, drawn into the chart's SVG, and the same days as a table; bars already there are updated. */
   function drawChart(days, unit) {
     const chart = usageSection.querySelector('[data-testid="chart"]');
     const group = chart.querySelector(".bars");
@@ -458,12 +514,15 @@
     const slot = CHART.width / Math.max(days.length, 1);
     const plot = CHART.height - CHART.top;
     if (group.children.length !== days.length) {
-      group.replaceChildren(...days.map(() => {
-        const bar = svg("rect", { class: "day-bar", "data-testid": "day-bar" });
-        bar.append(svg("title", {}));
-        return bar;
-      }));
+      group.replaceChildren(
+        ...days.map(() => {
+          const bar = svg("rect", { class: "day-bar", "data-testid": "day-bar" });
+          bar.append(svg("title", {}));
+          return bar;
+        }),
+      );
     }
+    const rows = [];
     days.forEach((day, i) => {
       const bar = group.children[i];
       // A day where refunds exceeded spending has no bar above the axis.
@@ -474,14 +533,23 @@
       bar.setAttribute("height", String(height));
       bar.dataset.date = day.date;
       bar.dataset.used = day.used.text;
-      const requests = day.requests.value;
-      const label = day.date + ": " + formatAmount(day.used, unit).shown +
-        " (" + requests + (requests === 1 ? " request)" : " requests)");
-      bar.firstChild.textContent = label;
+      const amount = formatAmount(day.used, unit).shown;
+      const requests = requestsText(day.requests.value);
+      bar.firstChild.textContent = t("usage.day", { date: formatDay(day.date), amount, requests });
+      const row = document.createElement("tr");
+      const cells = [formatDay(day.date), amount, new Intl.NumberFormat(locale()).format(day.requests.value)];
+      for (const [n, text] of cells.entries()) {
+        const cell = document.createElement(n === 0 ? "th" : "td");
+        if (n === 0) cell.scope = "row";
+        cell.textContent = text;
+        row.append(cell);
+      }
+      rows.push(row);
     });
-    const first = days.length ? days[0].date : "";
-    const last = days.length ? days[days.length - 1].date : "";
-    chart.setAttribute("aria-label", "Spending per day from " + first + " to " + last);
+    usageSection.querySelector(".day-table tbody").replaceChildren(...rows);
+    const first = days.length ? formatDay(days[0].date, true) : "";
+    const last = days.length ? formatDay(days[days.length - 1].date, true) : "";
+    setText(usageSection, "chart-caption", t("usage.chart", { start: first, end: last }));
     setText(usageSection, "chart-start", first);
     setText(usageSection, "chart-end", last);
     const peak = days.find((d) => d.used.value === max);
@@ -510,30 +578,29 @@
         item.append(name, used, requests);
         list.append(item);
       }
-      item.children[0].textContent = model.model || "(no model)";
+      item.children[0].textContent = model.model || t("usage.no_model");
       showAmount(item.children[1], model.used, unit);
-      const n = model.requests.value;
-      item.children[2].textContent = n + (n === 1 ? " request" : " requests");
+      item.children[2].textContent = requestsText(model.requests.value);
     });
     usageSection.querySelector('[data-testid="no-models"]').hidden = top.length > 0;
   }
 
-  /** Show a /v1/usage outcome; a failed refresh keeps the last figures and says so. */
-  function renderUsage(outcome, initial) {
+  /** Show what the usage box has: the figures, a calm note (no history kept), or why loading failed. */
+  function renderUsage() {
     const view = usageSection.querySelector(".usage-view");
     const message = usageSection.querySelector('[data-testid="usage-message"]');
-    usageSection.hidden = false;
-    if (outcome.error) {
-      if (outcome.unavailable || initial || view.hidden) {
-        view.hidden = true;
-        message.textContent = outcome.unavailable
-          ? "No usage history: " + outcome.error
-          : "The usage history could not be loaded: " + outcome.error;
-        message.hidden = false;
-      }
+    usageSection.hidden = usageShown === null;
+    if (usageShown === null) return;
+    if (!usageShown.data) {
+      view.hidden = true;
+      const note = usageShown.note || usageShown.message;
+      message.textContent = messageText(note);
+      message.className = usageShown.note ? "usage-message note" : "usage-message error";
+      message.dataset.kind = usageShown.note ? "note" : "error";
+      message.hidden = false;
       return;
     }
-    const data = outcome.data;
+    const data = usageShown.data;
     const unit = typeof data.unit === "string" ? data.unit : "";
     const balance = latestBalances.get(data.scope === "key" ? "token-card" : "user-card");
     message.hidden = true;
@@ -544,38 +611,72 @@
     drawModels(data.models, unit);
   }
 
+  /** A usage outcome arrives: a failed refresh keeps the figures from before (and the refresh line says so). */
+  function takeUsage(outcome, initial) {
+    if (outcome.message && !initial && usageShown && usageShown.data) return;
+    usageShown = outcome;
+    renderUsage();
+  }
+
+  function renderRefreshStatus() {
+    if (refreshShown === null) {
+      refreshStatus.hidden = true;
+      return;
+    }
+    refreshStatus.textContent = refreshShown.error
+      ? t("refresh.failed", { error: messageText(refreshShown.error) })
+      : t("refresh.updated", {
+          time: new Intl.DateTimeFormat(locale(), { timeStyle: "medium" }).format(refreshShown.time),
+          seconds: refreshSeconds(),
+        });
+    refreshStatus.hidden = false;
+  }
+
   /** Fetch everything the view shows and update it in place; on the first load, the usage only. */
   async function refreshView(initial) {
-    if (!live || refreshing) return;
+    if (!live) return;
+    if (refreshing) {
+      // Asked for while one runs (the scope changed, the tab came back): run once more after it.
+      rerun = rerun === "initial" || initial ? "initial" : "refresh";
+      return;
+    }
     refreshing = true;
     const { base, key } = live;
+    const current = () => live && live.key === key && live.base === base; // no new check started meanwhile
     try {
-      const balances = initial
-        ? []
-        : await Promise.all(ENDPOINTS.map((e) => fetchBalance(base, e.path, key)));
-      if (!live || live.key !== key || live.base !== base) return; // a new check started meanwhile
+      const balances = initial ? [] : await Promise.all(ENDPOINTS.map((e) => fetchBalance(base, e.path, key)));
+      if (!current()) return;
       let failed = null;
       balances.forEach((outcome, i) => {
         const card = document.getElementById(ENDPOINTS[i].card);
-        if (outcome.error) {
-          failed = failed || outcome.error;
+        if (outcome.message) {
+          failed = failed || outcome.message;
         } else {
           card.classList.remove("is-error");
           renderBalance(card, outcome.data);
         }
       });
-      const usage = await fetchUsage(base, key, usageScope.value);
-      if (!live || live.key !== key || live.base !== base) return;
-      renderUsage(usage, initial);
-      if (usage.error && !usage.unavailable) failed = failed || usage.error;
-      const time = new Date().toLocaleTimeString();
-      refreshStatus.textContent = failed
-        ? "Refresh failed (" + failed + "); showing the figures from before."
-        : "Updated " + time + "; refreshes every " + refreshSeconds() + " s while this tab is visible.";
-      refreshStatus.hidden = false;
+      const offered = await fetchCapabilities(base, key);
+      if (!current()) return;
+      capabilities = offered;
+      const history = offered ? offered.usage_history : null;
+      const usage =
+        history && !history.available
+          ? { note: historyNote(history) }
+          : await fetchUsage(base, key, usageScope.value);
+      if (!current()) return;
+      takeUsage(usage, initial);
+      if (usage.message) failed = failed || usage.message;
+      refreshShown = failed ? { error: failed } : { time: new Date() };
+      renderRefreshStatus();
       usageSection.dataset.refreshes = String(Number(usageSection.dataset.refreshes || 0) + 1);
     } finally {
       refreshing = false;
+    }
+    if (rerun !== null) {
+      const again = rerun === "initial";
+      rerun = null;
+      await refreshView(again);
     }
   }
 
@@ -602,24 +703,294 @@
   function stopLiveView() {
     stopRefresh();
     live = null;
+    rerun = null;
   }
 
-  /** After a check: show the usage of that key and keep everything current. */
+  /** After a check: show the usage and the reminders of that key and keep everything current. */
   async function startLiveView(base, key) {
     stopRefresh();
-    for (const e of ENDPOINTS) {
-      const card = document.getElementById(e.card);
-      if (!card.querySelector(".figures")) latestBalances.delete(e.card); // this check failed there
-    }
     live = latestBalances.size > 0 ? { base, key } : null;
     if (!live) {
-      usageSection.hidden = true;
-      refreshStatus.hidden = true;
+      usageShown = null;
+      refreshShown = null;
+      renderUsage();
+      renderRefreshStatus();
+      alertsSection.hidden = true;
       return;
     }
     await refreshView(true);
+    await loadAlerts(); // after the capabilities, which say what the form offers
     scheduleRefresh();
   }
+
+  // ---- Reminders (balance alerts) ------------------------------------------------------------
+
+  const alertsSection = document.getElementById("alerts");
+  const alertList = alertsSection.querySelector('[data-testid="alert-list"]');
+  const alertsNone = alertsSection.querySelector('[data-testid="alerts-none"]');
+  const alertsError = alertsSection.querySelector('[data-testid="alerts-error"]');
+  const alertsStatus = alertsSection.querySelector('[data-testid="alerts-status"]');
+  const alertForm = document.getElementById("alert-form");
+  const alertValue = document.getElementById("alert-value");
+  const alertScope = document.getElementById("alert-scope");
+  const alertChannel = document.getElementById("alert-channel");
+  const alertTarget = document.getElementById("alert-target");
+  const alertSecret = alertsSection.querySelector('[data-testid="alert-secret"]');
+  const ALERTS_PATH = "/v1/user/balance/alerts";
+  const DEFAULT_CHANNELS = ["webhook_url"]; // what every version of the service takes
+  let alertsShown = []; // the alerts of the last list
+  let alertsProblem = null; // { key, params } or { raw }: the error line
+  let alertsDone = null; // { key, params }: the status line after an action
+
+  function channels() {
+    const offered = capabilities && capabilities.alerts && Array.isArray(capabilities.alerts.channels);
+    return offered && capabilities.alerts.channels.length ? capabilities.alerts.channels : DEFAULT_CHANNELS;
+  }
+
+  function canTest() {
+    return Boolean(capabilities && capabilities.alerts && capabilities.alerts.test === true);
+  }
+
+  function alertKind() {
+    return alertForm.querySelector('input[name="kind"]:checked').value;
+  }
+
+  function balanceUnit() {
+    const data = latestBalances.get("user-card") || latestBalances.get("token-card");
+    return data && typeof data.unit === "string" ? data.unit : "";
+  }
+
+  /** The form's labels and the channel choices, for the current language and what the service offers. */
+  function renderAlertForm() {
+    const kind = alertKind();
+    alertsSection.querySelector('[data-testid="alert-value-label"]').textContent =
+      kind === "threshold" ? t("alerts.amount", { unit: balanceUnit() }) : t("alerts.days");
+    const chosen = alertChannel.value;
+    alertChannel.replaceChildren(
+      ...channels().map((name) => {
+        const option = document.createElement("option");
+        option.value = name;
+        option.textContent = t("alerts.channel." + name);
+        return option;
+      }),
+    );
+    if (channels().includes(chosen)) alertChannel.value = chosen;
+    alertChannel.disabled = channels().length < 2;
+    const channel = alertChannel.value;
+    alertsSection.querySelector('[data-testid="alert-target-label"]').textContent = t("alerts.target." + channel);
+    alertTarget.type = channel === "email" ? "email" : "url";
+    alertTarget.placeholder = channel === "email" ? "name@example.com" : "https://";
+  }
+
+  /** The alert in a line: what it watches and at what. */
+  function describeAlert(alert) {
+    const scope = alert.scope === "token" ? "token" : "account";
+    if (alert.days_left !== null && alert.days_left !== undefined) {
+      const days = new Intl.NumberFormat(locale(), { maximumFractionDigits: 1 }).format(alert.days_left.value);
+      return t("alerts." + scope + "_days", { days });
+    }
+    const amount = isAmount(alert.threshold) ? formatAmount(alert.threshold, alert.unit).shown : "";
+    return t("alerts." + scope + "_below", { amount });
+  }
+
+  /** Where the alert's notifications go: the target of its channel, when this key may see it. */
+  function alertTargetText(alert) {
+    const names = typeof alert.channel === "string" ? [alert.channel] : ["webhook_url", "notify_url", "email"];
+    const target = names.map((name) => alert[name]).find((value) => typeof value === "string" && value);
+    return target ? t("alerts.sends_to", { target }) : t("alerts.hidden_target");
+  }
+
+  function alertButton(label, text, action) {
+    const control = document.createElement("button");
+    control.type = "button";
+    control.className = "secondary small";
+    control.textContent = text;
+    control.setAttribute("aria-label", label);
+    control.addEventListener("click", action);
+    return control;
+  }
+
+  function renderAlerts() {
+    alertList.replaceChildren(
+      ...alertsShown.map((alert) => {
+        const what = describeAlert(alert);
+        const item = document.createElement("li");
+        item.dataset.testid = "alert";
+        item.dataset.id = String(alert.id.value);
+        const title = document.createElement("p");
+        title.className = "alert-what";
+        title.textContent = what;
+        const details = document.createElement("p");
+        details.className = "hint alert-details";
+        const state = alert.state === "below" ? t("alerts.fired") : t("alerts.armed");
+        const target = alertTargetText(alert);
+        details.textContent =
+          typeof alert.last_notified_at === "string"
+            ? t("alerts.details_notified", { target, state, time: formatMoment(alert.last_notified_at) })
+            : t("alerts.details", { target, state });
+        item.append(title, details);
+        if (typeof alert.last_error === "string" && alert.last_error) {
+          const failure = document.createElement("p");
+          failure.className = "error alert-failure";
+          failure.textContent = t("alerts.last_error", { error: alert.last_error });
+          item.append(failure);
+        }
+        const actions = document.createElement("div");
+        actions.className = "actions";
+        if (canTest()) {
+          actions.append(
+            alertButton(t("alerts.test_label", { what }), t("alerts.test"), () => testAlert(alert, what)),
+          );
+        }
+        actions.append(
+          alertButton(t("alerts.delete_label", { what }), t("alerts.delete"), () => deleteAlert(alert, what)),
+        );
+        item.append(actions);
+        return item;
+      }),
+    );
+    alertsNone.hidden = alertsShown.length > 0 || alertsProblem !== null;
+    alertsError.hidden = alertsProblem === null;
+    alertsError.textContent = alertsProblem ? messageText(alertsProblem) : "";
+    alertsStatus.textContent = alertsDone ? t(alertsDone.key, alertsDone.params) : "";
+    renderAlertForm();
+  }
+
+  async function loadAlerts() {
+    if (!live) return;
+    const { base, key } = live;
+    const outcome = await call(base, ALERTS_PATH, key);
+    if (!live || live.key !== key || live.base !== base) return;
+    alertsSection.hidden = false;
+    if (outcome.data && Array.isArray(outcome.data.alerts)) {
+      alertsShown = outcome.data.alerts;
+      alertsProblem = null;
+    } else {
+      alertsShown = [];
+      alertsProblem =
+        outcome.status === 0
+          ? { key: "alerts.failed", params: { error: base } }
+          : { key: "alerts.failed", params: { error: outcome.error } };
+    }
+    renderAlerts();
+  }
+
+  /** An action's answer: the service's own words when it refused. */
+  function actionFailed(outcome) {
+    alertsProblem = outcome.status === 0 ? { key: "error.network", params: { base: live.base } } : { raw: outcome.error };
+    alertsDone = null;
+    renderAlerts();
+  }
+
+  async function deleteAlert(alert, what) {
+    if (!live) return;
+    const outcome = await call(live.base, ALERTS_PATH + "/" + alert.id.text, live.key, { method: "DELETE" });
+    if (outcome.error !== undefined) {
+      actionFailed(outcome);
+      return;
+    }
+    alertsProblem = null;
+    alertsDone = { key: "alerts.deleted", params: { what } };
+    await loadAlerts();
+    alertsSection.querySelector("h2").focus(); // the button is gone: keep the keyboard in this box
+  }
+
+  async function testAlert(alert, what) {
+    if (!live) return;
+    const outcome = await call(live.base, ALERTS_PATH + "/" + alert.id.text + "/test", live.key, { method: "POST" });
+    if (outcome.error !== undefined) {
+      actionFailed(outcome);
+      return;
+    }
+    alertsProblem = null;
+    alertsDone = { key: "alerts.test_sent", params: { what } };
+    renderAlerts();
+  }
+
+  /** The number as typed, sent as a JSON number with exactly those digits (no float in between). */
+  function jsonNumber(text) {
+    return typeof JSON.rawJSON === "function" ? JSON.rawJSON(text) : Number(text);
+  }
+
+  async function createAlert(event) {
+    event.preventDefault();
+    if (!live) return;
+    const raw = alertValue.value.trim();
+    if (!/^-?\d+(?:\.\d+)?$/.test(raw)) {
+      alertsProblem = { key: "alerts.not_a_number" };
+      alertsDone = null;
+      alertValue.setAttribute("aria-invalid", "true");
+      renderAlerts();
+      alertValue.focus();
+      return;
+    }
+    alertValue.removeAttribute("aria-invalid");
+    const body = { [alertKind()]: jsonNumber(raw), scope: alertScope.value };
+    body[alertChannel.value] = alertTarget.value.trim();
+    const outcome = await call(live.base, ALERTS_PATH, live.key, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (outcome.error !== undefined) {
+      actionFailed(outcome);
+      alertValue.focus();
+      return;
+    }
+    const created = outcome.data.alert;
+    alertsProblem = null;
+    alertsDone = { key: "alerts.created", params: { what: describeAlert(created) } };
+    alertSecret.hidden = typeof created.secret !== "string";
+    alertSecret.querySelector('[data-testid="alert-secret-value"]').textContent = created.secret || "";
+    alertValue.value = "";
+    alertTarget.value = "";
+    await loadAlerts();
+  }
+
+  // ---- Language switch ----------------------------------------------------------------------
+
+  /** The static words of ``root`` (elements marked data-i18n) in the current language. */
+  function translate(root) {
+    for (const element of root.querySelectorAll("[data-i18n]")) {
+      element.textContent = t(element.dataset.i18n);
+    }
+  }
+
+  /** Write the whole page in ``next``: the static words, and what is shown from the service's answers. */
+  function applyLanguage(next) {
+    lang = next;
+    document.documentElement.lang = lang;
+    translate(document);
+    document.title = t("page.title");
+    for (const control of document.querySelectorAll(".languages [data-lang]")) {
+      control.setAttribute("aria-pressed", String(control.dataset.lang === lang));
+    }
+    if (formProblem) formError.textContent = t(formProblem.key, formProblem.params);
+    if (confirmBox.dataset.origin) writeConfirm(confirmBox.dataset.origin);
+    for (const e of ENDPOINTS) {
+      const card = document.getElementById(e.card);
+      const data = latestBalances.get(e.card);
+      if (data) {
+        card.querySelector(".body").replaceChildren(); // the template's words again, in this language
+        renderBalance(card, data);
+      } else if (cardMessages.has(e.card)) {
+        const { message, className } = cardMessages.get(e.card);
+        renderMessage(card, message, className);
+      }
+    }
+    renderUsage();
+    renderRefreshStatus();
+    renderAlerts();
+  }
+
+  for (const control of document.querySelectorAll(".languages [data-lang]")) {
+    control.addEventListener("click", () => {
+      I18N.remember(control.dataset.lang);
+      applyLanguage(control.dataset.lang);
+    });
+  }
+
+  // ---- Wiring ------------------------------------------------------------------------------
 
   document.addEventListener("visibilitychange", async () => {
     if (document.visibilityState !== "visible") {
@@ -636,6 +1007,11 @@
     await refreshView(true);
     scheduleRefresh();
   });
+  for (const radio of alertForm.querySelectorAll('input[name="kind"]')) {
+    radio.addEventListener("change", renderAlertForm);
+  }
+  alertChannel.addEventListener("change", renderAlertForm);
+  alertForm.addEventListener("submit", createAlert);
 
   baseInput.value = initialBase();
   restoreKey();
@@ -656,5 +1032,6 @@
     baseInput.focus();
   });
   form.addEventListener("submit", onSubmit);
+  applyLanguage(lang);
   form.dataset.ready = "true";
 })();

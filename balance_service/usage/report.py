@@ -88,13 +88,25 @@ def usage_range(args: Mapping[str, str], today: date) -> tuple[date, date]:
     return first, after
 
 
+#: Why the gateway's logs cannot tell spend over time: a code for programs (``GET /v1/capabilities``)
+#: and the words of ``GET /v1/usage``'s 409.
+NO_LOGS_TABLE = ("no_logs_table", "the gateway's logs table was not found")
+CONSUME_NOT_LOGGED = ("consume_not_logged", f"the gateway does not log consumption ({LOG_CONSUME} is false)")
+
+
+def logs_gap() -> tuple[str, str] | None:
+    """``(code, sentence)`` saying why the gateway's logs cannot tell spend over time, or None when they can."""
+    if not log_source().has_logs():
+        return NO_LOGS_TABLE
+    if not gateway_options().log_consume:
+        return CONSUME_NOT_LOGGED
+    return None
+
+
 def logs_unavailable() -> str | None:
     """Why the gateway's logs cannot tell spend over time, or None when they can."""
-    if not log_source().has_logs():
-        return "the gateway's logs table was not found"
-    if not gateway_options().log_consume:
-        return f"the gateway does not log consumption ({LOG_CONSUME} is false)"
-    return None
+    gap = logs_gap()
+    return None if gap is None else gap[1]
 
 
 def ranged_billing_cents(scope: Scope, start: date, end: date) -> Decimal | None:
