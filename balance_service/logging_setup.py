@@ -189,10 +189,8 @@ def configure(level: str) -> None:
     """Install the JSON stderr handler on the root logger once; mask keys in every other handler too.
 
     Handlers someone else put on the root (a test runner's capture) and
-    gunicorn's own (its access log with ``GUNICORN_ACCESS_LOG``, its "Invalid
-    request" errors quoting the request line) keep their format but get the
-    redacting filter. Under gunicorn the app is built in each worker after
-    gunicorn has set up its loggers, so those are in place by then.
+    gunicorn's own (its ``--access-logfile``, its "Invalid request" errors
+    quoting the request line) keep their format but get the redacting filter.
     """
     root = logging.getLogger()
     if not any(isinstance(h, StderrHandler) for h in root.handlers):
@@ -204,9 +202,7 @@ def configure(level: str) -> None:
 def mask_all_handlers() -> None:
     """Put the redacting filter on every handler of the root and of gunicorn's loggers that lacks it.
 
-    gunicorn replaces its handlers when it reloads (``kill -HUP``); with the app
-    preloaded in the master, ``configure`` does not run again, so the gunicorn
-    settings call this in every new worker (``post_worker_init``).
+    Also called in every new worker (gunicorn_conf.py ``post_worker_init``): see there.
     """
     handlers = list(logging.getLogger().handlers)
     for name in _GUNICORN_LOGGERS:

@@ -6,10 +6,10 @@ endpoint adds them up, so a scrape that lands on any one worker still reports
 the whole service.
 """
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-from ..observability import registry
+from ..observability import metrics
 
 bp = Blueprint("metrics", __name__)
 
@@ -21,5 +21,5 @@ def metrics_endpoint() -> Response:
     try:
         multiprocess.MultiProcessCollector(collected)  # the directory prometheus_client writes to, if any
     except ValueError:  # not in multiprocess mode: this process's own numbers
-        collected = registry()
+        collected = metrics(current_app).registry
     return Response(generate_latest(collected), content_type=CONTENT_TYPE_LATEST)
