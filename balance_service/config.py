@@ -214,10 +214,8 @@ def redis_options(url: str) -> dict[str, Any]:
 def ratelimit_storage_uri(raw: str) -> str:
     """``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) or a Redis URL (shared by all workers)."""
     value = raw.strip() or "memory://"
-    scheme = urlparse(value).scheme.lower()
-    if scheme == "memory":
-        return value
-    redis_options(value)
+    if urlparse(value).scheme.lower() != "memory":
+        redis_options(value)  # raises ConfigError on a URL the limiter cannot use
     return value
 
 
@@ -321,8 +319,7 @@ def _roles(name: str, raw: str) -> frozenset[int]:
     return frozenset(_int(name, part.strip()) for part in raw.split(",") if part.strip())
 
 
-def _positive(name: str, raw: str) -> int:
-    return _int(name, raw)
+_positive = _int  # at least 0
 
 
 def _rate(name: str, raw: str) -> Rate | None:
