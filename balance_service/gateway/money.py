@@ -112,20 +112,18 @@ class Currency:
             raise NotANumber(f"{value!r} is not a number") from None
         if not amount.is_finite():
             raise NotANumber(f"{value!r} is not a number")
-        try:
+        too_large = AmountTooLarge(f"{value!r} is too large")
+        try:  # ArithmeticError: an exponent past the decimal context's limit, far beyond any column
             whole = amount == amount.to_integral_value()
-        except ArithmeticError:  # an exponent past the decimal context's limit: far beyond any column
-            raise AmountTooLarge(f"{value!r} is too large") from None
-        if self.rate is None and not whole:
-            raise NotWhole(f"{value!r} is not a whole number")
-        if amount.copy_abs() > MAX_QUOTA:  # copy_abs, unlike abs(), never overflows the context
-            raise AmountTooLarge(f"{value!r} is too large")
-        try:
+            if self.rate is None and not whole:
+                raise NotWhole(f"{value!r} is not a whole number")
+            if amount.copy_abs() > MAX_QUOTA:  # copy_abs, unlike abs(), never overflows the context
+                raise too_large
             quota = self.to_quota(amount)
         except ArithmeticError:
-            raise AmountTooLarge(f"{value!r} is too large") from None
+            raise too_large from None
         if abs(quota) > MAX_QUOTA:
-            raise AmountTooLarge(f"{value!r} is too large")
+            raise too_large
         return quota
 
     def billing(self, remaining: int, used: int, unlimited: bool) -> tuple[Decimal, Decimal]:

@@ -153,11 +153,6 @@ def parse(values: Mapping[str, str]) -> GatewayOptions:
     )
 
 
-def read(engine: Engine) -> GatewayOptions:
-    """The options of the gateway whose database ``engine`` is (``read_rows``, then ``parse``)."""
-    return parse(read_rows(engine))
-
-
 def read_rows(engine: Engine) -> dict[str, str]:
     """One SELECT of the rows in ``NAMES``, as stored; none when there is no ``options`` table.
 
@@ -198,7 +193,7 @@ def _permission_denied(error: SQLAlchemyError) -> bool:
 def gateway_options() -> GatewayOptions:
     """The gateway's options as its table has them (cached; needs an app context)."""
     engine = db.engine
-    return cache.get(engine, "options", lambda: read(engine))
+    return cache.get(engine, "options", lambda: parse(read_rows(engine)))
 
 
 def currency() -> Currency:

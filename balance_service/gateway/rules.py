@@ -101,12 +101,6 @@ def check_owner(user: Any | None) -> Any:
     return user
 
 
-def role_is_unlimited(role: int, unlimited_roles: Collection[int]) -> bool:
-    """The gateway's users table has no "unlimited" column: the roles in ``unlimited_roles`` count as unlimited
-    (the service's UNLIMITED_USER_ROLES setting)."""
-    return role in unlimited_roles
-
-
 @dataclass(frozen=True)
 class Balance:
     """What is left and what was spent, in raw quota units; ``unlimited`` means ``remaining`` does not matter.
@@ -121,8 +115,12 @@ class Balance:
 
     @classmethod
     def of_user(cls, user: Any, unlimited_roles: Collection[int]) -> Balance:
-        """An account's balance: anything with ``quota``, ``used_quota`` and ``role`` (a User, a result row)."""
-        return cls(int(user.quota), int(user.used_quota), role_is_unlimited(user.role, unlimited_roles))
+        """An account's balance: anything with ``quota``, ``used_quota`` and ``role`` (a User, a result row).
+
+        The users table has no "unlimited" column: the roles in ``unlimited_roles``
+        (``UNLIMITED_USER_ROLES``) count as unlimited.
+        """
+        return cls(int(user.quota), int(user.used_quota), user.role in unlimited_roles)
 
     @classmethod
     def of_token(cls, token: Any) -> Balance:

@@ -129,11 +129,6 @@ def _exact_string_mysql(element: exact_string, compiler: Any, **kw: Any) -> str:
     return f"CAST({compiler.process(element.clauses, **kw)} AS BINARY)"
 
 
-def key_equals(key: str) -> ColumnElement[bool]:
-    """``tokens.key = <key>``, exact and case-sensitive on every backend (see ``exact_string``)."""
-    return Token.key == exact_string(key)
-
-
 def or_default(column: Any) -> ColumnElement[Any]:
     """The column's value, or the gateway's default where it is NULL, labelled with the column's name.
 
