@@ -93,21 +93,10 @@ class _DeadlineMixin:
             self.socket_connect_timeout = configured
 
 
-class DeadlineConnection(_DeadlineMixin, Connection):
-    """TCP (``redis://``)."""
-
-
-class DeadlineSSLConnection(_DeadlineMixin, SSLConnection):
-    """TLS (``rediss://``): the handshake too waits no longer than the time left."""
-
-
-class DeadlineUnixConnection(_DeadlineMixin, UnixDomainSocketConnection):
-    """A unix socket (``redis+unix://``)."""
-
-
-#: redis-py's connection class (as redis.connection.parse_url chose it) -> the same with a deadline.
+#: redis-py's connection class (as redis.connection.parse_url chose it: TCP, TLS, unix socket) -> the same with
+#: a deadline (for TLS, the handshake too waits no longer than the time left).
 DEADLINE_CLASSES: dict[type, type] = {
-    Connection: DeadlineConnection,
-    SSLConnection: DeadlineSSLConnection,
-    UnixDomainSocketConnection: DeadlineUnixConnection,
+    base: type(f"Deadline{base.__name__}", (_DeadlineMixin, base), {})
+    for base in (Connection, SSLConnection, UnixDomainSocketConnection)
 }
+DeadlineUnixConnection = DEADLINE_CLASSES[UnixDomainSocketConnection]
