@@ -102,12 +102,9 @@ Clock = Callable[[], float]
 class LocalCounts:
     """This process's own counts (``memory://``): each address's failure times inside the window, oldest first.
 
-    Nearly every request comes from an address without recent failures: it
-    is not in ``failures``, and checking it costs one dict lookup. At most
-    ``max_addresses`` addresses are kept; a new one past that evicts the
-    address whose last failure is the oldest. A lock (uncontended under
-    gunicorn's sync workers) keeps threads (the development server,
-    ``--threads``) from evicting while another adds.
+    Checking an address without recent failures (nearly every request) costs
+    one dict lookup. A lock (uncontended under gunicorn's sync workers) keeps
+    threads (the development server, ``--threads``) from evicting while another adds.
     """
 
     def __init__(self, rate: Rate, clock: Clock = time.monotonic, max_addresses: int = MEMORY_MAX_ADDRESSES) -> None:
