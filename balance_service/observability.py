@@ -2,9 +2,6 @@
 
 Metrics are labelled by route *template* (``/v1/balance``), never by the raw
 path: a client choosing paths must not be able to create new time series.
-Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` makes every worker write its
-numbers to files there and ``/metrics`` adds them up, so a scrape that lands
-on any one worker still reports the whole service.
 """
 
 from __future__ import annotations
@@ -118,13 +115,8 @@ _FORWARDED_WARNED = "balance_service.forwarded_for_warned"
 
 
 def warn_unused_forwarded_for() -> None:
-    """Once per app and process: a request came through a proxy but ``PROXY_FIX_X_FOR`` is 0.
-
-    Every client then has the proxy's address, so one client's failed keys make
-    the failed-auth limit refuse all of them, and the access log shows only the
-    proxy. Called by ``start_request`` when the header is there and ProxyFix did
-    not apply; after the warning it costs one dictionary lookup.
-    """
+    """Once per app and process: a request came through a proxy but ``PROXY_FIX_X_FOR`` is 0 (the warning says
+    what that breaks). After the warning it costs one dictionary lookup."""
     extensions = current_app.extensions
     if extensions.get(_FORWARDED_WARNED):
         return
