@@ -349,7 +349,7 @@ def client_key(address: str | None) -> str | None:
     return str(ip)
 
 
-def refuse_blocked_client() -> Response | None:
+def refuse_blocked_client() -> tuple[Response, int, dict[str, str]] | None:
     """``before_request`` of the ``api`` blueprint: a blocked address gets 429 before its key is even looked up.
 
     Preflights carry no credentials and are never refused: the page must be
@@ -365,10 +365,7 @@ def refuse_blocked_client() -> Response | None:
     retry_after = store.retry_after(address)
     if retry_after is None:
         return None
-    response = jsonify(error_body(MESSAGE))
-    response.status_code = 429
-    response.headers["Retry-After"] = str(retry_after)
-    return response
+    return jsonify(error_body(MESSAGE)), 429, {"Retry-After": str(retry_after)}
 
 
 def count_failed_auth(response: Response) -> Response:

@@ -1,10 +1,9 @@
 """Operator actions behind the CLI: create accounts and keys, top up, disable.
 
 Top-ups are a single ``UPDATE … SET quota = quota + n`` so concurrent top-ups
-(and the gateway's own concurrent debits) can never lose an update. The same
-statement refuses a sum beyond the BIGINT range in its WHERE clause: SQLite
-would store such a sum as a REAL (and lose later top-ups to rounding),
-PostgreSQL and MariaDB would fail with an overflow error.
+(and the gateway's own concurrent debits) can never lose an update. Its WHERE
+refuses a sum beyond the BIGINT range: SQLite would store it as a REAL (and
+lose later top-ups to rounding), PostgreSQL and MariaDB would fail.
 """
 
 from __future__ import annotations
@@ -133,12 +132,7 @@ def create_token(
 
 
 def _top_up(model, find_id: Callable[[], int], column: InstrumentedAttribute[int], amount: int, **values) -> int:
-    """``column += amount`` on the row ``find_id()`` names, in one UPDATE whose WHERE refuses a result past
-    the BIGINT range.
-
-    The range check and the write are one statement, so a concurrent top-up or
-    debit between a read and a write cannot slip past the check.
-    """
+    """``column += amount`` on the row ``find_id()`` names, in one UPDATE (see the module's docstring)."""
     if amount <= 0:
         raise OperationError("amount must be positive")
     row_id = find_id()
