@@ -283,7 +283,8 @@ def _log_database_url(name: str, raw: str) -> str | None:
     url = raw.strip()
     if not url:
         return None
-    scheme = urlparse(url).scheme.lower()
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
     if scheme in ("tcp", "http", "https"):
         # new-api's other ClickHouse DSN forms: say what to write instead of failing on an unknown driver.
         raise ConfigError(
@@ -292,7 +293,6 @@ def _log_database_url(name: str, raw: str) -> str | None:
         )
     if scheme not in CLICKHOUSE_SCHEMES:
         return url
-    parsed = urlparse(url)
     try:
         parsed.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError:

@@ -289,7 +289,9 @@ class SharedCounts:
             self.redis.connection_pool.disconnect()
 
     def _run(self, address: str, member: str) -> int | None:
-        """The script's answer for ``address``; None (and the breaker opens) if Redis fails or answers nonsense."""
+        """The script's answer for ``address``; None if the breaker is open or Redis fails (which opens it)."""
+        if not self.breaker.allows():
+            return None
         try:
             with deadline(self.call_deadline):
                 reply = self.script(keys=[_KEY_PREFIX + address], args=[self.window_ms, self.limit, member])
@@ -308,8 +310,6 @@ class SharedCounts:
         until = self.unblocked_until.get(address)
         if until is not None and self.clock() < until:
             return None
-        if not self.breaker.allows():
-            return None
         wait_ms = self._run(address, "")
         if wait_ms is None:
             return None
@@ -325,8 +325,7 @@ class SharedCounts:
 
     def record_failure(self, address: str) -> None:
         self.unblocked_until.pop(address, None)
-        if self.breaker.allows():
-            self._run(address, secrets.token_hex(8))  # unique: two failures in one millisecond are two failures
+        self._run(address, secrets.token_hex(8))  # unique: two failures in one millisecond are two failures
 
 
 #: A client address that is not an IP (a misconfigured proxy header) is counted as text, this long at most.
