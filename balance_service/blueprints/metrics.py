@@ -1,4 +1,4 @@
-"""``GET /metrics``: Prometheus text exposition, without authentication.
+"""``GET /metrics``: Prometheus text exposition, without authentication (keep it off the public side of the proxy).
 
 Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's own
 variable) makes every worker write its numbers to files there and this
@@ -16,7 +16,6 @@ bp = Blueprint("metrics", __name__)
 
 @bp.get("/metrics")
 def metrics_endpoint() -> Response:
-    """No auth, so keep it off the public side of the proxy."""
     collected = CollectorRegistry()
     try:
         multiprocess.MultiProcessCollector(collected)  # the directory prometheus_client writes to, if any

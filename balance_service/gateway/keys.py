@@ -70,11 +70,8 @@ def lookup(key: str) -> tuple[TokenRow, UserRow | None]:
 def _lookup_statement(tokens_soft: bool, users_soft: bool) -> Select:
     """``tokens LEFT JOIN users`` for one table layout: the columns of ``TokenRow`` then ``UserRow``, in order.
 
-    Soft-deleted rows are filtered in SQL and ``deleted_at`` is never selected:
-    the gateways write it in formats that vary by driver and version. The key
-    is compared exactly (case and all) on every backend, see ``exact_string``.
-    A NULL in a column with a gateway default comes back as that default
-    (``or_default``), so no caller ever sees a NULL quota, status or expiry.
+    ``deleted_at`` is filtered in SQL, never selected: the gateways write it in
+    formats that vary by driver and version.
     """
     pairs = ((Token, TokenRow), (User, UserRow))
     columns = [or_default(getattr(model, name)) for model, row in pairs for name in row._fields]
