@@ -82,10 +82,7 @@ def _insert(model, **values) -> int:
 
 
 def find_user(name_or_id: str) -> User:
-    """A live user by username; a number that is nobody's username is taken as a user id.
-
-    The username wins, so a user named "42" is never confused with user 42.
-    """
+    """A live user by username; a number that is nobody's username is taken as a user id (so user "42" wins)."""
     _, users_soft = soft_delete_columns(db.engine)
     alive = live(User, users_soft)
     user_id = db.session.execute(db.select(User.id).where(User.username == name_or_id, alive)).scalar()

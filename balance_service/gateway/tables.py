@@ -218,9 +218,8 @@ def columns(engine: Engine, table: str) -> frozenset[str] | None:
 def soft_delete_columns(engine: Engine) -> tuple[bool, bool]:
     """Whether ``tokens`` and ``users`` have ``deleted_at`` (new-api has it, one-api does not).
 
-    Cached (``columns``) so a balance lookup stays one statement, and read
-    again after ``TTL``: migrating from one-api to new-api adds the column to a
-    live database, and deleted keys must stop working without a restart.
+    Read again after ``TTL``: migrating from one-api to new-api adds the column
+    to a live database, and deleted keys must stop working without a restart.
     """
     tokens, users = ("deleted_at" in (columns(engine, model.__tablename__) or ()) for model in (Token, User))
     return tokens, users
