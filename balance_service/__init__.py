@@ -110,10 +110,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from .blueprints import api, docs, health, metrics
 
-    app.register_blueprint(health.bp)
-    app.register_blueprint(metrics.bp)
-    app.register_blueprint(docs.bp)
-    app.register_blueprint(api)
+    for blueprint in (health.bp, metrics.bp, docs.bp, api):
+        app.register_blueprint(blueprint)
 
     from .cli import register_commands
 
