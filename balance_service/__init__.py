@@ -53,11 +53,9 @@ class ExactJSONProvider(JSONProvider):
 class _Flask(Flask):
     """Flask, answering ``OPTIONS`` without ``Origin`` (not a CORS preflight) with 204 and ``Allow``, typed JSON.
 
-    Flask's own answer is an empty ``text/html`` 200. The question "which methods
-    does this path take" is answered by ``Allow``; a 204 has no body by definition,
-    so nothing in it can be other than JSON, and the content type says JSON for
-    clients that check it. Not a 405: ``OPTIONS`` is allowed (it is in ``Allow``).
-    A preflight (with ``Origin``) keeps Flask-CORS's answer, unchanged.
+    Flask's own answer is an empty ``text/html`` 200; every answer is JSON, so
+    the content type says so. Not a 405: ``OPTIONS`` is allowed (it is in
+    ``Allow``). A preflight keeps Flask-CORS's answer.
     """
 
     def make_default_options_response(self) -> Response:
@@ -69,11 +67,10 @@ class _Flask(Flask):
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Application factory.
+    """Application factory; ``config`` (tests) overrides the environment.
 
-    ``config`` (tests) overrides the environment: an entry named like a
-    setting's variable (``BALANCE_UNIT``) is that setting, as text to parse or
-    as the parsed value; any other entry (``TESTING``) goes to Flask's config.
+    An entry named like a setting's variable (``BALANCE_UNIT``) is that setting
+    (``Settings.from_env``); any other entry (``TESTING``) goes to Flask's config.
     """
     app = _Flask(__name__, instance_relative_config=True)
     # Werkzeug would answer ``/v1//balance`` with a 308 redirect whose body is
@@ -104,21 +101,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     ratelimit.init_app(app, settings.auth_failure_limit, settings.ratelimit_storage_uri)
 
-    # The app-wide request hooks; the api blueprint's own (limiter, auth, CORS) are in blueprints/__init__.py.
-    # Flask runs the app's before_request hooks before the blueprint's, and its after_request hooks after
-    # the blueprint's, in reverse order of registration; error handlers' responses go through them too.
-    # finish_request is registered first so that it runs last and its header, metrics and access-log line
-    # describe the response exactly as it is sent.
+    # The app-wide request hooks (the api blueprint's own are in blueprints/__init__.py). Flask runs
+    # after_request hooks in reverse order of registration, error handlers' responses included:
+    # finish_request runs last, so its header, metrics and access line describe the response as sent.
     app.before_request(observability.start_request)
     app.after_request(observability.finish_request)
     cors.init_app(app)  # Flask-CORS's after_request hook (preflights, /openapi.json; see cors.py)
 
     from .blueprints import api, docs, health, metrics
 
-    app.register_blueprint(health.bp)
-    app.register_blueprint(metrics.bp)
-    app.register_blueprint(docs.bp)
-    app.register_blueprint(api)
+    for blueprint in (health.bp, metrics.bp, docs.bp, api):
+        app.register_blueprint(blueprint)
 
     from .cli import register_commands
 
@@ -133,13 +126,10 @@ _engines: weakref.WeakSet = weakref.WeakSet()
 
 
 def after_fork() -> None:
-    """In a process just forked from one that built apps (a gunicorn worker of a preloaded master).
+    """In a gunicorn worker forked from a preloaded master (``post_fork``): never talk on, or close, its connections.
 
-    gunicorn's ``post_fork`` (gunicorn_conf.py) calls it: the child must never
-    talk on, or close, the parent's database connections. The pools forget
-    theirs without closing them, and so does the per-worker reader
-    (``direct_reads``); redis-py and the ClickHouse pool notice the new process
-    by themselves.
+    The pools and ``direct_reads`` forget theirs without closing them; redis-py
+    and the ClickHouse pool notice the new process by themselves.
     """
     for engine in list(_engines):
         engine.dispose(close=False)

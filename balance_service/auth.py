@@ -1,7 +1,6 @@
 """The ``before_request`` hook of the API blueprints: ``Authorization: Bearer sk-…`` to ``g.token`` and ``g.user``.
 
-Only the HTTP side lives here: reading the header and turning the gateway's
-refusals (``gateway/rules.py``) into JSON errors. Nothing here writes to the database.
+Only the HTTP side lives here; the rules are in ``gateway/rules.py``.
 """
 
 from __future__ import annotations
@@ -21,11 +20,7 @@ _STATUS = {KeyRejected: 401, OwnerMissing: 404, OwnerDisabled: 403}
 
 
 def parse_key(header: str | None) -> str:
-    """Extract the stored form of the key from an Authorization header value.
-
-    Accepts ``Bearer sk-<key>`` and ``Bearer <key>``; a ``-<suffix>`` after the
-    key (the gateways' channel selector) is not part of the key and is dropped.
-    """
+    """The stored form of the key in an Authorization header value: ``Bearer sk-<key>`` or ``Bearer <key>``."""
     if header is None:
         raise ApiError(401, "No Authorization header")
     scheme, _, value = header.strip().partition(" ")

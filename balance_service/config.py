@@ -1,20 +1,14 @@
 """Settings: every environment variable the service reads, parsed once at start-up into one ``Settings``.
 
-``Settings`` is the one list: each field names its variable, its default and
-its parser, and a bad value stops the start-up with a message naming the
-variable. ``create_app`` parses the environment once and keeps the result on
-the app (``settings()``); the gunicorn settings (``gunicorn_conf.py``) load this
-module by path and use the same parser. Nothing else in the package reads
-``os.environ``. A variable that earlier versions read and this one does not
-stops the start-up too, saying what replaced it (``REMOVED``): a setting is
-never silently ignored.
+Each field of ``Settings`` names its variable, its default and its parser; a
+bad value stops the start-up with a message naming the variable, and so does a
+variable earlier versions read (``REMOVED``): a setting is never silently
+ignored. Nothing else in the package reads ``os.environ`` (the libraries read
+their own: gunicorn's ``WEB_CONCURRENCY``, ``FORWARDED_ALLOW_IPS``,
+``GUNICORN_CMD_ARGS``; prometheus_client's ``PROMETHEUS_MULTIPROC_DIR``).
 
-The libraries' own variables are theirs to read: ``WEB_CONCURRENCY``,
-``FORWARDED_ALLOW_IPS`` and ``GUNICORN_CMD_ARGS`` gunicorn's,
-``PROMETHEUS_MULTIPROC_DIR`` prometheus_client's.
-
-This module imports nothing from the package (only the standard library and
-Flask), so that gunicorn's master can load it without loading the service.
+This module imports nothing from the package, so that gunicorn's master can
+load it by path (``gunicorn_conf.py``) without loading the service.
 """
 
 from __future__ import annotations
@@ -157,12 +151,9 @@ def redis_options(url: str) -> dict[str, Any]:
     ``redis://[[user]:password@]host[:port][/db]``; ``rediss://`` the same over
     TLS (``?ssl_ca_certs=/path/ca.pem``, ``?ssl_cert_reqs=none``);
     ``redis+unix:///path/to/socket[?db=N]``, the form the ``limits`` library
-    documented, is redis-py's ``unix://``. Beyond redis-py's checks, what
-    redis-py would silently ignore stops the start-up: another URL parameter
-    (redis-py would take ``socket_timeout`` and the like from it), a database
-    that is not a number, a user name without a password, a unix socket that is
-    not an absolute path. Redis Cluster and Sentinel are refused: the limiter
-    talks to one server. Error messages never repeat the URL: it may hold a password.
+    documented, is redis-py's ``unix://``. What redis-py would silently ignore
+    (or take ``socket_timeout`` and the like from, for URL parameters) stops
+    the start-up. Error messages never repeat the URL: it may hold a password.
     """
     from redis.connection import parse_url  # here: only a Redis URL needs redis-py
 
@@ -214,10 +205,8 @@ def redis_options(url: str) -> dict[str, Any]:
 def ratelimit_storage_uri(raw: str) -> str:
     """``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) or a Redis URL (shared by all workers)."""
     value = raw.strip() or "memory://"
-    scheme = urlparse(value).scheme.lower()
-    if scheme == "memory":
-        return value
-    redis_options(value)
+    if urlparse(value).scheme.lower() != "memory":
+        redis_options(value)  # raises ConfigError on a URL the limiter cannot use
     return value
 
 
@@ -294,7 +283,8 @@ def _log_database_url(name: str, raw: str) -> str | None:
     url = raw.strip()
     if not url:
         return None
-    scheme = urlparse(url).scheme.lower()
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
     if scheme in ("tcp", "http", "https"):
         # new-api's other ClickHouse DSN forms: say what to write instead of failing on an unknown driver.
         raise ConfigError(
@@ -303,7 +293,6 @@ def _log_database_url(name: str, raw: str) -> str | None:
         )
     if scheme not in CLICKHOUSE_SCHEMES:
         return url
-    parsed = urlparse(url)
     try:
         parsed.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError:
@@ -321,8 +310,7 @@ def _roles(name: str, raw: str) -> frozenset[int]:
     return frozenset(_int(name, part.strip()) for part in raw.split(",") if part.strip())
 
 
-def _positive(name: str, raw: str) -> int:
-    return _int(name, raw)
+_positive = _int  # at least 0
 
 
 def _rate(name: str, raw: str) -> Rate | None:

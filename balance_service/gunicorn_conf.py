@@ -1,11 +1,9 @@
-"""gunicorn settings for balance-service.
+"""gunicorn settings for balance-service (``balance-service serve``; in a checkout, ``gunicorn.conf.py`` runs it).
 
-The service's own settings (``BIND``, ``LOG_LEVEL``, the limiter's) come from its
-one parser, ``config.Settings``, loaded here by path; gunicorn's own variables
-(``WEB_CONCURRENCY``, ``FORWARDED_ALLOW_IPS``, ``GUNICORN_CMD_ARGS``, e.g.
-``--timeout 60 --max-requests 0 --access-logfile -``) override what is set here.
-``balance-service serve`` passes this file's path, and in a checkout the
-top-level ``gunicorn.conf.py`` runs it.
+The service's own settings (``BIND``, ``LOG_LEVEL``, the limiter's) come from
+``config.Settings``; gunicorn's own variables (``WEB_CONCURRENCY``,
+``FORWARDED_ALLOW_IPS``, ``GUNICORN_CMD_ARGS``, e.g. ``--timeout 60
+--max-requests 0 --access-logfile -``) override what is set here.
 """
 
 import gc
@@ -75,8 +73,9 @@ control_socket_disable = True
 
 # A preloaded app creates its metric files while the master loads it, which is
 # before on_starting runs: the directory must exist by then.
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _metrics_dir:
+    os.makedirs(_metrics_dir, exist_ok=True)
 
 
 def on_starting(server):
@@ -86,22 +85,16 @@ def on_starting(server):
     ``*.db`` files prometheus_client writes are removed, nothing else there, and
     not the master's own (made just now by a preloaded app).
     """
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not directory:
+    if not _metrics_dir:
         return
-    os.makedirs(directory, exist_ok=True)
     own = f"_{os.getpid()}.db"
-    for name in os.listdir(directory):
+    for name in os.listdir(_metrics_dir):
         if name.endswith(".db") and not name.endswith(own):
-            os.remove(os.path.join(directory, name))
+            os.remove(os.path.join(_metrics_dir, name))
 
 
 def when_ready(server):
-    """Warn when several workers each keep failed-auth counts of their own (RATELIMIT_STORAGE_URI memory://).
-
-    Each worker then allows a client the whole AUTH_FAILURE_LIMIT, and a worker
-    recycled after ``max_requests`` forgets its counts.
-    """
+    """Warn when several workers each keep failed-auth counts of their own (RATELIMIT_STORAGE_URI memory://)."""
     in_memory = _settings.ratelimit_storage_uri.lower().startswith("memory")
     if server.cfg.workers > 1 and _settings.auth_failure_limit is not None and in_memory:
         server.log.warning(
@@ -124,24 +117,20 @@ def pre_fork(server, worker):
 
 
 def post_fork(server, worker):
-    """In each new worker, before anything else: let go of the connections inherited from the master.
-
-    Only a preloaded app has any (the package is then loaded here already); see
-    ``balance_service.after_fork``. The benchmark's reference apps never load the package.
-    """
+    """In each new worker, before anything else: let go of the connections inherited from the master
+    (``balance_service.after_fork``), if the master loaded the package (see ``post_worker_init``)."""
     package = sys.modules.get("balance_service")
     if package is not None:
         package.after_fork()
 
 
 def post_worker_init(worker):
-    """The same in the worker once it has its app (this is where the app is built without preload).
+    """Freeze the worker's app too (built here without preload), and mask keys in gunicorn's log handlers again.
 
-    Also mask keys in gunicorn's own log handlers again: after a ``kill -HUP``
-    gunicorn makes new ones, and a preloaded app does not run its logging set-up
-    a second time. The worker has loaded the app by now; an app that is not this service (the
-    benchmark's reference apps run under this file too) never loads the package, and must not
-    be made to: importing it would add the service's ~20 MB to every one of its workers.
+    After a ``kill -HUP`` gunicorn makes new handlers, and a preloaded app does
+    not run its logging set-up a second time. An app that is not this service
+    (the benchmark's reference apps run under this file too) never loads the
+    package, and must not be made to: it would add the service's ~20 MB to each worker.
     """
     logging_setup = sys.modules.get("balance_service.logging_setup")
     if logging_setup is not None:
@@ -151,7 +140,7 @@ def post_worker_init(worker):
 
 def child_exit(server, worker):
     """A worker is gone: drop its live-gauge files (its counters stay in the sums)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if _metrics_dir:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)

@@ -43,10 +43,8 @@ def _mask(match: re.Match[str]) -> str:
 def redact_line(message: str, request_id: Any, fields: Any) -> tuple[str, str | None, Any]:
     """The parts of a log line that can carry a key, masked: the one masking rule of every line.
 
-    ``RedactKeys`` (lines through ``logging``) and ``write_access_line`` (the
-    access line written directly) both call it. A caller's ``X-Request-ID`` may
-    itself be key-shaped, so it is masked too; in ``fields`` every text value
-    is (most are short and skip the regex, see ``redact``).
+    ``RedactKeys`` and ``write_access_line`` both call it. A caller's
+    ``X-Request-ID`` may itself be key-shaped, so it is masked too.
     """
     if isinstance(fields, dict):
         fields = {name: redact(value) if isinstance(value, str) else value for name, value in fields.items()}
@@ -87,16 +85,12 @@ class RedactKeys(logging.Filter):
 
 
 #: Characters JSON leaves as they are but that line-oriented readers (Python's ``splitlines``,
-#: JavaScript, many log shippers) take as line breaks; written as ``\uXXXX`` escapes instead.
+#: JavaScript, many log shippers) take as line breaks, and a client can put in a path: escaped instead.
 _LINE_BREAKS = str.maketrans({c: f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"})
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, on one line; time in UTC with milliseconds.
-
-    JSON escapes control characters but not U+0085, U+2028 or U+2029; a client
-    can put them in a path, so they are escaped here and a line stays one line.
-    """
+    """One JSON object per record, on one line; time in UTC with milliseconds."""
 
     #: json.dumps with options builds a new encoder on every call; one is enough.
     _encoder = json.JSONEncoder(ensure_ascii=False, default=str)
@@ -158,15 +152,18 @@ class JsonFormatter(logging.Formatter):
         return line
 
 
+#: The filters ``StderrHandler`` is made with, in order: the request id is added first, so that it is masked too.
+OWN_FILTERS = [RequestId, RedactKeys]
+
+
 class StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time of the call (gunicorn, pytest capture)."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
         self.setFormatter(JsonFormatter())
-        # Order matters: the request id is added first, so that it is masked too.
-        self.addFilter(RequestId())
-        self.addFilter(RedactKeys())
+        for own in OWN_FILTERS:
+            self.addFilter(own())
 
     @property
     def stream(self):  # type: ignore[override]
@@ -177,10 +174,6 @@ class StderrHandler(logging.StreamHandler):
         pass
 
 
-#: The filters ``StderrHandler`` is made with, in order.
-OWN_FILTERS = [RequestId, RedactKeys]
-
-
 #: gunicorn's loggers have handlers of their own and do not propagate to the root.
 _GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
 
@@ -189,10 +182,8 @@ def configure(level: str) -> None:
     """Install the JSON stderr handler on the root logger once; mask keys in every other handler too.
 
     Handlers someone else put on the root (a test runner's capture) and
-    gunicorn's own (its access log with ``GUNICORN_ACCESS_LOG``, its "Invalid
-    request" errors quoting the request line) keep their format but get the
-    redacting filter. Under gunicorn the app is built in each worker after
-    gunicorn has set up its loggers, so those are in place by then.
+    gunicorn's own (its ``--access-logfile``, its "Invalid request" errors
+    quoting the request line) keep their format but get the redacting filter.
     """
     root = logging.getLogger()
     if not any(isinstance(h, StderrHandler) for h in root.handlers):
@@ -204,9 +195,7 @@ def configure(level: str) -> None:
 def mask_all_handlers() -> None:
     """Put the redacting filter on every handler of the root and of gunicorn's loggers that lacks it.
 
-    gunicorn replaces its handlers when it reloads (``kill -HUP``); with the app
-    preloaded in the master, ``configure`` does not run again, so the gunicorn
-    settings call this in every new worker (``post_worker_init``).
+    Also called in every new worker (gunicorn_conf.py ``post_worker_init``): see there.
     """
     handlers = list(logging.getLogger().handlers)
     for name in _GUNICORN_LOGGERS:

@@ -2,9 +2,6 @@
 
 Metrics are labelled by route *template* (``/v1/balance``), never by the raw
 path: a client choosing paths must not be able to create new time series.
-Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` makes every worker write its
-numbers to files there and ``/metrics`` adds them up, so a scrape that lands
-on any one worker still reports the whole service.
 """
 
 from __future__ import annotations
@@ -90,17 +87,12 @@ def count_database_error() -> None:
         metrics.database_errors.inc()
 
 
-def request_id() -> str:
-    """The current request's id: the caller's ``X-Request-ID`` if well formed, else a fresh one."""
-    found = g.get("request_id")
-    if found is None:
-        found = g.request_id = _new_request_id(request.headers.get(REQUEST_ID_HEADER, ""))
-    return found
-
-
 def _new_request_id(incoming: str) -> str:
-    # The canonical uuid4 form, with hyphens: 32 bare hex digits would look
-    # like a key to the log redactor and be masked.
+    """The caller's ``X-Request-ID`` if well formed, else a fresh one.
+
+    The canonical uuid4 form, with hyphens: 32 bare hex digits would look like
+    a key to the log redactor and be masked.
+    """
     return incoming if _REQUEST_ID_RE.fullmatch(incoming) else str(uuid.uuid4())
 
 
@@ -123,13 +115,8 @@ _FORWARDED_WARNED = "balance_service.forwarded_for_warned"
 
 
 def warn_unused_forwarded_for() -> None:
-    """Once per app and process: a request came through a proxy but ``PROXY_FIX_X_FOR`` is 0.
-
-    Every client then has the proxy's address, so one client's failed keys make
-    the failed-auth limit refuse all of them, and the access log shows only the
-    proxy. Called by ``start_request`` when the header is there and ProxyFix did
-    not apply; after the warning it costs one dictionary lookup.
-    """
+    """Once per app and process: a request came through a proxy but ``PROXY_FIX_X_FOR`` is 0 (the warning says
+    what that breaks). After the warning it costs one dictionary lookup."""
     extensions = current_app.extensions
     if extensions.get(_FORWARDED_WARNED):
         return
@@ -148,7 +135,9 @@ def finish_request(response: Response) -> Response:
     state = g._get_current_object()
     duration = time.perf_counter() - getattr(state, "request_started", time.perf_counter())
     req = request._get_current_object()
-    rid = getattr(state, "request_id", None) or request_id()
+    rid = getattr(state, "request_id", None)
+    if rid is None:  # start_request did not run
+        rid = state.request_id = _new_request_id(req.headers.get(REQUEST_ID_HEADER, ""))
     response.headers[REQUEST_ID_HEADER] = rid
     rule = req.url_rule
     route = rule.rule if rule is not None else "unmatched"
@@ -186,11 +175,6 @@ def finish_request(response: Response) -> Response:
             )
             access_log.handle(record)
     return response
-
-
-def registry() -> CollectorRegistry:
-    """The current app's own metrics registry (``/metrics`` reads it unless in multiprocess mode)."""
-    return current_app.extensions[_EXTENSION].registry
 
 
 def init_app(app: Flask) -> None:

@@ -13,25 +13,17 @@ fresh budget) per attempt. A request without an address (gunicorn bound to a
 unix socket, no trusted proxy header) is neither counted nor blocked: all such
 clients would share one count and lock each other out.
 
-The counts live in ``RATELIMIT_STORAGE_URI``: in memory (each gunicorn worker
-counts on its own, at most ``MEMORY_MAX_ADDRESSES`` addresses, and a worker
-recycled after ``max_requests`` forgets its counts) or in Redis through
-redis-py (one count for all workers and hosts; what production uses). The
-limiter is a brake, not a gate, and must not take the service down with it:
-each Redis call has a total deadline (``REDIS_DEADLINE``, see
-:mod:`._internal.redis_deadline`), and after a failure a breaker stops asking Redis for
-``BREAKER_SECONDS`` and lets requests through (one WARNING when it opens, one
-when Redis answers again, a count in ``/metrics``, ``"limiter": "degraded"``
-in ``/readyz``). A Redis that refuses the URL's credentials, database or the
-script (ACL) stops the start-up; a Redis that is merely down starts the
-service degraded.
+The counts live in ``RATELIMIT_STORAGE_URI``: in memory (:class:`LocalCounts`,
+per worker) or in Redis (:class:`SharedCounts`, one count for all workers and
+hosts; what production uses). The limiter is a brake, not a gate, and must not
+take the service down with it: each Redis call has a total deadline
+(``REDIS_DEADLINE``, see :mod:`._internal.redis_deadline`), and after a failure
+a :class:`Breaker` lets requests through for ``BREAKER_SECONDS``. A Redis that
+refuses the URL's credentials, database or the script (ACL) stops the
+start-up; a Redis that is merely down starts the service degraded.
 
-In Redis each address has a sorted set, ``balance-service:auth-failures:<address>``,
-of its failures scored with their time in milliseconds by Redis's own clock
-(so that hosts whose clocks differ still count one window); one Lua script
-(``_SCRIPT``) checks an address, or counts a failure, in one round trip. Both
-stores count at most ``AUTH_FAILURE_LIMIT`` failures per address: a failure
-while blocked (one that got past the check of another worker, see
+Both stores count at most ``AUTH_FAILURE_LIMIT`` failures per address: a
+failure while blocked (one that got past the check of another worker, see
 :class:`SharedCounts`) is not counted and does not lengthen the block.
 """
 
@@ -77,10 +69,10 @@ _START_UP_DEADLINE = 2.0
 #: Seconds the limiter stops asking Redis after a failure, before one trial call.
 BREAKER_SECONDS = 5.0
 
-#: KEYS[1]: one address's sorted set; ARGV: the window (ms), the limit, and a new failure's unique member
-#: ('' only checks). Returns the milliseconds until the address is no longer blocked (its count falls below
-#: the limit as failures leave the window), else 0. TIME comes before the writes, which Redis < 5 allows only
-#: after replicate_commands().
+#: Checks an address, or counts a failure, in one round trip. KEYS[1]: the address's sorted set of failures,
+#: scored in ms by Redis's own clock (hosts whose clocks differ still count one window); ARGV: the window (ms),
+#: the limit, and a new failure's unique member ('' only checks). Returns the ms until the address is no longer
+#: blocked, else 0. TIME comes before the writes, which Redis < 5 allows only after replicate_commands().
 _SCRIPT = """
 redis.replicate_commands()
 local time = redis.call('TIME')
@@ -110,12 +102,9 @@ Clock = Callable[[], float]
 class LocalCounts:
     """This process's own counts (``memory://``): each address's failure times inside the window, oldest first.
 
-    Nearly every request comes from an address without recent failures: it
-    is not in ``failures``, and checking it costs one dict lookup. At most
-    ``max_addresses`` addresses are kept; a new one past that evicts the
-    address whose last failure is the oldest. A lock (uncontended under
-    gunicorn's sync workers) keeps threads (the development server,
-    ``--threads``) from evicting while another adds.
+    Checking an address without recent failures (nearly every request) costs
+    one dict lookup. A lock (uncontended under gunicorn's sync workers) keeps
+    threads (the development server, ``--threads``) from evicting while another adds.
     """
 
     def __init__(self, rate: Rate, clock: Clock = time.monotonic, max_addresses: int = MEMORY_MAX_ADDRESSES) -> None:
@@ -162,9 +151,7 @@ class LocalCounts:
             if len(self._in_window(failures, now)) < self.limit:
                 failures.append(now)
 
-    @property
-    def degraded(self) -> bool:
-        return False
+    degraded = False  # nothing to fall back from
 
 
 class Breaker:
@@ -293,17 +280,18 @@ class SharedCounts:
         try:
             with deadline(_START_UP_DEADLINE):
                 self.redis.script_load(_SCRIPT)
-        except _CONFIG_ERRORS as e:
-            raise ConfigError(f"RATELIMIT_STORAGE_URI: Redis refused the limiter: {_describe(e)}") from None
         except redis.exceptions.RedisError as e:
-            if _untrusted_certificate(e) or "DB index is out of range" in str(e) or "invalid DB index" in str(e):
+            refused = isinstance(e, _CONFIG_ERRORS) or _untrusted_certificate(e)
+            if refused or "DB index is out of range" in str(e) or "invalid DB index" in str(e):
                 raise ConfigError(f"RATELIMIT_STORAGE_URI: Redis refused the limiter: {_describe(e)}") from None
             self.breaker.failed(_describe(e))
         finally:
             self.redis.connection_pool.disconnect()
 
     def _run(self, address: str, member: str) -> int | None:
-        """The script's answer for ``address``; None (and the breaker opens) if Redis fails or answers nonsense."""
+        """The script's answer for ``address``; None if the breaker is open or Redis fails (which opens it)."""
+        if not self.breaker.allows():
+            return None
         try:
             with deadline(self.call_deadline):
                 reply = self.script(keys=[_KEY_PREFIX + address], args=[self.window_ms, self.limit, member])
@@ -322,8 +310,6 @@ class SharedCounts:
         until = self.unblocked_until.get(address)
         if until is not None and self.clock() < until:
             return None
-        if not self.breaker.allows():
-            return None
         wait_ms = self._run(address, "")
         if wait_ms is None:
             return None
@@ -339,8 +325,7 @@ class SharedCounts:
 
     def record_failure(self, address: str) -> None:
         self.unblocked_until.pop(address, None)
-        if self.breaker.allows():
-            self._run(address, secrets.token_hex(8))  # unique: two failures in one millisecond are two failures
+        self._run(address, secrets.token_hex(8))  # unique: two failures in one millisecond are two failures
 
 
 #: A client address that is not an IP (a misconfigured proxy header) is counted as text, this long at most.
@@ -363,7 +348,7 @@ def client_key(address: str | None) -> str | None:
     return str(ip)
 
 
-def refuse_blocked_client() -> Response | None:
+def refuse_blocked_client() -> tuple[Response, int, dict[str, str]] | None:
     """``before_request`` of the ``api`` blueprint: a blocked address gets 429 before its key is even looked up.
 
     Preflights carry no credentials and are never refused: the page must be
@@ -379,10 +364,7 @@ def refuse_blocked_client() -> Response | None:
     retry_after = store.retry_after(address)
     if retry_after is None:
         return None
-    response = jsonify(error_body(MESSAGE))
-    response.status_code = 429
-    response.headers["Retry-After"] = str(retry_after)
-    return response
+    return jsonify(error_body(MESSAGE)), 429, {"Retry-After": str(retry_after)}
 
 
 def count_failed_auth(response: Response) -> Response:

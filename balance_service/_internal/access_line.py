@@ -8,7 +8,7 @@ function (``logging_setup.redact_line``), is written here directly.
 
 Measured (bench/instructions.py, issue 17): a balance request costs 1,048K
 instructions with it, 1,093K without (see the package's docstring); issue 11
-measured 140-440 µs of CPU per request for the line through ``logging`` under wrk.
+measured 140-440 µs of CPU per request for the line through ``logging`` under wrk (bench/README.md).
 """
 
 from __future__ import annotations
@@ -23,13 +23,9 @@ from ..logging_setup import OWN_FILTERS, JsonFormatter, StderrHandler, redact_li
 def write_access_line(logger: logging.Logger, message: str, request_id: str, fields: dict[str, Any]) -> bool:
     """Write an INFO line of ``logger`` straight to the service's JSON handler; False if it must take logging's path.
 
-    Through ``logging`` the access line cost a LogRecord, two filters and the
-    formatter: under load, about as much CPU as the key lookup (bench/README.md).
-    When that handler is the only place the line would reach (the default
-    set-up: no other handler, no filter added by anyone), the same line, masked
-    the same way, is written here directly. Anything else (a test's capture
-    handler, an operator's own handler or filter) makes this return False, and
-    the caller logs the line as usual.
+    Anything but the default set-up (a test's capture handler, an operator's
+    own handler or filter) makes this return False, and the caller logs the
+    line as usual.
     """
     handler = sole_json_handler(logger)
     if handler is None:

@@ -30,11 +30,7 @@ def init_app(app: Flask, resolved: dict[str, Any]) -> None:
 
 
 def api_cors_headers(response: Response) -> Response:
-    """``after_request`` of the ``api`` blueprint: the CORS headers of its answers, worked out once per Origin.
-
-    Runs before Flask-CORS's own app-wide hook, which then finds them set and
-    leaves the response alone. Preflights are Flask-CORS's own business.
-    """
+    """``after_request`` of the ``api`` blueprint (before Flask-CORS's app-wide one); preflights are Flask-CORS's."""
     req = request._get_current_object()  # once: each proxy lookup costs, on every request
     response_headers = response.headers
     if req.method == "OPTIONS" or _ALLOW_ORIGIN in response_headers:

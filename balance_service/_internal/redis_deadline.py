@@ -3,14 +3,11 @@
 Internal to :mod:`balance_service.ratelimit`. redis-py bounds each socket
 operation (``socket_timeout``), not a call: a server that trickles its reply
 one byte at a time keeps every ``recv`` within the timeout and can hold a
-request for as long as it likes. redis-py has no per-call deadline, so the
-connection classes here wrap their socket in :class:`_DeadlineSocket`, which
-before each read or write sets the socket's timeout to the time left until
-the deadline of the call in progress (:func:`deadline`), and connecting waits
-no longer than that either. A call that runs out of time fails as redis-py's
+request for as long as it likes. Here each read, write and connect waits no
+longer than the time left until the deadline of the call in progress
+(:func:`deadline`); a call that runs out of time fails as redis-py's
 ``TimeoutError``, and redis-py discards the connection, as it does on any
-error in the middle of a reply. Outside :func:`deadline` the sockets behave as
-redis-py set them.
+error in the middle of a reply.
 """
 
 from __future__ import annotations
@@ -93,21 +90,10 @@ class _DeadlineMixin:
             self.socket_connect_timeout = configured
 
 
-class DeadlineConnection(_DeadlineMixin, Connection):
-    """TCP (``redis://``)."""
-
-
-class DeadlineSSLConnection(_DeadlineMixin, SSLConnection):
-    """TLS (``rediss://``): the handshake too waits no longer than the time left."""
-
-
-class DeadlineUnixConnection(_DeadlineMixin, UnixDomainSocketConnection):
-    """A unix socket (``redis+unix://``)."""
-
-
-#: redis-py's connection class (as redis.connection.parse_url chose it) -> the same with a deadline.
+#: redis-py's connection class (as redis.connection.parse_url chose it: TCP, TLS, unix socket) -> the same with
+#: a deadline (for TLS, the handshake too waits no longer than the time left).
 DEADLINE_CLASSES: dict[type, type] = {
-    Connection: DeadlineConnection,
-    SSLConnection: DeadlineSSLConnection,
-    UnixDomainSocketConnection: DeadlineUnixConnection,
+    base: type(f"Deadline{base.__name__}", (_DeadlineMixin, base), {})
+    for base in (Connection, SSLConnection, UnixDomainSocketConnection)
 }
+DeadlineUnixConnection = DEADLINE_CLASSES[UnixDomainSocketConnection]

@@ -22,8 +22,5 @@ api.before_request(ratelimit.refuse_blocked_client)
 api.before_request(authenticate)
 api.after_request(cors_headers.api_cors_headers)  # registered first, so it runs after count_failed_auth
 api.after_request(ratelimit.count_failed_auth)
-api.register_blueprint(account.bp)
-api.register_blueprint(token.bp)
-api.register_blueprint(billing.bp)
-api.register_blueprint(alerts.bp)
-api.register_blueprint(usage.bp)
+for child in (account, token, billing, alerts, usage):
+    api.register_blueprint(child.bp)

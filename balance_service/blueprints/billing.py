@@ -1,20 +1,11 @@
 """OpenAI-style billing endpoints, for clients built against OpenAI's old dashboard API.
 
-NextChat (ChatGPT-Next-Web) and similar clients read a key's credit from
-``/dashboard/billing/subscription`` and ``/dashboard/billing/usage`` (with or
-without ``/v1``) and show ``hard_limit_usd - total_usage / 100`` as the balance.
-The bodies follow what one-api itself returns, plus ``success``. Amounts are
-always USD and US cents (at the gateway's ``QuotaPerUnit``), whatever the
-display unit is, because that is what these clients assume.
-
-Whose numbers are shown follows the gateway's own ``DisplayTokenStatEnabled``,
-as one-api does: on (the default), the key's; off, its owner's account, and
-then ``access_until`` is 0 (the account does not expire). With
-``start_date``/``end_date`` (UTC days, end exclusive, as NextChat sends them)
-the usage is the net spend of that range from the gateway's request logs
-(``balance_service.usage``); without them, or where the logs cannot tell (no
-``logs`` table, consume logging off), it is the lifetime figure of the gateway
-tables, as one-api reports it.
+NextChat (ChatGPT-Next-Web) and similar clients show ``hard_limit_usd -
+total_usage / 100`` as the balance. The bodies follow what one-api itself
+returns, plus ``success``; amounts are always USD and US cents, whatever the
+display unit is, because that is what these clients assume. Whose numbers are
+shown follows the gateway's own ``DisplayTokenStatEnabled``, as one-api does:
+on (the default), the key's; off, its owner's account.
 """
 
 from __future__ import annotations
@@ -45,7 +36,8 @@ def _amounts() -> tuple[Decimal, Decimal]:
 @bp.get("/v1/dashboard/billing/subscription")
 @bp.get("/dashboard/billing/subscription")
 def subscription() -> Response:
-    """The total credit as OpenAI's subscription object; ``access_until`` is when the key expires (0: never)."""
+    """The total credit as OpenAI's subscription object; ``access_until`` is when the key expires (0: never, or
+    the account's figures are shown)."""
     limit, _ = _amounts()
     expires = int(g.token.expired_time) if gateway_options().display_token_stat else 0
     return jsonify(
@@ -62,7 +54,8 @@ def subscription() -> Response:
 @bp.get("/v1/dashboard/billing/usage")
 @bp.get("/dashboard/billing/usage")
 def usage() -> Response:
-    """Usage in US cents: of the date range when one is given and the logs can tell, else lifetime."""
+    """Usage in US cents: of the date range (``start_date``/``end_date``, UTC days, end exclusive, as NextChat
+    sends them) from the request logs when they can tell (a ``logs`` table, consume logging on), else lifetime."""
     dates = billing_range(request.args)
     if dates is not None:
         token = g.token

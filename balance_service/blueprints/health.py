@@ -21,18 +21,13 @@ def healthz():
 def readyz():
     """The database answers; a load balancer should stop sending traffic otherwise.
 
-    ``limiter`` says how the failed-auth limiter is, without changing the
-    status: ``degraded`` while it is not asking Redis (and lets requests through).
+    ``limiter`` (``ratelimit.status``) does not change the status: a degraded limiter lets requests through.
     """
     try:
         db.session.execute(text("SELECT 1"))
     except SQLAlchemyError:
         db.session.rollback()
         count_database_error()
-        return (
-            jsonify(
-                success=False, status="unavailable", message="Database is not reachable", limiter=ratelimit.status()
-            ),
-            503,
-        )
+        message = "Database is not reachable"
+        return jsonify(success=False, status="unavailable", message=message, limiter=ratelimit.status()), 503
     return jsonify(success=True, status="ready", limiter=ratelimit.status())

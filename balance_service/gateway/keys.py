@@ -1,9 +1,7 @@
 """Keys and accounts in the gateway's tables: the key lookup, and joins of other tables onto them.
 
-The lookup (one SQL statement, one round trip) is ``tokens LEFT JOIN users``, built here with SQLAlchemy Core from
-the models (the schema's single source), compiled once per dialect and table
-layout, and run on this worker's own connection (``direct_reads``: prepared
-once per connection on PostgreSQL, no pool, no pre-ping), so a balance request
+The lookup is one statement, ``tokens LEFT JOIN users``, built from the models
+(the schema's single source) and run by ``direct_reads``, so a balance request
 costs one database round trip. ``join_figures`` and ``is_live_key`` let the
 alerts (their own table) reach the same rows. Nothing here writes to the database.
 """
@@ -52,11 +50,10 @@ class UserRow(NamedTuple):
 
 
 def lookup(key: str) -> tuple[TokenRow, UserRow | None]:
-    """Return the live token with this key and its live owner (``None`` if the owner is gone).
+    """The live token with this key and its live owner (``None`` if gone); ``KeyRejected`` if there is no such token.
 
-    Raises ``KeyRejected`` when no live token has this key. Plain named tuples,
-    not mapped instances: building those cost more CPU than the round trip, and
-    nothing here needs a session-bound object.
+    Plain named tuples, not mapped instances: building those cost more CPU than
+    the round trip.
     """
     reader = direct_reads.reader()
     row = reader.first_row(_lookup_statement(*soft_delete_columns(reader.engine)), {"key": key})
@@ -73,11 +70,8 @@ def lookup(key: str) -> tuple[TokenRow, UserRow | None]:
 def _lookup_statement(tokens_soft: bool, users_soft: bool) -> Select:
     """``tokens LEFT JOIN users`` for one table layout: the columns of ``TokenRow`` then ``UserRow``, in order.
 
-    Soft-deleted rows are filtered in SQL and ``deleted_at`` is never selected:
-    the gateways write it in formats that vary by driver and version. The key
-    is compared exactly (case and all) on every backend, see ``exact_string``.
-    A NULL in a column with a gateway default comes back as that default
-    (``or_default``), so no caller ever sees a NULL quota, status or expiry.
+    ``deleted_at`` is filtered in SQL, never selected: the gateways write it in
+    formats that vary by driver and version.
     """
     pairs = ((Token, TokenRow), (User, UserRow))
     columns = [or_default(getattr(model, name)) for model, row in pairs for name in row._fields]
@@ -106,7 +100,6 @@ def join_figures(stmt: Select, account_id: Any, key_id: Any, creator_id: Any) ->
     Adds the bundles ``user`` (the columns of ``UserRow``), ``token`` (of
     ``TokenRow``; ``id`` None when the key ``key_id`` is gone) and ``creator``
     (``id`` and ``status`` of the key ``creator_id``; ``id`` None when gone).
-    NULLs read as the gateway's defaults, as in the lookup (``or_default``).
     """
     tokens_soft, users_soft = soft_delete_columns(db.engine)
     creator = aliased(Token, name="creator")

@@ -1,11 +1,8 @@
 """Quota and money: the one conversion between the gateway's quota units and the amounts answers show.
 
 The gateways count credit in integer "quota units"; ``QuotaPerUnit`` of them
-make one US dollar. CNY is dollars times the gateway's exchange rate, and a
-gateway's CUSTOM currency is dollars times its own rate, shown under its own
-symbol. A ``Currency`` holds one such way of showing quota; it is immutable,
-so one instance serves every request. Nothing here touches floats, so an
-amount is exact to the last displayed digit.
+make one US dollar, and other currencies are dollars times a rate. Nothing
+here touches floats, so an amount is exact to the last displayed digit.
 """
 
 from __future__ import annotations
@@ -49,8 +46,7 @@ class AmountTooLarge(AmountError):
 class Currency:
     """How quota is shown: ``unit`` is the name answers carry, ``rate`` how many of it make one US dollar.
 
-    ``rate`` None means raw quota (the unit ``tokens``): whole numbers, no
-    conversion. Otherwise ``quota_per_unit`` quota units make one dollar.
+    ``rate`` None means raw quota (the unit ``tokens``): whole numbers, no conversion.
     """
 
     unit: str
@@ -63,10 +59,7 @@ class Currency:
         return Currency("USD", self.quota_per_unit)
 
     def amount(self, quota: int | Decimal) -> Decimal | int:
-        """Quota (or a fractional figure in quota, like a daily rate) in this unit.
-
-        An ``int`` for raw quota (rounded half up), else a ``Decimal`` to 6 places.
-        """
+        """Quota (or a fraction of it, like a daily rate) in this unit: an ``int`` for raw quota, else 6 places."""
         if self.rate is None:
             return int(Decimal(quota).quantize(Decimal(1), rounding=ROUND_HALF_UP))
         amount = Decimal(quota) / self.quota_per_unit
@@ -77,9 +70,8 @@ class Currency:
     def balance(self, quota: int, unlimited: bool) -> Decimal | int:
         """The ``balance`` field: ``-1`` when unlimited, never below zero otherwise.
 
-        An overdrawn account (the gateway can push a balance slightly negative when
-        a request costs more than was left) shows ``0``, because ``-1`` is reserved
-        for "unlimited" and must stay unambiguous in every unit.
+        An overdrawn account (the gateway can overdraw a little) shows ``0``:
+        ``-1`` means "unlimited" and must stay unambiguous in every unit.
         """
         if unlimited:
             return UNLIMITED
@@ -101,10 +93,9 @@ class Currency:
     def parse(self, value: str | int | Decimal) -> int:
         """An amount in this unit (a number or its text) as whole quota units, rounded half up.
 
-        Used by the alert API (thresholds) and the operator CLI (top-ups); each
-        checks its own rules first (a JSON number, not negative, ...) and maps the
-        ``AmountError`` subclasses to its own messages. The size is checked before
-        converting, so an exponent like ``1e999999999`` never becomes a huge integer.
+        Callers (alert thresholds, CLI top-ups) map the ``AmountError`` subclasses
+        to their own messages. The size is checked before converting, so an
+        exponent like ``1e999999999`` never becomes a huge integer.
         """
         try:
             amount = Decimal(value)
@@ -112,32 +103,28 @@ class Currency:
             raise NotANumber(f"{value!r} is not a number") from None
         if not amount.is_finite():
             raise NotANumber(f"{value!r} is not a number")
-        try:
+        too_large = AmountTooLarge(f"{value!r} is too large")
+        try:  # ArithmeticError: an exponent past the decimal context's limit, far beyond any column
             whole = amount == amount.to_integral_value()
-        except ArithmeticError:  # an exponent past the decimal context's limit: far beyond any column
-            raise AmountTooLarge(f"{value!r} is too large") from None
-        if self.rate is None and not whole:
-            raise NotWhole(f"{value!r} is not a whole number")
-        if amount.copy_abs() > MAX_QUOTA:  # copy_abs, unlike abs(), never overflows the context
-            raise AmountTooLarge(f"{value!r} is too large")
-        try:
+            if self.rate is None and not whole:
+                raise NotWhole(f"{value!r} is not a whole number")
+            if amount.copy_abs() > MAX_QUOTA:  # copy_abs, unlike abs(), never overflows the context
+                raise too_large
             quota = self.to_quota(amount)
         except ArithmeticError:
-            raise AmountTooLarge(f"{value!r} is too large") from None
+            raise too_large from None
         if abs(quota) > MAX_QUOTA:
-            raise AmountTooLarge(f"{value!r} is too large")
+            raise too_large
         return quota
 
     def billing(self, remaining: int, used: int, unlimited: bool) -> tuple[Decimal, Decimal]:
-        """``(hard_limit_usd, total_usage_cents)`` for the OpenAI-style billing endpoints.
+        """``(hard_limit_usd, total_usage_cents)`` for the OpenAI-style billing endpoints, always USD.
 
         OpenAI clients show ``hard_limit_usd - total_usage / 100`` as the balance,
         so the limit is the total credit (remaining + used). Both parts are rounded
         to the 6-place USD amounts ``/v1/balance`` shows *before* they are added,
         so the client's subtraction gives exactly that balance. An overdrawn
-        balance counts as zero (a limit is never below what was used, never
-        negative); unlimited credit is ``BILLING_UNLIMITED_USD``. Always USD and
-        US cents, whatever this currency is: that is what the clients expect.
+        balance counts as zero.
         """
         usd = self.usd
         used_usd = usd.amount(max(int(used), 0))

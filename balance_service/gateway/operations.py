@@ -1,10 +1,9 @@
 """Operator actions behind the CLI: create accounts and keys, top up, disable.
 
 Top-ups are a single ``UPDATE … SET quota = quota + n`` so concurrent top-ups
-(and the gateway's own concurrent debits) can never lose an update. The same
-statement refuses a sum beyond the BIGINT range in its WHERE clause: SQLite
-would store such a sum as a REAL (and lose later top-ups to rounding),
-PostgreSQL and MariaDB would fail with an overflow error.
+(and the gateway's own concurrent debits) can never lose an update. Its WHERE
+refuses a sum beyond the BIGINT range: SQLite would store it as a REAL (and
+lose later top-ups to rounding), PostgreSQL and MariaDB would fail.
 """
 
 from __future__ import annotations
@@ -13,9 +12,10 @@ import re
 import secrets
 import string
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, case, func, insert, update
+from sqlalchemy import case, func, insert, update
 from sqlalchemy.orm import InstrumentedAttribute, defer
 
 from ..extensions import db
@@ -29,7 +29,7 @@ from .tables import (
     USER_ENABLED,
     Token,
     User,
-    key_equals,
+    exact_string,
     live,
     soft_delete_columns,
 )
@@ -82,10 +82,7 @@ def _insert(model, **values) -> int:
 
 
 def find_user(name_or_id: str) -> User:
-    """A live user by username; a number that is nobody's username is taken as a user id.
-
-    The username wins, so a user named "42" is never confused with user 42.
-    """
+    """A live user by username; a number that is nobody's username is taken as a user id (so user "42" wins)."""
     _, users_soft = soft_delete_columns(db.engine)
     alive = live(User, users_soft)
     user_id = db.session.execute(db.select(User.id).where(User.username == name_or_id, alive)).scalar()
@@ -131,25 +128,18 @@ def create_token(
     return token, "sk-" + key
 
 
-def _current(column: InstrumentedAttribute[int]) -> ColumnElement[int]:
-    """The column's value, a NULL (which the gateway reads as 0) counting as 0."""
-    return func.coalesce(column, 0)
-
-
-def _top_up(model, row_id: int, column: InstrumentedAttribute[int], amount: int, **values) -> int:
-    """``column += amount`` in one UPDATE whose WHERE refuses a result past the BIGINT range.
-
-    The range check and the write are one statement, so a concurrent top-up or
-    debit between a read and a write cannot slip past the check.
-    """
+def _top_up(model, find_id: Callable[[], int], column: InstrumentedAttribute[int], amount: int, **values) -> int:
+    """``column += amount`` on the row ``find_id()`` names, in one UPDATE (see the module's docstring)."""
     if amount <= 0:
         raise OperationError("amount must be positive")
+    row_id = find_id()
     if amount > MAX_QUOTA:
         raise OperationError(f"amount is more than a quota column can hold ({MAX_QUOTA})")
+    current = func.coalesce(column, 0)  # a NULL, which the gateway reads as 0, counts as 0
     result = db.session.execute(
         update(model)
-        .where(model.id == row_id, _current(column) <= MAX_QUOTA - amount)
-        .values({column: _current(column) + amount, **values})
+        .where(model.id == row_id, current <= MAX_QUOTA - amount)
+        .values({column: current + amount, **values})
     )
     db.session.commit()
     if result.rowcount != 1:
@@ -161,9 +151,7 @@ def _top_up(model, row_id: int, column: InstrumentedAttribute[int], amount: int,
 
 def top_up_user(name_or_id: str, amount: int) -> int:
     """Add ``amount`` quota to a user atomically; returns the quota after the top-up."""
-    if amount <= 0:
-        raise OperationError("amount must be positive")
-    return _top_up(User, find_user(name_or_id).id, User.quota, amount)
+    return _top_up(User, lambda: find_user(name_or_id).id, User.quota, amount)
 
 
 def _token_id(key: str) -> int:
@@ -172,7 +160,7 @@ def _token_id(key: str) -> int:
     except InvalidKey as e:
         raise OperationError(str(e)) from None
     tokens_soft, _ = soft_delete_columns(db.engine)
-    stmt = db.select(Token.id).where(key_equals(stored), live(Token, tokens_soft))
+    stmt = db.select(Token.id).where(Token.key == exact_string(stored), live(Token, tokens_soft))
     token_id = db.session.execute(stmt).scalar()
     if token_id is None:
         raise OperationError("no such key")
@@ -181,10 +169,8 @@ def _token_id(key: str) -> int:
 
 def top_up_token(key: str, amount: int) -> int:
     """Add ``amount`` to a key's remaining quota atomically; an exhausted key becomes enabled again."""
-    if amount <= 0:
-        raise OperationError("amount must be positive")
     status = case((Token.status == TOKEN_EXHAUSTED, TOKEN_ENABLED), else_=Token.status)
-    return _top_up(Token, _token_id(key), Token.remain_quota, amount, status=status)
+    return _top_up(Token, lambda: _token_id(key), Token.remain_quota, amount, status=status)
 
 
 def disable_token(key: str) -> None:

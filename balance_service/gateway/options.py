@@ -1,25 +1,15 @@
-"""The gateway's own settings, read from its ``options`` table (cached, see ``tables.cache``).
+"""The gateway's own settings, read from its ``options`` table (``NAMES``; cached for ``tables.TTL``, so a
+balance request with a warm cache is still one SQL statement).
 
-one-api and new-api keep their settings as ``key``/``value`` text rows. The ones
-that change what this service shows: ``QuotaPerUnit`` (quota units per US
-dollar), ``USDExchangeRate`` (CNY per dollar), new-api's
-``general_setting.quota_display_type`` (USD, CNY, TOKENS or CUSTOM, the last
-with ``general_setting.custom_currency_symbol`` and ``…custom_currency_exchange_rate``),
-and one-api's ``DisplayInCurrencyEnabled`` (not ``true``: raw quota), which counts
-only when the display type row is absent, as new-api's own admin page does.
-``DisplayTokenStatEnabled`` (the billing endpoints: the key's figures or the
-account's) and ``LogConsumeEnabled`` (whether the logs can tell spend) too.
-
+one-api and new-api keep their settings as ``key``/``value`` text rows.
+one-api's ``DisplayInCurrencyEnabled`` (not ``true``: raw quota) counts only
+when new-api's display type row is absent, as new-api's own admin page does.
 Every ``…Enabled`` row is read as both gateways read it: on exactly when the
-value is ``true``; any other stored value is off. A missing table or row is the
-gateway's default. A number the gateway could not have meant (``QuotaPerUnit``
-of ``abc`` or ``0``) logs a warning and is replaced by the default: a balance
-request never fails because of a setting. The environment's ``BALANCE_UNIT``,
-where set, overrides the display unit; nothing else overrides the table.
-
-The rows are read at most once per ``tables.TTL`` per engine, so a change in the
-gateway's admin panel shows within that time, and a balance request with a
-warm cache is still one SQL statement. Nothing here writes to the table.
+value is ``true``. A missing table or row is the gateway's default. A number
+the gateway could not have meant (``QuotaPerUnit`` of ``abc`` or ``0``) logs a
+warning and is replaced by the default: a balance request never fails because
+of a setting. ``BALANCE_UNIT``, where set, overrides the display unit; nothing
+else overrides the table. Nothing here writes to the table.
 """
 
 from __future__ import annotations
@@ -40,14 +30,14 @@ from .tables import cache, options
 
 log = logging.getLogger(__name__)
 
-QUOTA_PER_UNIT = "QuotaPerUnit"
-USD_EXCHANGE_RATE = "USDExchangeRate"
+QUOTA_PER_UNIT = "QuotaPerUnit"  # quota units per US dollar
+USD_EXCHANGE_RATE = "USDExchangeRate"  # CNY per dollar
 DISPLAY_TYPE = "general_setting.quota_display_type"
 CUSTOM_SYMBOL = "general_setting.custom_currency_symbol"
 CUSTOM_RATE = "general_setting.custom_currency_exchange_rate"
 DISPLAY_IN_CURRENCY = "DisplayInCurrencyEnabled"
-DISPLAY_TOKEN_STAT = "DisplayTokenStatEnabled"
-LOG_CONSUME = "LogConsumeEnabled"
+DISPLAY_TOKEN_STAT = "DisplayTokenStatEnabled"  # the billing endpoints: the key's figures, or the account's
+LOG_CONSUME = "LogConsumeEnabled"  # whether the logs can tell spend
 NAMES = (
     QUOTA_PER_UNIT,
     USD_EXCHANGE_RATE,
@@ -89,8 +79,7 @@ class GatewayOptions:
     def currency(self, unit: str | None = None) -> Currency:
         """How amounts are shown: in ``unit`` (USD, CNY or tokens) when given, else in the display type.
 
-        CUSTOM is shown as the gateway shows it: dollars times the custom rate,
-        under the custom symbol.
+        CUSTOM, as the gateway shows it: dollars times the custom rate, under the custom symbol.
         """
         display = self.display_type if unit is None else _DISPLAY_TYPE_OF.get(unit)
         if display is None:
@@ -153,17 +142,8 @@ def parse(values: Mapping[str, str]) -> GatewayOptions:
     )
 
 
-def read(engine: Engine) -> GatewayOptions:
-    """The options of the gateway whose database ``engine`` is (``read_rows``, then ``parse``)."""
-    return parse(read_rows(engine))
-
-
 def read_rows(engine: Engine) -> dict[str, str]:
-    """One SELECT of the rows in ``NAMES``, as stored; none when there is no ``options`` table.
-
-    Any other database error is raised (the caller answers 503, or keeps the
-    values it read before).
-    """
+    """One SELECT of the rows in ``NAMES``, as stored; none when there is no ``options`` table (else it raises)."""
     stmt = select(options.c.key, options.c.value).where(options.c.key.in_(NAMES))
     try:
         with engine.connect() as connection:
@@ -198,7 +178,7 @@ def _permission_denied(error: SQLAlchemyError) -> bool:
 def gateway_options() -> GatewayOptions:
     """The gateway's options as its table has them (cached; needs an app context)."""
     engine = db.engine
-    return cache.get(engine, "options", lambda: read(engine))
+    return cache.get(engine, "options", lambda: parse(read_rows(engine)))
 
 
 def currency() -> Currency:

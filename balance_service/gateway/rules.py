@@ -1,9 +1,7 @@
-"""The gateway's rules for keys and balances, as plain Python: no Flask, no HTTP.
+"""The gateway's rules for keys and balances, as plain Python (no Flask, no HTTP), as one-api / new-api define them.
 
-What a key looks like, when a key or its owner may not be used, and what a
-balance is, the way one-api / new-api define them. The HTTP hook
-(``auth.py``), the alert checker and the operator commands all ask here, and
-each turns the exceptions below into its own kind of answer.
+The HTTP hook (``auth.py``), the alert checker and the operator commands all
+ask here, and each turns the exceptions below into its own kind of answer.
 """
 
 from __future__ import annotations
@@ -60,10 +58,8 @@ def token_refusal(status: int, expired_time: int, now: int) -> str | None:
 def read_refusal(token: Any) -> str | None:
     """Why a key may not read its figures, or None: only a disabled key is refused.
 
-    This is the gateways' own read-only token auth (new-api's ``/api/usage/token``):
-    a key that expired (status or ``expired_time``) or ran out is exactly when its
-    owner looks at its figures. Deleted keys never get this far (the lookup
-    filters them).
+    As the gateways' own read-only token auth (new-api's ``/api/usage/token``):
+    a key that expired or ran out is exactly when its owner looks at its figures.
     """
     if token.status == TOKEN_DISABLED:
         return "Token is disabled"
@@ -101,19 +97,9 @@ def check_owner(user: Any | None) -> Any:
     return user
 
 
-def role_is_unlimited(role: int, unlimited_roles: Collection[int]) -> bool:
-    """The gateway's users table has no "unlimited" column: the roles in ``unlimited_roles`` count as unlimited
-    (the service's UNLIMITED_USER_ROLES setting)."""
-    return role in unlimited_roles
-
-
 @dataclass(frozen=True)
 class Balance:
-    """What is left and what was spent, in raw quota units; ``unlimited`` means ``remaining`` does not matter.
-
-    ``remaining`` may be negative: the gateway can overdraw a little. How that
-    is shown is the presenter's business (``Currency.balance``).
-    """
+    """What is left (may be negative: see ``Currency.balance``) and what was spent, in raw quota units."""
 
     remaining: int
     used: int
@@ -121,8 +107,12 @@ class Balance:
 
     @classmethod
     def of_user(cls, user: Any, unlimited_roles: Collection[int]) -> Balance:
-        """An account's balance: anything with ``quota``, ``used_quota`` and ``role`` (a User, a result row)."""
-        return cls(int(user.quota), int(user.used_quota), role_is_unlimited(user.role, unlimited_roles))
+        """An account's balance: anything with ``quota``, ``used_quota`` and ``role`` (a User, a result row).
+
+        The users table has no "unlimited" column: the roles in ``unlimited_roles``
+        (``UNLIMITED_USER_ROLES``) count as unlimited.
+        """
+        return cls(int(user.quota), int(user.used_quota), user.role in unlimited_roles)
 
     @classmethod
     def of_token(cls, token: Any) -> Balance:

@@ -3,11 +3,7 @@
 ``users`` and ``tokens`` are models (``flask init-db`` creates them for a
 standalone install); ``logs`` and ``options`` are described on a ``MetaData``
 of their own, so ``db.create_all()`` never creates them. Only the columns the
-service uses are declared; a gateway database has more and that is fine.
-There is no foreign key: the gateway does not create one.
-
-``cache`` holds everything read from the gateway's schema and options, each
-value trusted for ``TTL`` seconds.
+service uses are declared. There is no foreign key: the gateway does not create one.
 """
 
 from __future__ import annotations
@@ -129,20 +125,13 @@ def _exact_string_mysql(element: exact_string, compiler: Any, **kw: Any) -> str:
     return f"CAST({compiler.process(element.clauses, **kw)} AS BINARY)"
 
 
-def key_equals(key: str) -> ColumnElement[bool]:
-    """``tokens.key = <key>``, exact and case-sensitive on every backend (see ``exact_string``)."""
-    return Token.key == exact_string(key)
-
-
 def or_default(column: Any) -> ColumnElement[Any]:
     """The column's value, or the gateway's default where it is NULL, labelled with the column's name.
 
     The gateways declare these columns with a DEFAULT but not NOT NULL, so a
     row written by hand, by an older version or by another tool can hold NULL;
-    the gateway then reads its default (Go's zero value or the DEFAULT). The
-    defaults are the ones mapped above (``mapped_column(default=...)``).
-    ``column`` may be an attribute of an ``aliased()`` model (the same table
-    joined twice): the default comes from the model, the value from the alias.
+    the gateway then reads its default, the one mapped above. ``column`` may be
+    an attribute of an ``aliased()`` model: the default comes from the model.
     """
     mapped = column.property.columns[0] if hasattr(column, "property") else column  # a mapped attribute
     default = mapped.default.arg if mapped.default is not None else None
@@ -152,10 +141,7 @@ def or_default(column: Any) -> ColumnElement[Any]:
 
 
 def live(model: type[Token] | type[User] | AliasedClass[Any], soft_delete: bool) -> ColumnElement[bool]:
-    """``deleted_at IS NULL`` where the table has soft delete (new-api), else TRUE (one-api).
-
-    ``model`` may be an ``aliased()`` one, for a table joined twice.
-    """
+    """``deleted_at IS NULL`` where the table has soft delete (new-api), else TRUE (one-api)."""
     return model.deleted_at.is_(None) if soft_delete else true()
 
 
@@ -185,8 +171,7 @@ class GatewayCache:
 
     One thread re-reads a stale value while the others wait for its answer. A
     failed re-read keeps the last value until the next attempt; a failed first
-    read raises and caches nothing. ``clock`` is replaceable and ``clear()``
-    forgets everything, for tests that must see a change at once.
+    read raises and caches nothing.
     """
 
     def __init__(self, ttl: float = TTL, clock: Callable[[], float] = time.monotonic) -> None:
@@ -233,9 +218,8 @@ def columns(engine: Engine, table: str) -> frozenset[str] | None:
 def soft_delete_columns(engine: Engine) -> tuple[bool, bool]:
     """Whether ``tokens`` and ``users`` have ``deleted_at`` (new-api has it, one-api does not).
 
-    Cached (``columns``) so a balance lookup stays one statement, and read
-    again after ``TTL``: migrating from one-api to new-api adds the column to a
-    live database, and deleted keys must stop working without a restart.
+    Read again after ``TTL``: migrating from one-api to new-api adds the column
+    to a live database, and deleted keys must stop working without a restart.
     """
     tokens, users = ("deleted_at" in (columns(engine, model.__tablename__) or ()) for model in (Token, User))
     return tokens, users
