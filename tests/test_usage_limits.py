@@ -148,11 +148,10 @@ def served(database_url: str, tmp_path, workers: int, **settings: str) -> Iterat
 
 @pytest.mark.e2e
 @pytest.mark.backend_independent
-@pytest.mark.parametrize("preload", ["1", "0"])
-def test_gunicorn_workers_share_the_slots_preloaded_or_not(database_url, auth, november, tmp_path, preload):
+def test_gunicorn_workers_share_the_slots_of_every_process_on_the_host(database_url, auth, november, tmp_path):
     """The slots a worker sees are those every process on the host sees for that database: the test's."""
     headers = auth(november.work)
-    with served(database_url, tmp_path, workers=2, GUNICORN_PRELOAD=preload) as base:
+    with served(database_url, tmp_path, workers=2) as base:
         with every_slot_held(UsageSlots.for_database(database_url)):
             for _ in range(4):  # whichever worker answers
                 assert_busy(*get(base, USAGE, headers))
