@@ -16,7 +16,23 @@ from .checker import DeliveryOptions, check_alerts
 log = logging.getLogger(__name__)
 
 
-_DEFAULTS = DeliveryOptions()
+#: check-alerts' delivery options: flag, DeliveryOptions field, accepted values, help.
+_DELIVERY_OPTIONS = (
+    ("--timeout", "timeout", click.FloatRange(0, 60, min_open=True), "Seconds one attempt may take."),
+    ("--attempts", "attempts", click.IntRange(1, 10), "Attempts per notification."),
+    ("--retry-backoff", "backoff", click.FloatRange(0, 60), "Seconds before the second attempt; doubled after."),
+    ("--workers", "workers", click.IntRange(1, 64), "Deliveries at once."),
+    ("--deadline", "deadline", click.FloatRange(0, 600, min_open=True), "Seconds one alert's delivery may take."),
+    ("--max-backoff", "max_backoff", click.IntRange(60, 7 * 86400), "Longest pause of a failing alert, in seconds."),
+)
+
+
+def _with_delivery_options(command: Any) -> Any:
+    defaults = DeliveryOptions()
+    for flag, name, kind, text in reversed(_DELIVERY_OPTIONS):
+        option = click.option(flag, name, type=kind, default=getattr(defaults, name), show_default=True, help=text)
+        command = option(command)
+    return command
 
 
 @click.command("check-alerts")
@@ -28,45 +44,7 @@ _DEFAULTS = DeliveryOptions()
     metavar="SECONDS",
     help="Keep running, checking every SECONDS, instead of checking once.",
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0, 60, min_open=True),
-    default=_DEFAULTS.timeout,
-    show_default=True,
-    help="Seconds one attempt may take.",
-)
-@click.option(
-    "--attempts",
-    type=click.IntRange(1, 10),
-    default=_DEFAULTS.attempts,
-    show_default=True,
-    help="Attempts per notification.",
-)
-@click.option(
-    "--retry-backoff",
-    "backoff",
-    type=click.FloatRange(0, 60),
-    default=_DEFAULTS.backoff,
-    show_default=True,
-    help="Seconds before the second attempt; doubled before each further one.",
-)
-@click.option(
-    "--workers", type=click.IntRange(1, 64), default=_DEFAULTS.workers, show_default=True, help="Deliveries at once."
-)
-@click.option(
-    "--deadline",
-    type=click.FloatRange(0, 600, min_open=True),
-    default=_DEFAULTS.deadline,
-    show_default=True,
-    help="Seconds one alert's delivery may take in all.",
-)
-@click.option(
-    "--max-backoff",
-    type=click.IntRange(60, 7 * 86400),
-    default=_DEFAULTS.max_backoff,
-    show_default=True,
-    help="Longest pause, in seconds, of an alert whose deliveries keep failing.",
-)
+@_with_delivery_options
 def check_alerts_command(interval: int | None, **options: Any) -> None:
     """Send the balance-alert webhooks that are due.
 
