@@ -125,16 +125,21 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """Freeze the worker's app too (built here without preload), and mask keys in gunicorn's log handlers again.
+    """Freeze the worker's app too, mask keys in gunicorn's log handlers again, and make its own errors JSON.
 
     After a ``kill -HUP`` gunicorn makes new handlers, and a preloaded app does
-    not run its logging set-up a second time. An app that is not this service
-    (the benchmark's reference apps run under this file too) never loads the
-    package, and must not be made to: it would add the service's ~20 MB to each worker.
+    not run its logging set-up a second time. gunicorn's answers to requests it
+    cannot parse are the service's JSON (``_internal/gunicorn_errors.py``). An
+    app that is not this service (the benchmark's reference apps run under this
+    file too) never loads the package, and must not be made to: it would add the
+    service's ~20 MB to each worker.
     """
     logging_setup = sys.modules.get("balance_service.logging_setup")
     if logging_setup is not None:
         logging_setup.mask_all_handlers()
+        from balance_service._internal import gunicorn_errors
+
+        gunicorn_errors.install(any_origin=_settings.cors_origins == "*")
     gc.freeze()
 
 

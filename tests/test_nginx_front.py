@@ -358,6 +358,28 @@ def test_nginx_and_gunicorn_refusals_reach_the_client_as_json_a_page_can_read(gu
         assert "X-Request-ID" in headers["access-control-expose-headers"], name
 
 
+#: Requests gunicorn itself refuses, before the app runs (nginx passes the first on to it as it is).
+GUNICORN_REFUSED = {
+    "a header value with a control character": _request(b"GET /healthz HTTP/1.1", b"X-A: a\x01b"),
+    "a lower-case method": _request(b"get /healthz HTTP/1.1"),
+    "a key in a request line of an unknown HTTP version": b"GET /v1/balance?sk-" + b"k" * 48 + b" HTTP/9.9\r\n\r\n",
+    "more headers than gunicorn takes": _request(b"GET /healthz HTTP/1.1", *(b"X-H%d: 1" % i for i in range(150))),
+}
+
+
+def test_gunicorn_answers_what_it_cannot_parse_in_json_a_page_can_read(gunicorn, tmp_path):
+    """gunicorn writes these answers itself (no app code runs): JSON, never the key a bad request line held."""
+    answers = {name: raw_request(gunicorn, data) for name, data in GUNICORN_REFUSED.items()}
+    with running_nginx(gunicorn, tmp_path) as front:
+        answers["through nginx"] = raw_request(front, GUNICORN_REFUSED["a header value with a control character"])
+    for name, (status, headers, body) in answers.items():
+        assert 400 <= status < 500 and headers.get("content-type") == "application/json", (name, status, body[:200])
+        answer = json.loads(body)
+        assert answer["success"] is False and answer["message"], name
+        assert headers["access-control-allow-origin"] == "*", name
+        assert b"k" * 12 not in body, name
+
+
 #: The app's own refusals: nginx must pass each on exactly as the app wrote it.
 APP_ERRORS = {
     "an unknown path (404)": ("GET", "/v1/nothing-here", {}),
