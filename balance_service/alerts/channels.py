@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,7 +50,6 @@ MAX_EMAIL_LENGTH = 254
 #: An address: one @, no spaces or brackets, a dotted domain. Deliverability is the mail server's business.
 _EMAIL = re.compile(r"[^@\s<>(),;:\"\[\]]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\.[A-Za-z]{2,63}")
 _MASK = "****"
-_MAX_ERROR_LENGTH = 300
 
 
 class ChannelError(ValueError):
@@ -73,12 +73,14 @@ def notify_scheme(url: object, allowed: tuple[str, ...]) -> str:
         raise ChannelError("notify_url must be plain ASCII without spaces")
     scheme, separator, rest = url.partition("://")
     scheme = scheme.lower()
-    if not separator or not rest:
+    if not separator:
         raise ChannelError("notify_url is not an Apprise URL (scheme://…)")
     if scheme not in allowed:
         refused = "e-mail alerts take an email field instead" if scheme in ("mailto", "mailtos") else "not allowed"
         listed = ", ".join(allowed) or "none"
         raise ChannelError(f"notify_url: the scheme {scheme!r} is {refused} on this server (allowed: {listed})")
+    if not rest:
+        raise ChannelError(f"notify_url has nothing after {scheme}://")
     return scheme
 
 
@@ -224,7 +226,7 @@ def _guarded_connection(address: tuple[str, int], *args: Any, **kwargs: Any) -> 
 
 
 def install_guard() -> None:
-    """Route urllib3's connections through ``_guarded_connection`` (once per process; others pass through)."""
+    """Route urllib3's connections through ``_guarded_connection``, keep Apprise's sentences out of the log (once)."""
     global _original_create_connection
     from urllib3.util import connection  # here: only a process that sends alerts needs urllib3
 
@@ -232,6 +234,11 @@ def install_guard() -> None:
         if _original_create_connection is None:
             _original_create_connection = connection.create_connection
             connection.create_connection = _guarded_connection
+            # Apprise's own sentences quote topics, chat ids and hosts: they reach ``_Reasons`` only, never
+            # the service's log (the NullHandler keeps Python's last-resort handler from printing them).
+            apprise_log = logging.getLogger("apprise")
+            apprise_log.propagate = False
+            apprise_log.addHandler(logging.NullHandler())
 
 
 @contextmanager
@@ -270,16 +277,29 @@ class _Reasons(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-#: What is taken out of Apprise's words before they reach an answer or a log: URLs, addresses, host:port.
-_ADDRESSY = re.compile(r"\S+://\S*|\[[0-9a-fA-F:.]+\](?::\d+)?|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|\S+:\d{2,5}\b")
+#: Apprise's failure warnings end in ``error=<HTTP status>``; the rest may quote a topic, a chat id or a host.
+_HTTP_STATUS = re.compile(r"error=(\d{3})\b")
 
 
 def _in_words(service: str, reasons: list[str]) -> str:
-    """Why the service did not take the notification, from Apprise's first warning, without any address."""
-    if not reasons:
+    """Why the service did not take the notification, told from Apprise's warnings without quoting them.
+
+    Only the HTTP status, or that the connection failed or timed out: Apprise's
+    own sentences may carry the topic, chat id or host, which are the user's secrets.
+    """
+    said = " ".join(reasons)
+    status = _HTTP_STATUS.search(said)
+    if status is not None:
+        code = int(status.group(1))
+        phrase = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else ""
+        why = f"it answered HTTP {code} {phrase}".rstrip()
+    elif "timed out" in said.lower() or "timeout" in said.lower():
+        why = "it did not answer in time"
+    elif "connect" in said.lower():
+        why = "the connection failed"
+    else:
         return f"{service} did not accept the notification"
-    said = _ADDRESSY.sub("…", reasons[0]).strip()
-    return f"{service} did not accept the notification: {said}"[:_MAX_ERROR_LENGTH]
+    return f"{service} did not accept the notification: {why}"
 
 
 @contextmanager
@@ -313,6 +333,8 @@ def send(build: Callable[[], Any], title: str, body: str, how: Sending, guarded:
     ``guarded`` is false only for the operator's own mail server (ALERT_SMTP_URL),
     which may well be internal.
     """
+
+    install_guard()
 
     def attempt(left: Callable[[], float]) -> None:
         try:
