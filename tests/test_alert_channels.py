@@ -393,3 +393,24 @@ def test_a_serving_worker_never_loads_apprise(app, alice, receiver, database_url
     )
     assert done.stdout.split("\n")[-2] == "201 200 200 200 []", done.stdout + done.stderr
     assert [post.json["title"] for post in receiver.posts] == ["[Test] Balance alert"]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ALERT_SMTP_URL": "smtp://user:hunter2@mail.example.com"}, "ALERT_SMTP_URL must be an Apprise mailto://"),
+        ({"ALERT_SMTP_URL": "mailtos://"}, "ALERT_SMTP_URL must be an Apprise mailto://"),
+        ({"ALERT_TOPUP_URL": "http://gateway.example.com/topup"}, "ALERT_TOPUP_URL must be an https:// URL"),
+        ({"ALERT_TOPUP_URL": "https:///topup"}, "ALERT_TOPUP_URL must be an https:// URL"),
+    ],
+)
+def test_the_mail_server_and_top_up_link_settings_are_checked_at_start_up(env, message):
+    with pytest.raises(ConfigError, match=message) as refused:
+        Settings.from_env(env)
+    assert "hunter2" not in str(refused.value)
+
+
+def test_the_mail_servers_password_is_left_out_of_the_settings_repr():
+    parsed = Settings.from_env({"ALERT_SMTP_URL": "mailtos://alerts:hunter2@mail.example.com?from=a@example.com"})
+    assert parsed.alert_smtp_url.startswith("mailtos://")
+    assert "hunter2" not in repr(parsed)
