@@ -5,7 +5,7 @@ users and tokens) and the state of the key that created it (tokens again).
 What a key set up follows the key: the alerts of a creator the gateway deleted
 never notify again, those of a disabled creator are paused until the gateway
 enables it again (``_creator_hold``). The read transaction ends before any
-webhook is called, so no database lock or connection is held across the
+notification is sent, so no database lock or connection is held across the
 network. A crossing is claimed with a conditional UPDATE (``state`` from
 ``above`` to ``below``) before sending: of two runs at the same time only one
 wins the claim, so the receiver gets one notification. A failed delivery
@@ -15,12 +15,13 @@ wins the claim, so the receiver gets one notification. A failed delivery
 If the process dies between the claim and the send, that one notification is
 lost (the state already says ``below``); the opposite order could send twice.
 
-Deliveries run concurrently (``ALERT_DELIVERY_WORKERS`` at a time), each bounded
-by ``ALERT_DELIVERY_DEADLINE`` in all, so a webhook that never answers delays
-no one else's. Every account's first due alert goes before any account's
+Deliveries run concurrently (``--workers`` at a time), each bounded by
+``--deadline`` in all, so a webhook or chat service that never answers delays
+no one else's; every channel (webhook, Apprise notify, e-mail) is sent and
+retried the same way (``delivery.retrying``). Every account's first due alert goes before any account's
 second, and alerts that failed before go after those that did not. A failed
 alert is held back (``next_attempt_at``): 60 s after its first failure,
-doubling with each further one up to ``ALERT_FAILURE_BACKOFF_MAX``. Only this
+doubling with each further one up to ``--max-backoff``. Only this
 process's main thread touches the database; the worker threads only send.
 
 A forecast alert (``days_left`` set) reads the scope's spend forecast from the
@@ -449,7 +450,7 @@ def check_alerts(now: int | None = None, delivery: DeliveryOptions | None = None
     require_current(db.engine)  # NotMigrated until init-db ran; never DDL from here
     today = moment.date()  # the UTC day of the pass: the forecast window ends there
     rows = _alerts_with_balances()
-    db.session.commit()  # end the read transaction before the first webhook call
+    db.session.commit()  # end the read transaction before the first notification
     due = []
     forecasts: dict[int, Forecast] = {}
     for row in rows:

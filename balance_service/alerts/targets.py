@@ -7,6 +7,9 @@ checked both when an alert is created and again right before each send, and the
 send connects to exactly the address that was checked, so a name that changes
 its answer later (DNS rebinding) cannot redirect the request.
 
+The same policy judges the connections Apprise makes for chat and push alerts
+(``channels._guarded_connection``), with ``field="notify_url"`` in its messages.
+
 ``INTERNAL_RANGES`` and ``ALWAYS_REFUSED`` below are the one written source of
 the address policy: the checks use them, and the OpenAPI document's text
 (``describe_policy``) and the README point to them.
