@@ -317,9 +317,93 @@ def _rate(name: str, raw: str) -> Rate | None:
     return parse_rate(raw)
 
 
-def _setting(env: str, default: str, parse: Callable[[str, str], Any]) -> Any:
-    """A ``Settings`` field: read from the variable ``env`` (``default`` when unset) by ``parse(env, text)``."""
-    return field(metadata={"env": env, "default": default, "parse": parse})
+class NotifyScheme(NamedTuple):
+    """An Apprise scheme alerts may use: the Apprise plugin module that speaks it, and who picks its server."""
+
+    #: ``apprise.plugins.<plugin>``: imported alone, so a process loads one plugin, not Apprise's ~450 modules.
+    plugin: str
+    #: The URL names the server to call (self-hostable), so that host is checked like a webhook's at creation.
+    user_host: bool
+
+
+#: The Apprise schemes ``ALERT_NOTIFY_SCHEMES`` may name: chat and push services that Apprise reaches over
+#: HTTP(S), so the connect-time address guard (``alerts/channels.py``) sees every connection they make.
+#: Never here: plugins acting on the server itself (syslog, dbus, desktop notifications, files) and
+#: ``mailto``/``mailtos`` (e-mail goes only through the operator's ``ALERT_SMTP_URL``).
+NOTIFY_SCHEMES = {
+    "tgram": NotifyScheme("telegram", False),
+    "dingtalk": NotifyScheme("dingtalk", False),
+    "feishu": NotifyScheme("feishu", False),
+    "lark": NotifyScheme("lark", False),
+    "wecombot": NotifyScheme("wecombot", False),
+    "discord": NotifyScheme("discord", False),
+    "slack": NotifyScheme("slack", False),
+    "bark": NotifyScheme("bark", True),
+    "barks": NotifyScheme("bark", True),
+    "ntfy": NotifyScheme("ntfy", True),
+    "ntfys": NotifyScheme("ntfy", True),
+    "gotify": NotifyScheme("gotify", True),
+    "gotifys": NotifyScheme("gotify", True),
+    "json": NotifyScheme("custom_json", True),
+    "jsons": NotifyScheme("custom_json", True),
+}
+#: ``ALERT_NOTIFY_SCHEMES``' default: every scheme above except json/jsons (a plain JSON POST to a host of
+#: the user's choosing, unsigned: ``webhook_url`` does that with a signature).
+DEFAULT_NOTIFY_SCHEMES = "tgram,dingtalk,feishu,lark,wecombot,discord,slack,bark,barks,ntfy,ntfys,gotify,gotifys"
+#: Schemes named in ``ALERT_NOTIFY_SCHEMES`` that are refused with a reason, not merely as unknown.
+_NEVER_NOTIFY = {
+    "mailto": "e-mail goes only through the operator's ALERT_SMTP_URL",
+    "mailtos": "e-mail goes only through the operator's ALERT_SMTP_URL",
+}
+
+
+def _notify_schemes(name: str, raw: str) -> tuple[str, ...]:
+    """``ALERT_NOTIFY_SCHEMES``: comma-separated schemes out of ``NOTIFY_SCHEMES`` (``tgram`` or ``tgram://``)."""
+    schemes: list[str] = []
+    for entry in (part.strip().lower().removesuffix("://") for part in raw.split(",")):
+        if not entry or entry in schemes:
+            continue
+        if entry in _NEVER_NOTIFY:
+            raise ConfigError(f"{name}: {entry} cannot be allowed: {_NEVER_NOTIFY[entry]}")
+        if entry not in NOTIFY_SCHEMES:
+            raise ConfigError(
+                f"{name}: {entry!r} is not a scheme alerts can send through; choose from {', '.join(NOTIFY_SCHEMES)}"
+            )
+        schemes.append(entry)
+    return tuple(schemes)
+
+
+def _smtp_url(name: str, raw: str) -> str | None:
+    """``ALERT_SMTP_URL``: the operator's mail server as an Apprise ``mailto://`` or ``mailtos://`` URL.
+
+    Only its form is checked here; the message never repeats the URL (it holds the mail password).
+    """
+    value = raw.strip()
+    if not value:
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme.lower() not in ("mailto", "mailtos") or not parsed.netloc:
+        raise ConfigError(f"{name} must be an Apprise mailto:// or mailtos:// URL such as mailtos://user:pass@host")
+    return value
+
+
+def _https_url(name: str, raw: str) -> str | None:
+    """``ALERT_TOPUP_URL``: an https:// link with a host (shown to people in alert messages), or unset."""
+    value = raw.strip()
+    if not value:
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme.lower() != "https" or not parsed.hostname or any(c.isspace() for c in value):
+        raise ConfigError(f"{name} must be an https:// URL with a host, got {value!r}")
+    return value
+
+
+def _setting(env: str, default: str, parse: Callable[[str, str], Any], secret: bool = False) -> Any:
+    """A ``Settings`` field: read from the variable ``env`` (``default`` when unset) by ``parse(env, text)``.
+
+    A ``secret`` one is left out of the settings' ``repr``.
+    """
+    return field(repr=not secret, metadata={"env": env, "default": default, "parse": parse})
 
 
 @dataclass(frozen=True)
@@ -346,6 +430,12 @@ class Settings:
     #: PostgreSQL's statement_timeout; the client's read/write timeout on MySQL/MariaDB (0: none).
     db_statement_timeout_ms: int = _setting("DB_STATEMENT_TIMEOUT_MS", "5000", _positive)
     alert_allow_private_targets: bool = _setting("ALERT_ALLOW_PRIVATE_TARGETS", "false", _bool)
+    #: The Apprise schemes a ``notify_url`` may use (out of ``NOTIFY_SCHEMES``); empty: no notify alerts.
+    alert_notify_schemes: tuple[str, ...] = _setting("ALERT_NOTIFY_SCHEMES", DEFAULT_NOTIFY_SCHEMES, _notify_schemes)
+    #: The operator's mail server for ``email`` alerts; None: ``email`` alerts are refused.
+    alert_smtp_url: str | None = _setting("ALERT_SMTP_URL", "", _smtp_url, secret=True)
+    #: A top-up page shown in alert messages; None: messages have no link.
+    alert_topup_url: str | None = _setting("ALERT_TOPUP_URL", "", _https_url)
     #: Where gunicorn listens (read by gunicorn_conf.py; ``demo`` prints it).
     bind: str = _setting("BIND", "127.0.0.1:8000", lambda name, raw: raw.strip() or "127.0.0.1:8000")
 

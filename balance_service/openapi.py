@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW
+from .alerts.channels import MAX_EMAIL_LENGTH
+from .alerts.models import CHANNELS, LANGUAGES, SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW
 from .alerts.targets import MAX_URL_LENGTH, describe_policy
-from .blueprints.usage import ALERT_CHANNELS
+from .blueprints.alerts import CHANNEL_FIELDS
+from .config import DEFAULT_NOTIFY_SCHEMES, NOTIFY_SCHEMES
 from .gateway.money import BILLING_UNLIMITED_USD
 from .usage.report import CONSUME_NOT_LOGGED, NO_LOGS_TABLE
 from .version import __version__
@@ -74,12 +76,31 @@ def _alert_schema(with_secret: bool) -> dict[str, Any]:
             "description": "A forecast alert: notify when the forecast's days left drop below this; else null.",
         },
         "unit": _UNIT,
+        "channel": {
+            "enum": list(CHANNELS),
+            "description": "Where it sends: `webhook_url`, the Apprise `notify_url`, or the `email` address.",
+        },
         "webhook_url": {
             "type": ["string", "null"],
             "format": "uri",
-            "description": "Null for an alert this key did not create (the URL may carry the receiver's token): "
-            "one stored before the service recorded which key created it, or one whose creating key the gateway "
-            "deleted.",
+            "description": "A webhook alert's URL. Null for other channels, and for an alert this key did not "
+            "create (the URL may carry the receiver's token): one stored before the service recorded which key "
+            "created it, or one whose creating key the gateway deleted.",
+        },
+        "notify_url": {
+            "type": ["string", "null"],
+            "description": "A notify alert's Apprise URL, masked: the scheme and a self-hosted server's host and "
+            "port, everything else (tokens, keys, passwords, topics, chat ids) as `****`. Null for other channels.",
+        },
+        "email": {
+            "type": ["string", "null"],
+            "description": "An e-mail alert's address, masked (`a****@example.com`). Null for other channels.",
+        },
+        "lang": {"enum": list(LANGUAGES), "description": "The language of the messages people read."},
+        "last_tested_at": {
+            **_TIMESTAMP,
+            "type": ["string", "null"],
+            "description": "When the test button last sent; null if never.",
         },
         "state": {
             "enum": [STATE_ABOVE, STATE_BELOW],
@@ -299,7 +320,7 @@ _SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "channels": {
                         "type": "array",
-                        "items": {"enum": list(ALERT_CHANNELS)},
+                        "items": {"enum": list(CHANNEL_FIELDS)},
                         "description": "The fields of `POST /v1/user/balance/alerts` naming where notifications go.",
                     },
                     "test": {"type": "boolean", "description": "Whether an alert can be sent a test notification."},
@@ -309,9 +330,15 @@ _SCHEMAS: dict[str, Any] = {
     },
     "AlertRequest": {
         "type": "object",
-        "description": "A new alert. Unknown fields are refused (400); nothing is stored unless all is valid.",
-        "required": ["webhook_url"],
-        "oneOf": [{"required": ["threshold"]}, {"required": ["days_left"]}],
+        "description": (
+            "A new alert: what to watch (`threshold` or `days_left`) and where to send (exactly one of "
+            "`webhook_url`, `notify_url` and `email`). Unknown fields are refused (400); nothing is stored unless "
+            "all is valid."
+        ),
+        "allOf": [
+            {"oneOf": [{"required": ["threshold"]}, {"required": ["days_left"]}]},
+            {"oneOf": [{"required": ["webhook_url"]}, {"required": ["notify_url"]}, {"required": ["email"]}]},
+        ],
         "additionalProperties": False,
         "properties": {
             "threshold": {
@@ -338,7 +365,37 @@ _SCHEMAS: dict[str, Any] = {
                 "format": "uri",
                 "maxLength": MAX_URL_LENGTH,
                 "description": (
-                    "http:// or https://, with a host and without user name or password. " + describe_policy()
+                    "A signed JSON POST (X-Balance-Signature: t=…,d=…,v1=…). http:// or https://, with a host and "
+                    "without user name or password. " + describe_policy()
+                ),
+            },
+            "notify_url": {
+                "type": "string",
+                "maxLength": MAX_URL_LENGTH,
+                "description": (
+                    "A chat or push service as an Apprise URL (`tgram://bottoken/chat_id`, `dingtalk://token`, "
+                    "`feishu://token`, `wecombot://key`, `bark://host/device_key`, `ntfys://host/topic`, "
+                    "`discord://webhook_id/webhook_token`, `slack://…`), of a scheme the operator allows "
+                    f"(ALERT_NOTIFY_SCHEMES; default {DEFAULT_NOTIFY_SCHEMES.replace(',', ', ')}; possible: "
+                    f"{', '.join(NOTIFY_SCHEMES)}). Never mailto (use `email`). Checked with Apprise. Where the URL "
+                    "names the server (bark, ntfy, gotify, json), its host must pass the webhook address policy, "
+                    "and every connection a send makes passes it again, on the address it connects to."
+                ),
+            },
+            "email": {
+                "type": "string",
+                "format": "email",
+                "maxLength": MAX_EMAIL_LENGTH,
+                "description": (
+                    "An address, written to through the operator's own mail server (ALERT_SMTP_URL); "
+                    "400 when the operator has set none."
+                ),
+            },
+            "lang": {
+                "enum": list(LANGUAGES),
+                "description": (
+                    "The language of the messages people read (notify and e-mail). Default: the best match of "
+                    "the request's Accept-Language (zh, zh-CN: Chinese), else en."
                 ),
             },
             "scope": {
@@ -366,6 +423,11 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "The account's alerts (both scopes, from any of its keys), oldest first.",
             },
         },
+    },
+    "AlertTested": {
+        "type": "object",
+        "required": ["success", "delivered"],
+        "properties": {"success": {"const": True}, "delivered": {"const": True}},
     },
     "AlertDeleted": {
         "type": "object",
@@ -568,7 +630,10 @@ _DOCUMENT: dict[str, Any] = {
         {"name": "balance", "description": "Authenticated with the gateway key (`Authorization: Bearer sk-…`)."},
         {
             "name": "alerts",
-            "description": "Webhooks when a balance falls below a threshold; authenticated like `balance`.",
+            "description": (
+                "Webhooks, chat and push messages (Apprise) or e-mail when a balance falls below a threshold or "
+                "its forecast below a number of days; authenticated like `balance`."
+            ),
         },
         {"name": "service", "description": "Probes and this document; no key needed."},
     ],
@@ -651,9 +716,10 @@ _DOCUMENT: dict[str, Any] = {
             "post": _secured(
                 "createBalanceAlert",
                 "Create a balance alert",
-                "A webhook called by `flask check-alerts` when the watched balance falls below `threshold`, "
-                "or when its spend forecast's days left fall below `days_left`. "
-                "Creating one sends nothing. The answer carries the signing secret, once.",
+                "A message sent by `flask check-alerts` when the watched balance falls below `threshold`, "
+                "or when its spend forecast's days left fall below `days_left`: a signed webhook, a chat or push "
+                "message through Apprise, or an e-mail. "
+                "Creating one sends nothing. The answer carries the webhook signing secret, once.",
                 "alerts",
                 {
                     "201": _json("Created; `alert.secret` is shown only here.", _ref("schemas", "AlertCreated")),
@@ -663,8 +729,10 @@ _DOCUMENT: dict[str, Any] = {
                         _ERROR,
                     ),
                     "400": _json(
-                        "The body is not a JSON object, has an unknown field, or a field is invalid (including a "
-                        "webhook host that does not resolve or resolves to a refused address). Nothing is stored.",
+                        "The body is not a JSON object, has an unknown field, gives not exactly one of webhook_url, "
+                        "notify_url and email, or a field is invalid (including a host that does not resolve or "
+                        "resolves to a refused address, a notify_url scheme the operator does not allow, or email "
+                        "without ALERT_SMTP_URL). The message names the field. Nothing is stored.",
                         _ERROR,
                     ),
                     "409": _json("The account already has ALERT_MAX_PER_USER alerts; delete one first.", _ERROR),
@@ -693,6 +761,55 @@ _DOCUMENT: dict[str, Any] = {
                     "404": _json(
                         "No such alert this key may manage (missing, or another live key's), or the key's owner "
                         "does not exist.",
+                        _ERROR,
+                    ),
+                },
+                parameters=[
+                    {
+                        "name": "alert_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0},
+                        "description": "The `id` from the answer that created the alert.",
+                    }
+                ],
+            )
+        },
+        "/v1/user/balance/alerts/{alert_id}/test": {
+            "post": _secured(
+                "testBalanceAlert",
+                "Send a test message now",
+                "Sends a message marked as a test through the alert's channel (a webhook gets event "
+                '`balance.test` with `"test": true`), while the request waits: one attempt, at most 10 s. '
+                "At most one test per alert per minute, across all workers. The alert's state is not changed.",
+                "alerts",
+                {
+                    "200": _json("Delivered.", _ref("schemas", "AlertTested")),
+                    "403": _json(
+                        "The key's owner is disabled, or the key has expired (an expired key cannot send tests).",
+                        _ERROR,
+                    ),
+                    "404": _json(
+                        "No such alert this key may manage (missing, or another live key's), or the key's owner "
+                        "does not exist.",
+                        _ERROR,
+                    ),
+                    "429": {
+                        **_json(
+                            "This alert was tested less than a minute ago, or this client address had "
+                            "AUTH_FAILURE_LIMIT failed authentications.",
+                            _ERROR,
+                        ),
+                        "headers": {
+                            "Retry-After": {
+                                "schema": {"type": "integer", "minimum": 1},
+                                "description": "Seconds until a test may be sent again.",
+                            }
+                        },
+                    },
+                    "502": _json(
+                        "Not delivered; the message says why in words (an HTTP status, a refused address, a failed "
+                        "connection), never the target's address or tokens.",
                         _ERROR,
                     ),
                 },

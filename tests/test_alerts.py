@@ -113,7 +113,7 @@ def test_the_threshold_is_read_in_the_configured_unit(make_app, create_token, au
         ('{"threshold": 18446744073709551615, "webhook_url": "http://127.0.0.1/"}', "too large"),
         ('{"threshold": 1, "webhook_url": "http://127.0.0.1/", "extra": 1}', "Unknown field(s): extra"),
         ('{"threshold": 1, "webhook_url": "http://127.0.0.1/", "scope": "team"}', "scope must be"),
-        ('{"threshold": 1}', "webhook_url is required"),
+        ('{"threshold": 1}', "Give exactly one of webhook_url, notify_url (an Apprise URL) and email"),
         ('{"threshold": 1, "webhook_url": "ftp://127.0.0.1/"}', "http:// or https://"),
         ('{"threshold": 1, "webhook_url": "http://host.invalid/"}', "cannot resolve"),
     ],

@@ -81,7 +81,7 @@ def test_a_forecast_below_the_days_notifies_once_with_the_forecast(app, receiver
     assert "1 notified" in result.output
     [request] = receiver.requests
     assert request.headers["x-balance-event"] == "balance.forecast_below_days"
-    assert request.headers["x-balance-signature"] == expected_signature(alert["secret"], request.body)
+    assert request.headers["x-balance-signature"] == expected_signature(alert["secret"], request)
     body = request.json
     runs_out_on = (datetime.now(UTC).date() + timedelta(days=10)).isoformat()
     assert body == {

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -49,6 +50,10 @@ ALL_COLUMNS = {
     "failures",
     "next_attempt_at",
     "days_left_tenths",
+    "channel",
+    "target",
+    "lang",
+    "last_test_at",
 }
 
 #: ``balance_alerts`` as the first release's ``create_all`` made it (before any column was added).
@@ -256,6 +261,49 @@ def test_init_db_brings_an_earlier_versions_table_up_to_date_and_keeps_its_rows(
         assert [a["threshold"] for a in listed.get_json()["alerts"]] == [5, 5]
     finally:
         logs.drop()
+
+
+def upgrade_to(url: str, revision: str) -> None:
+    """Alembic's ``upgrade`` to ``revision`` (an older one), as an earlier release's ``init-db`` left the table."""
+    config = alembic_config()
+    with app_on(url), _db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def test_revision_0002_adds_the_channel_columns_to_a_table_with_rows_and_keeps_them(empty_url):
+    key, user_id, token_id = gateway_with_a_key(empty_url)
+    upgrade_to(empty_url, "0001")
+    assert versions(empty_url) == ["0001"]
+    with app_on(empty_url), _db.engine.begin() as connection:
+        for token in (None, token_id):
+            connection.execute(
+                text(
+                    "INSERT INTO balance_alerts (user_id, token_id, threshold, webhook_url, secret, state, created_at,"
+                    " created_by_token_id, failures) VALUES (:user, :token, 2500000, :url, :secret, 'below',"
+                    " '2026-01-01 00:00:00', :creator, 2)"
+                ),
+                {"user": user_id, "token": token, "url": HOOK, "secret": "ab" * 32, "creator": token_id},
+            )
+    output = init_db(empty_url)
+    assert f"balance_alerts migrated from 0001 to {HEAD}" in output
+    assert set(columns(empty_url, "balance_alerts")) == ALL_COLUMNS
+    with app_on(empty_url, ALERT_SMTP_URL="mailto://127.0.0.1:9?from=alerts@example.com") as app:
+        rows = _db.session.execute(
+            text("SELECT token_id, webhook_url, failures, state, channel, target, lang FROM balance_alerts ORDER BY id")
+        ).all()
+        index_names = {index["name"] for index in inspect(_db.engine).get_indexes("balance_alerts")}
+        headers = {"Authorization": f"Bearer {key}"}
+        listed = app.test_client().get(URL, headers=headers).get_json()["alerts"]
+        # webhook_url may now be null: an e-mail alert has none.
+        created = app.test_client().post(URL, json={"threshold": 1, "email": "owner@example.com"}, headers=headers)
+    assert [tuple(row) for row in rows] == [
+        (None, HOOK, 2, "below", "webhook", None, "en"),
+        (token_id, HOOK, 2, "below", "webhook", None, "en"),
+    ]
+    assert {"ix_balance_alerts_user_id", "ix_balance_alerts_token_id"} <= index_names
+    assert [(a["channel"], a["webhook_url"], a["lang"]) for a in listed] == [("webhook", HOOK, "en")] * 2
+    assert created.status_code == 201, created.get_json()
 
 
 def test_alert_requests_and_check_alerts_on_a_migrated_database_run_no_ddl(empty_url):

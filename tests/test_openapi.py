@@ -15,6 +15,8 @@ from balance_service import __version__, create_app
 from balance_service.alerts.store import MAX_ALERTS_PER_USER
 from balance_service.gateway.tables import USER_DISABLED
 from balance_service.openapi import document
+from tests.alert_receivers import free_port
+from tests.test_alert_webhooks import running_receiver
 
 DOC = document()
 BASE = "urn:balance-service:openapi"
@@ -28,6 +30,7 @@ PUBLIC = [(path, method) for path, method in OPERATIONS if (path, method) not in
 DEAD_DATABASE = "sqlite:////nonexistent-dir/sub/balance.sqlite3"
 ALERTS = "/v1/user/balance/alerts"
 ALERT = "/v1/user/balance/alerts/{alert_id}"
+TEST_BUTTON = "/v1/user/balance/alerts/{alert_id}/test"
 USAGE = "/v1/usage"
 BILLING_USAGE = ("/v1/dashboard/billing/usage", "/dashboard/billing/usage")
 # A literal public address: accepted without DNS. Creating an alert sends nothing
@@ -203,6 +206,15 @@ def alert_deletion_answers(client, make_app, auth, key, create_token):
     return answers
 
 
+def alert_test_answers(client, make_app, auth, key, create_token):
+    """A receiver that refuses the connection is a 502; a second press within the minute a 429."""
+    headers = auth(key)
+    closed = create_alert(client, headers, webhook_url=f"http://127.0.0.1:{free_port()}/hook")
+    answers = [call(client, TEST_BUTTON, "post", headers, alert_id=closed) for _ in range(2)]
+    assert [r.status_code for r in answers] == [502, 429]
+    return answers
+
+
 def billing_usage_answers(path):
     def answers(client, make_app, auth, key, create_token):
         """A malformed date is a 400; a valid range without gateway logs is the lifetime figure (200)."""
@@ -233,6 +245,7 @@ OWN_ANSWERS = {
     (ALERTS, "post"): alert_creation_answers,
     (ALERTS, "get"): alert_list_answers,
     (ALERT, "delete"): alert_deletion_answers,
+    (TEST_BUTTON, "post"): alert_test_answers,
     (USAGE, "get"): usage_answers,
     **{
         (path, "get"): billing_usage_answers(path)
@@ -241,12 +254,20 @@ OWN_ANSWERS = {
 }
 
 
+@pytest.fixture
+def hook():
+    with running_receiver() as state:
+        yield state
+
+
 @pytest.mark.parametrize(("path", "method"), AUTHENTICATED)
 def test_authenticated_operations_answer_as_documented(
-    client, make_app, auth, create_user, create_token, gateway_tables, path, method
+    client, make_app, auth, create_user, create_token, gateway_tables, hook, path, method
 ):
     if path == USAGE:  # without the gateway's logs table it answers 409 (usage_answers)
         gateway_tables().create_logs("new-api")
+    if path == TEST_BUTTON:  # it sends for real: to a receiver on loopback, which private targets allow
+        client = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True).test_client()
     good = create_token(user_id=create_user(quota=1500000, used_quota=3), remain_quota=750001, used_quota=1)
     unlimited = create_token(unlimited_quota=True, expired_time=int(time.time()) + 60)
     blocked = create_token(user_id=create_user(status=USER_DISABLED))
@@ -254,7 +275,9 @@ def test_authenticated_operations_answer_as_documented(
     bad = "sk-" + "x" * 48
 
     def alert_of(key: str) -> int:
-        """An alert the key's account owns, so that deleting it succeeds."""
+        """An alert the key's account owns, so that deleting (or testing) it succeeds."""
+        if path == TEST_BUTTON:
+            return create_alert(client, auth(key), webhook_url=hook.url)
         return create_alert(client, auth(key)) if path.startswith(ALERTS) else 1
 
     limited = make_app(AUTH_FAILURE_LIMIT="1/minute").test_client()
@@ -271,7 +294,7 @@ def test_authenticated_operations_answer_as_documented(
         (503, call(dead, path, method, auth(good))),
         (200, call(client, path, method, auth(good), alert_id=alert_of(good))),
     ]
-    if method == "post":
+    if method == "post" and path == ALERTS:
         expected_and_answers = [(201 if status == 200 else status, r) for status, r in expected_and_answers]
     assert [r.status_code for _, r in expected_and_answers] == [status for status, _ in expected_and_answers]
     answers = [r for _, r in expected_and_answers]

@@ -207,11 +207,15 @@ def test_capabilities_without_a_logs_table_name_the_missing_table(make_app, auth
     }
 
 
-def test_capabilities_offer_the_alert_channels_the_alert_api_takes(client, auth, create_token):
-    """Today a webhook only, and no test notification: a page offers nothing else."""
-    body = client.get(CAPABILITIES, headers=auth(create_token())).get_json()
-    assert body["alerts"] == {"channels": ["webhook_url"], "test": False}
-    assert client.get(CAPABILITIES).status_code == 401  # the key is needed, as for the usage itself
+def test_capabilities_offer_the_alert_channels_this_service_can_send_through(make_app, auth, create_token):
+    """E-mail only with the operator's mail server, chat and push only with schemes allowed: a page offers no more."""
+    default = make_app().test_client()
+    body = default.get(CAPABILITIES, headers=auth(create_token())).get_json()
+    assert body["alerts"] == {"channels": ["webhook_url", "notify_url"], "test": True}
+    assert default.get(CAPABILITIES).status_code == 401  # the key is needed, as for the usage itself
+    mail = make_app(ALERT_SMTP_URL="mailto://alerts:pw@127.0.0.1:2525?from=alerts@example.org").test_client()
+    offered = mail.get(CAPABILITIES, headers=auth(create_token())).get_json()["alerts"]["channels"]
+    assert offered == ["webhook_url", "notify_url", "email"]
 
 
 def test_browsers_of_other_origins_may_read_it(client, auth, november):

@@ -5,7 +5,7 @@ users and tokens) and the state of the key that created it (tokens again).
 What a key set up follows the key: the alerts of a creator the gateway deleted
 never notify again, those of a disabled creator are paused until the gateway
 enables it again (``_creator_hold``). The read transaction ends before any
-webhook is called, so no database lock or connection is held across the
+notification is sent, so no database lock or connection is held across the
 network. A crossing is claimed with a conditional UPDATE (``state`` from
 ``above`` to ``below``) before sending: of two runs at the same time only one
 wins the claim, so the receiver gets one notification. A failed delivery
@@ -15,12 +15,13 @@ wins the claim, so the receiver gets one notification. A failed delivery
 If the process dies between the claim and the send, that one notification is
 lost (the state already says ``below``); the opposite order could send twice.
 
-Deliveries run concurrently (``ALERT_DELIVERY_WORKERS`` at a time), each bounded
-by ``ALERT_DELIVERY_DEADLINE`` in all, so a webhook that never answers delays
-no one else's. Every account's first due alert goes before any account's
+Deliveries run concurrently (``--workers`` at a time), each bounded by
+``--deadline`` in all, so a webhook or chat service that never answers delays
+no one else's; every channel (webhook, Apprise notify, e-mail) is sent and
+retried the same way (``delivery.retrying``). Every account's first due alert goes before any account's
 second, and alerts that failed before go after those that did not. A failed
 alert is held back (``next_attempt_at``): 60 s after its first failure,
-doubling with each further one up to ``ALERT_FAILURE_BACKOFF_MAX``. Only this
+doubling with each further one up to ``--max-backoff``. Only this
 process's main thread touches the database; the worker threads only send.
 
 A forecast alert (``days_left`` set) reads the scope's spend forecast from the
@@ -36,11 +37,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from flask import current_app
@@ -53,17 +55,31 @@ from ..extensions import db
 from ..gateway.keys import join_figures
 from ..gateway.options import currency
 from ..gateway.rules import Balance, account_disabled, read_refusal, token_refusal
+from ..gateway.tables import User
 from ..migrations import require_current
 from ..usage.forecast import Forecast
 from ..usage.report import present_forecast, scope_forecast
 from ..usage.source import Scope
+from . import channels
 from .delivery import DeliveryResult, deliver
-from .models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW, BalanceAlert, utcnow
+from .messages import Facts, compose
+from .models import (
+    CHANNEL_EMAIL,
+    CHANNEL_WEBHOOK,
+    SCOPE_ACCOUNT,
+    SCOPE_TOKEN,
+    STATE_ABOVE,
+    STATE_BELOW,
+    BalanceAlert,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
 EVENT_BELOW_THRESHOLD = "balance.below_threshold"
 EVENT_FORECAST_BELOW_DAYS = "balance.forecast_below_days"
+#: The test button's webhook event (``POST /v1/user/balance/alerts/<id>/test``).
+EVENT_TEST = "balance.test"
 #: Seconds a failed alert waits after its first failure; each further failure doubles it.
 FIRST_BACKOFF = 60
 #: What ``_creator_hold`` says about an alert whose creating key the gateway deleted or disabled.
@@ -107,6 +123,10 @@ def _alerts_with_balances() -> list[Row]:
         BalanceAlert.failures,
         BalanceAlert.next_attempt_at,
         BalanceAlert.created_by_token_id,
+        BalanceAlert.channel,
+        BalanceAlert.target,
+        BalanceAlert.lang,
+        User.username,
     ).select_from(BalanceAlert)
     # The creator is a key of the alert's account that the gateway has not deleted, like the watched key.
     stmt = join_figures(alerts, BalanceAlert.user_id, BalanceAlert.token_id, BalanceAlert.created_by_token_id).order_by(
@@ -205,30 +225,124 @@ def _forecast_fields(row: Row, forecast: Forecast) -> dict[str, Any]:
     }
 
 
-def _payload(row: Row, quota: int, now: int, forecast: Forecast | None = None) -> bytes:
+def _payload(row: Any, quota: int | None, now: int, forecast: Forecast | None = None, test: bool = False) -> bytes:
+    """The webhook's JSON body. ``test``: the test button's (event ``balance.test``, ``"test": true``),
+    whose ``balance`` is null when the watched balance cannot be read now."""
     money = currency()
     payload = {
-        "event": _event(forecast),
+        "event": EVENT_TEST if test else _event(forecast),
         "alert_id": row.id,
         "scope": SCOPE_ACCOUNT if row.token_id is None else SCOPE_TOKEN,
         "user_id": row.user_id,
         "token_id": row.token_id,
-        "balance": money.balance(quota, False),
+        "balance": None if quota is None else money.balance(quota, False),
         "threshold": money.amount(row.threshold),
         "unit": money.unit,
         "timestamp": now,
     }
     if forecast is not None:
         payload.update(_forecast_fields(row, forecast))
+    elif row.days_left_tenths is not None:
+        payload.update(threshold=None, days_left=Decimal(row.days_left_tenths) / 10)
+    if test:
+        payload["test"] = True
     return current_app.json.dumps(payload).encode()
 
 
-def _send(url: str, body: bytes, secret: str, event: str, now: int, options: dict[str, Any]) -> DeliveryResult:
+def test_webhook_job(
+    alert: BalanceAlert, quota: int | None, now: int, how: channels.Sending
+) -> Callable[[], DeliveryResult]:
+    """The test button's webhook: signed like a notification, marked as a test."""
+    body = _payload(alert, quota, now, test=True)
+    return partial(
+        deliver,
+        alert.webhook_url,
+        body,
+        alert.secret,
+        event=EVENT_TEST,
+        timestamp=now,
+        allow_private=how.allow_private,
+        timeout=how.timeout,
+        attempts=how.attempts,
+        backoff=how.backoff,
+        deadline=how.deadline,
+    )
+
+
+def _run(job: Callable[[], DeliveryResult]) -> DeliveryResult:
     """Runs in a worker thread: no app context, no database, only the network."""
     try:
-        return deliver(url, body, secret, event=event, timestamp=now, **options)
+        return job()
     except Exception as e:  # noqa: BLE001 - a claimed crossing must never stay "below" unsent
         return DeliveryResult(False, 0, _unexpected(e))
+
+
+def watched_name(scope: str, username: str | None, token_name: str | None) -> str:
+    """How a message names what the alert watches: the account's user name or the key's name (never the key)."""
+    name = username if scope == SCOPE_ACCOUNT else token_name
+    return name or "?"
+
+
+def _facts(row: Row, quota: int, forecast: Forecast | None) -> Facts:
+    scope = SCOPE_ACCOUNT if row.token_id is None else SCOPE_TOKEN
+    forecast_alert = row.days_left_tenths is not None
+    return Facts(
+        currency=currency(),
+        scope=scope,
+        name=watched_name(scope, row.username, row.token.name),
+        quota=quota,
+        threshold=None if forecast_alert else row.threshold,
+        watched_days=Decimal(row.days_left_tenths) / 10 if forecast_alert else None,
+        forecast_days=None if forecast is None else forecast.days_left,
+        topup_url=settings().alert_topup_url,
+    )
+
+
+def message_job(
+    channel: str, target: str, title: str, body: str, how: channels.Sending
+) -> Callable[[], DeliveryResult]:
+    """Sending a person's message of a ``notify`` or ``email`` alert, as one call for a worker thread.
+
+    A scheme the operator has since taken off ``ALERT_NOTIFY_SCHEMES`` fails
+    here, before anything is sent; so does an e-mail alert once ALERT_SMTP_URL is unset.
+    """
+    if channel == CHANNEL_EMAIL:
+        smtp_url = settings().alert_smtp_url
+        return partial(channels.send_email, smtp_url, target, title, body, how)
+    try:
+        channels.notify_scheme(target, settings().alert_notify_schemes)
+    except channels.ChannelError as e:
+        return partial(DeliveryResult, False, 0, e.message)
+    return partial(channels.send_notify, target, title, body, how)
+
+
+def sending_options(delivery: DeliveryOptions) -> channels.Sending:
+    """``check-alerts``' options and the address policy, as every channel's sender takes them."""
+    return channels.Sending(
+        allow_private=settings().alert_allow_private_targets,
+        timeout=delivery.timeout,
+        attempts=delivery.attempts,
+        backoff=delivery.backoff,
+        deadline=delivery.deadline,
+    )
+
+
+def _job(
+    row: Row, quota: int, now: int, forecast: Forecast | None, how: channels.Sending
+) -> Callable[[], DeliveryResult]:
+    """What to send for this crossing, built in the main thread (it reads settings and the gateway's currency)."""
+    if row.channel == CHANNEL_WEBHOOK:
+        body = _payload(row, quota, now, forecast)
+        options = {
+            "allow_private": how.allow_private,
+            "timeout": how.timeout,
+            "attempts": how.attempts,
+            "backoff": how.backoff,
+            "deadline": how.deadline,
+        }
+        return partial(deliver, row.webhook_url, body, row.secret, event=_event(forecast), timestamp=now, **options)
+    title, text = compose(_facts(row, quota, forecast), row.lang)
+    return message_job(row.channel, row.target, title, text, how)
 
 
 def _unexpected(error: Exception) -> str:
@@ -307,25 +421,19 @@ def _deliver_all(
 
     ``forecasts`` holds the forecast of each due forecast alert, by alert id.
     """
-    options = {
-        "allow_private": settings().alert_allow_private_targets,
-        "timeout": delivery.timeout,
-        "attempts": delivery.attempts,
-        "backoff": delivery.backoff,
-        "deadline": delivery.deadline,
-    }
-    with ThreadPoolExecutor(max_workers=delivery.workers, thread_name_prefix="webhook") as pool:
+    how = sending_options(delivery)
+    with ThreadPoolExecutor(max_workers=delivery.workers, thread_name_prefix="alert") as pool:
         sending: dict[Future[DeliveryResult], Row] = {}
         for row, quota in due:
             if not claim(row.id):
                 continue  # another run is notifying this crossing right now
             forecast = forecasts.get(row.id)
             try:
-                body = _payload(row, quota, now, forecast)
+                job = _job(row, quota, now, forecast, how)
             except Exception as e:  # noqa: BLE001 - a claimed crossing must never stay "below" unsent
                 _record(row, DeliveryResult(False, 0, _unexpected(e)), moment, summary, delivery.max_backoff)
                 continue
-            sending[pool.submit(_send, row.webhook_url, body, row.secret, _event(forecast), now, options)] = row
+            sending[pool.submit(_run, job)] = row
         for future in as_completed(sending):
             _record(sending[future], future.result(), moment, summary, delivery.max_backoff)
 
@@ -342,7 +450,7 @@ def check_alerts(now: int | None = None, delivery: DeliveryOptions | None = None
     require_current(db.engine)  # NotMigrated until init-db ran; never DDL from here
     today = moment.date()  # the UTC day of the pass: the forecast window ends there
     rows = _alerts_with_balances()
-    db.session.commit()  # end the read transaction before the first webhook call
+    db.session.commit()  # end the read transaction before the first notification
     due = []
     forecasts: dict[int, Forecast] = {}
     for row in rows:

@@ -46,7 +46,7 @@ def _with_delivery_options(command: Any) -> Any:
 )
 @_with_delivery_options
 def check_alerts_command(interval: int | None, **options: Any) -> None:
-    """Send the balance-alert webhooks that are due.
+    """Send the balance alerts that are due: webhooks, chat and push messages, e-mails.
 
     Run once, it exits 1 when a notification could not be delivered (cron then
     mails the output); the alert stays due and the next run retries it.

@@ -1,5 +1,10 @@
 """Sign one notification and POST it, with retries, to an address checked right before sending.
 
+The signature covers the time and the delivery's id as well as the body
+(``t=<unix>,d=<delivery id>,v1=<hex HMAC-SHA256 of "t.d.body">``, the scheme
+Stripe and Slack use), so a captured notification cannot be replayed with a
+fresh timestamp, and a receiver that remembers the ids it has seen drops a replay.
+
 Uses the standard library's ``http.client`` (what ``urllib`` is built on)
 because the connection must go to the exact address that was checked, while
 the Host header and the TLS certificate check still use the URL's host name.
@@ -18,6 +23,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -33,9 +39,11 @@ _MAX_RESPONSE_BYTES = 64 * 1024
 _MAX_ERROR_LENGTH = 300
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The signature header value: ``sha256=`` and the hex HMAC-SHA256 of the exact body bytes."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, timestamp: int, delivery_id: str, body: bytes) -> str:
+    """The signature header's value: ``t=…,d=…,v1=`` the hex HMAC-SHA256 of ``t.d.`` and the exact body bytes."""
+    signed = f"{timestamp}.{delivery_id}.".encode() + body
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return f"t={timestamp},d={delivery_id},v1={digest}"
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class DeliveryResult:
     error: str | None = None
 
 
-class _Retry(Exception):
+class Retry(Exception):
     """One attempt failed in a way that another attempt may fix (network error, 5xx, 408, 429)."""
 
 
@@ -111,7 +119,7 @@ def _attempt(
         response = connection.getresponse()
         response.read(_MAX_RESPONSE_BYTES)
     except (OSError, http.client.HTTPException) as e:
-        raise _Retry(f"{type(e).__name__}: {e}"[:_MAX_ERROR_LENGTH]) from None
+        raise Retry(f"{type(e).__name__}: {e}"[:_MAX_ERROR_LENGTH]) from None
     finally:
         watchdog.cancel()
         connection.close()
@@ -119,7 +127,7 @@ def _attempt(
         return
     message = f"the webhook answered HTTP {response.status}"
     if response.status >= 500 or response.status in (408, 429):
-        raise _Retry(message)
+        raise Retry(message)
     raise TargetError(message)
 
 
@@ -143,21 +151,46 @@ def deliver(
     address or a 4xx answer ends the delivery at once; network errors, 5xx,
     408 and 429 are retried after ``backoff``, 2×``backoff``, … seconds. Every
     attempt sends the same body, signature and delivery id, so a receiver can
-    drop duplicates. ``timestamp`` (Unix seconds) goes in a header and should
-    also be in the body, where the signature covers it.
+    drop duplicates. ``timestamp`` (Unix seconds) is signed with the body.
 
     ``deadline`` (seconds, all attempts, lookups and pauses together) bounds
     the whole delivery: no attempt or pause starts past it, and a running
     attempt is cut off when it is reached.
     """
+    delivery_id = uuid.uuid4().hex
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "balance-service-webhook",
         EVENT_HEADER: event,
-        DELIVERY_HEADER: uuid.uuid4().hex,
+        # For information only: the signature header carries both, signed.
+        DELIVERY_HEADER: delivery_id,
         TIMESTAMP_HEADER: str(timestamp),
-        SIGNATURE_HEADER: sign(secret, body),
+        SIGNATURE_HEADER: sign(secret, timestamp, delivery_id, body),
     }
+
+    def attempt(left: Callable[[], float]) -> None:
+        target = parse_url(url)
+        _attempt(target, resolve(target, allow_private, min(dns_timeout, left())), body, headers, timeout, left())
+
+    return retrying(attempt, attempts=attempts, backoff=backoff, deadline=deadline, what="webhook")
+
+
+def retrying(
+    attempt: Callable[[Callable[[], float]], None],
+    *,
+    attempts: int,
+    backoff: float,
+    deadline: float | None,
+    what: str,
+) -> DeliveryResult:
+    """Run ``attempt(left)`` up to ``attempts`` times, for every channel; never raises for a failed delivery.
+
+    ``left()`` is the time left before ``deadline`` (seconds from now, all
+    attempts and pauses together). An attempt raises ``Retry`` for what another
+    attempt may fix (tried again after ``backoff``, 2×``backoff``, … seconds)
+    and ``TargetError`` when it is refused (retried only if ``retryable``); no
+    attempt or pause starts past the deadline.
+    """
     error = "not attempted"
     ends = time.monotonic() + (math.inf if deadline is None else deadline)
 
@@ -167,24 +200,23 @@ def deliver(
     def given_up(attempts_made: int) -> DeliveryResult:
         return DeliveryResult(False, attempts_made, f"{error}; gave up at the {deadline:g} s delivery deadline")
 
-    for attempt in range(1, attempts + 1):
-        if attempt > 1:
-            pause = backoff * 2 ** (attempt - 2)
+    for number in range(1, attempts + 1):
+        if number > 1:
+            pause = backoff * 2 ** (number - 2)
             if time.monotonic() + pause >= ends:
-                return given_up(attempt - 1)
+                return given_up(number - 1)
             time.sleep(pause)
         try:
-            target = parse_url(url)
-            _attempt(target, resolve(target, allow_private, min(dns_timeout, left())), body, headers, timeout, left())
+            attempt(left)
         except TargetError as e:
             if not e.retryable:
-                return DeliveryResult(False, attempt, e.message)
+                return DeliveryResult(False, number, e.message)
             error = e.message
-        except _Retry as e:
+        except Retry as e:
             error = str(e)
         else:
-            return DeliveryResult(True, attempt)
-        log.info("webhook attempt %d of %d failed: %s", attempt, attempts, error)
+            return DeliveryResult(True, number)
+        log.info("%s attempt %d of %d failed: %s", what, number, attempts, error)
         if time.monotonic() >= ends:
-            return given_up(attempt)
+            return given_up(number)
     return DeliveryResult(False, attempts, error)

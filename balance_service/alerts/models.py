@@ -11,6 +11,11 @@ from ..extensions import db
 
 STATE_ABOVE, STATE_BELOW = "above", "below"
 SCOPE_ACCOUNT, SCOPE_TOKEN = "account", "token"
+#: Where an alert sends: a signed JSON POST, an Apprise URL (chat, push), or an e-mail through ALERT_SMTP_URL.
+CHANNEL_WEBHOOK, CHANNEL_NOTIFY, CHANNEL_EMAIL = "webhook", "notify", "email"
+CHANNELS = (CHANNEL_WEBHOOK, CHANNEL_NOTIFY, CHANNEL_EMAIL)
+#: The languages of the messages people read; the first is the default.
+LANGUAGES = ("en", "zh-CN")
 
 
 def utcnow() -> datetime:
@@ -39,6 +44,12 @@ class BalanceAlert(db.Model):
     of a day) and watches the forecast's days left instead of the balance; its
     ``threshold`` is stored as 0 and unused (the column predates forecast
     alerts and is NOT NULL in existing tables).
+
+    ``channel`` says where it sends: ``webhook`` to ``webhook_url``; ``notify``
+    to the Apprise URL in ``target``; ``email`` to the address in ``target``
+    through the operator's ALERT_SMTP_URL (``webhook_url`` is null for both).
+    ``lang`` is the language of the messages people read; ``last_test_at``
+    (naive UTC) is when the test button last sent, for its once-a-minute limit.
     """
 
     __tablename__ = "balance_alerts"
@@ -47,7 +58,7 @@ class BalanceAlert(db.Model):
     user_id: Mapped[int] = mapped_column(Integer, index=True)
     token_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     threshold: Mapped[int] = mapped_column(BigInteger)
-    webhook_url: Mapped[str] = mapped_column(String(2048))
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     # The HMAC key; it has to be readable to sign, so it is stored as issued.
     secret: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(8), default=STATE_ABOVE)
@@ -58,6 +69,11 @@ class BalanceAlert(db.Model):
     failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     days_left_tenths: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    channel: Mapped[str] = mapped_column(String(8), default=CHANNEL_WEBHOOK, server_default=CHANNEL_WEBHOOK)
+    # The Apprise URL (its tokens included) or the e-mail address; only ever shown masked.
+    target: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    lang: Mapped[str] = mapped_column(String(8), default=LANGUAGES[0], server_default=LANGUAGES[0])
+    last_test_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     @property
     def scope(self) -> str:
@@ -68,5 +84,5 @@ class BalanceAlert(db.Model):
         return self.days_left_tenths is not None
 
     def __repr__(self) -> str:
-        # Never the secret or the URL (it may carry a receiver's token).
+        # Never the secret, the URL or the target (they may carry a receiver's token).
         return f"<BalanceAlert {self.id} of user {self.user_id} {self.scope}>"

@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, text
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text, update
 
 from ..extensions import db
 from ..gateway.keys import is_live_key
@@ -140,3 +141,33 @@ def delete_alert(alert_id: int, user_id: int, token_id: int) -> bool:
     deleted = db.session.execute(stmt).rowcount
     db.session.commit()
     return bool(deleted)
+
+
+def alert_of(alert_id: int, user_id: int, token_id: int) -> BalanceAlert | None:
+    """One alert the key may manage (as ``alerts_of`` lists them), or None."""
+    if alert_id > MAX_ID:
+        return None
+    stmt = db.select(BalanceAlert).where(BalanceAlert.id == alert_id, _managed_by(user_id, token_id))
+    return db.session.execute(stmt).scalar_one_or_none()
+
+
+def claim_test(alert_id: int, now: datetime, interval: int) -> datetime | None:
+    """Record a test of the alert at ``now`` unless the last one was less than ``interval`` seconds before.
+
+    One conditional UPDATE, so two workers (or two requests at once) cannot
+    both send: None when this call may send, else the time of the last test.
+    """
+    result = db.session.execute(
+        update(BalanceAlert)
+        .where(
+            BalanceAlert.id == alert_id,
+            or_(BalanceAlert.last_test_at.is_(None), BalanceAlert.last_test_at <= now - timedelta(seconds=interval)),
+        )
+        .values(last_test_at=now)
+    )
+    db.session.commit()
+    if result.rowcount == 1:
+        return None
+    last = db.session.execute(select(BalanceAlert.last_test_at).where(BalanceAlert.id == alert_id)).scalar()
+    db.session.commit()
+    return last or now

@@ -7,6 +7,9 @@ checked both when an alert is created and again right before each send, and the
 send connects to exactly the address that was checked, so a name that changes
 its answer later (DNS rebinding) cannot redirect the request.
 
+The same policy judges the connections Apprise makes for chat and push alerts
+(``channels._guarded_connection``), with ``field="notify_url"`` in its messages.
+
 ``INTERNAL_RANGES`` and ``ALWAYS_REFUSED`` below are the one written source of
 the address policy: the checks use them, and the OpenAPI document's text
 (``describe_policy``) and the README point to them.
@@ -206,7 +209,7 @@ def is_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_pri
 _INTERNAL_LIST = ", ".join(n for r in INTERNAL_RANGES for n in r.networks)
 
 
-def _getaddrinfo_within(host: str, port: int, timeout: float) -> list[Any]:
+def _getaddrinfo_within(host: str, port: int, timeout: float, field: str = "webhook_url") -> list[Any]:
     """``socket.getaddrinfo`` with a deadline: it has no timeout of its own.
 
     A name server that never answers keeps the C library waiting for its full
@@ -230,37 +233,45 @@ def _getaddrinfo_within(host: str, port: int, timeout: float) -> list[Any]:
 
     threading.Thread(target=run, name="webhook-dns", daemon=True).start()
     if not done.wait(timeout):
-        raise TargetError(f"the webhook host {host!r} did not resolve within {timeout:g} s", retryable=True)
+        raise TargetError(f"the {_noun(field)} host {host!r} did not resolve within {timeout:g} s", retryable=True)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["infos"]
 
 
-def resolve(target: Target, allow_private: bool, dns_timeout: float = DEFAULT_DNS_TIMEOUT) -> list[str]:
+def _noun(field: str) -> str:
+    """``webhook`` for ``webhook_url``, ``notify`` for ``notify_url``: how messages name the host's URL."""
+    return field.removesuffix("_url")
+
+
+def resolve(
+    target: Target, allow_private: bool, dns_timeout: float = DEFAULT_DNS_TIMEOUT, field: str = "webhook_url"
+) -> list[str]:
     """The addresses ``target.host`` resolves to now, every one of them allowed, or TargetError.
 
     The refusal does not say which address was found: the API caller must not
-    be able to map internal host names to addresses with it.
+    be able to map internal host names to addresses with it. ``field`` is the
+    request field the messages name (``notify_url`` for Apprise alerts).
     """
     try:
-        infos = _getaddrinfo_within(target.host, target.port, dns_timeout)
+        infos = _getaddrinfo_within(target.host, target.port, dns_timeout, field)
     except (socket.gaierror, UnicodeError):
-        raise TargetError(f"cannot resolve the webhook host {target.host!r}", retryable=True) from None
+        raise TargetError(f"cannot resolve the {_noun(field)} host {target.host!r}", retryable=True) from None
     addresses: list[str] = []
     for *_, sockaddr in infos:
         text = str(sockaddr[0]).split("%", 1)[0]
         if text not in addresses:
             addresses.append(text)
     if not addresses:
-        raise TargetError(f"cannot resolve the webhook host {target.host!r}", retryable=True)
+        raise TargetError(f"cannot resolve the {_noun(field)} host {target.host!r}", retryable=True)
     if all(is_allowed(ipaddress.ip_address(text), allow_private) for text in addresses):
         return addresses
     if allow_private:
         raise TargetError(
-            "webhook_url is not allowed: it must point to a public address or to a private network or "
+            f"{field} is not allowed: it must point to a public address or to a private network or "
             f"loopback one ({_INTERNAL_LIST})"
         )
-    raise TargetError("webhook_url is not allowed: it must point to a public address")
+    raise TargetError(f"{field} is not allowed: it must point to a public address")
 
 
 def check_url(url: object, allow_private: bool, dns_timeout: float = DEFAULT_DNS_TIMEOUT) -> Target:

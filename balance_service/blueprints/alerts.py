@@ -1,4 +1,4 @@
-"""``/v1/user/balance/alerts``: create, list and delete the caller's balance alerts.
+"""``/v1/user/balance/alerts``: create, list, delete and test the caller's balance alerts.
 
 The caller is the key: it sees and deletes the alerts it created, and (without
 their webhook URL) its account's alerts that no live key owns: no recorded
@@ -6,29 +6,48 @@ creator, or a creator the gateway deleted. An alert watches either the balance
 of the account behind the key (``scope: account``) or the balance of the key
 itself (``scope: token``), either against an amount (``threshold``) or against
 the spend forecast's days left (``days_left``); ``flask check-alerts`` does
-the watching. Storage
-and the per-account cap are in ``alerts/store.py``; this module checks
-requests and shapes answers.
+the watching. An alert sends to one channel: a signed ``webhook_url``, an
+Apprise ``notify_url`` (chat, push) or an ``email`` address through the
+operator's mail server. Storage and the per-account cap are in
+``alerts/store.py``; this module checks requests and shapes answers. Apprise
+never loads in this process: checking a notify_url and sending a test message
+through it run in a child (``alerts/isolated.py``).
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 
-from ..alerts import store
-from ..alerts.models import SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, BalanceAlert
-from ..alerts.targets import TargetError, check_url
+from ..alerts import channels, isolated, store
+from ..alerts.checker import DeliveryOptions, sending_options, test_webhook_job, watched_name
+from ..alerts.delivery import DeliveryResult
+from ..alerts.messages import Facts, compose
+from ..alerts.models import (
+    CHANNEL_EMAIL,
+    CHANNEL_NOTIFY,
+    CHANNEL_WEBHOOK,
+    LANGUAGES,
+    SCOPE_ACCOUNT,
+    SCOPE_TOKEN,
+    STATE_ABOVE,
+    BalanceAlert,
+)
+from ..alerts.targets import TargetError, check_url, resolve
 from ..config import settings
-from ..errors import ApiError
+from ..errors import ApiError, error_body
+from ..extensions import db
 from ..gateway.money import AmountError, Currency, NotWhole
 from ..gateway.options import currency
-from ..gateway.rules import alert_refusal
+from ..gateway.rules import Balance, alert_refusal
+from ..gateway.tables import Token, User
 from ..migrations import NotMigrated
 
 bp = Blueprint("alerts", __name__)
@@ -51,7 +70,30 @@ def _table_ready() -> None:
         raise ApiError(503, NOT_SET_UP) from None
 
 
-_FIELDS = ("threshold", "days_left", "webhook_url", "scope")
+_FIELDS = ("threshold", "days_left", "webhook_url", "notify_url", "email", "scope", "lang")
+#: The request field of each channel: exactly one of them is given.
+_CHANNEL_OF = {"webhook_url": CHANNEL_WEBHOOK, "notify_url": CHANNEL_NOTIFY, "email": CHANNEL_EMAIL}
+#: The channels' request fields, in the order a page offers them.
+CHANNEL_FIELDS = tuple(_CHANNEL_OF)
+
+
+def offered_channels() -> list[str]:
+    """The channel fields a creation may use here: chat/push with schemes allowed, e-mail with a mail server."""
+    config = settings()
+    usable = {
+        "webhook_url": True,
+        "notify_url": bool(config.alert_notify_schemes),
+        "email": bool(config.alert_smtp_url),
+    }
+    return [name for name in CHANNEL_FIELDS if usable[name]]
+
+
+#: Seconds between two test messages of one alert.
+TEST_INTERVAL = 60
+#: How the test button sends: one attempt, all of it within 10 s, while the request waits.
+TEST_DELIVERY = DeliveryOptions(attempts=1, deadline=10.0)
+#: The test button's clock (Unix seconds); tests replace it to move time without waiting.
+clock: Callable[[], float] = time.time
 
 #: Most days a forecast alert may look ahead; the forecast's own resolution is a tenth of a day.
 MAX_DAYS_LEFT = 365
@@ -108,12 +150,16 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _present(alert: BalanceAlert, viewer: int) -> dict[str, Any]:
-    """The alert as the key ``viewer`` sees it: the URL only for the key that created the alert.
+    """The alert as the key ``viewer`` sees it: the webhook URL only for the key that created the alert.
 
     The URL may carry the receiver's token; the other alerts a key is shown
-    (no recorded creator, or a deleted one) come without it.
+    (no recorded creator, or a deleted one) come without it. A notify URL and
+    an e-mail address are shown masked, to every key (``channels.mask_*``);
+    the full value is only stored.
     """
     money = _currency()
+    notify = alert.target if alert.channel == CHANNEL_NOTIFY and alert.target else None
+    email = alert.target if alert.channel == CHANNEL_EMAIL and alert.target else None
     return {
         "id": alert.id,
         "scope": alert.scope,
@@ -126,7 +172,53 @@ def _present(alert: BalanceAlert, viewer: int) -> dict[str, Any]:
         "created_at": _iso(alert.created_at),
         "last_notified_at": _iso(alert.last_notified_at),
         "last_error": alert.last_error,
+        "channel": alert.channel,
+        "notify_url": None if notify is None else channels.mask_notify_url(notify),
+        "email": None if email is None else channels.mask_email(email),
+        "lang": alert.lang,
+        "last_tested_at": _iso(alert.last_test_at),
     }
+
+
+def _lang(body: dict[str, Any]) -> str:
+    """``lang`` from the request, else the best of ``LANGUAGES`` for its Accept-Language, else English."""
+    if body.get("lang") is not None:
+        if body["lang"] not in LANGUAGES:
+            raise ApiError(400, f"lang must be one of {', '.join(LANGUAGES)}")
+        return body["lang"]
+    return request.accept_languages.best_match(LANGUAGES, default=LANGUAGES[0]) or LANGUAGES[0]
+
+
+def _target(body: dict[str, Any]) -> tuple[str, str]:
+    """``(channel, target)`` from exactly one of webhook_url, notify_url and email, each fully checked.
+
+    Resolving and Apprise's parsing may be slow: this runs before any database
+    transaction is opened, so no connection sits idle in a transaction meanwhile.
+    """
+    given = [name for name in _CHANNEL_OF if body.get(name) is not None]
+    if len(given) != 1:
+        raise ApiError(400, "Give exactly one of webhook_url, notify_url (an Apprise URL) and email")
+    [name] = given
+    value = body[name]
+    config = settings()
+    try:
+        if name == "webhook_url":
+            check_url(value, config.alert_allow_private_targets)
+        elif name == "notify_url":
+            channels.notify_scheme(value, config.alert_notify_schemes)
+            host = channels.chosen_host(value)
+            if host is not None:
+                resolve(host, config.alert_allow_private_targets, field="notify_url")
+            refusal = isolated.check_notify_url(value)
+            if refusal is not None:
+                raise ApiError(400, refusal)
+        else:
+            if config.alert_smtp_url is None:
+                raise ApiError(400, "email alerts are off on this server: the operator has not set ALERT_SMTP_URL")
+            channels.check_email(value)
+    except (TargetError, channels.ChannelError) as e:
+        raise ApiError(400, e.message) from None
+    return _CHANNEL_OF[name], value
 
 
 @bp.post("/v1/user/balance/alerts")
@@ -142,7 +234,9 @@ def create_alert():
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(
-            400, "Send a JSON object (Content-Type: application/json) with threshold or days_left, and webhook_url"
+            400,
+            "Send a JSON object (Content-Type: application/json) with threshold or days_left, and one of "
+            "webhook_url, notify_url and email",
         )
     unknown = sorted(set(body) - set(_FIELDS))
     if unknown:
@@ -151,13 +245,8 @@ def create_alert():
     scope = body.get("scope", SCOPE_ACCOUNT)
     if scope not in (SCOPE_ACCOUNT, SCOPE_TOKEN):
         raise ApiError(400, "scope must be 'account' or 'token'")
-    url = body.get("webhook_url")
-    try:
-        # Resolving may be slow: it happens before any database transaction is opened,
-        # so no connection sits idle in a transaction meanwhile.
-        check_url(url, settings().alert_allow_private_targets)
-    except TargetError as e:
-        raise ApiError(400, e.message) from None
+    lang = _lang(body)
+    channel, target = _target(body)
     limit = store.MAX_ALERTS_PER_USER
     secret = secrets.token_hex(32)
     alert = BalanceAlert(
@@ -165,7 +254,10 @@ def create_alert():
         token_id=g.token.id if scope == SCOPE_TOKEN else None,
         threshold=threshold,
         days_left_tenths=days_left_tenths,
-        webhook_url=url,
+        webhook_url=target if channel == CHANNEL_WEBHOOK else None,
+        target=None if channel == CHANNEL_WEBHOOK else target,
+        channel=channel,
+        lang=lang,
         secret=secret,
         state=STATE_ABOVE,
         created_by_token_id=g.token.id,
@@ -192,3 +284,71 @@ def delete_alert(alert_id: int):
     if not store.delete_alert(alert_id, g.user.id, g.token.id):
         raise ApiError(404, "No such alert")
     return jsonify(success=True, deleted=alert_id)
+
+
+def _test_facts(alert: BalanceAlert) -> tuple[Facts, int | None]:
+    """What the test message says, and the watched balance now (None: cannot be read, or unlimited)."""
+    balance: Balance | None = None
+    if alert.token_id is None:
+        balance = Balance.of_user(g.user, settings().unlimited_user_roles)
+    elif alert.token_id == g.token.id:
+        balance = Balance.of_token(g.token)
+    quota = None if balance is None or balance.unlimited else balance.remaining
+    username = db.session.execute(db.select(User.username).where(User.id == alert.user_id)).scalar()
+    token_name = None
+    if alert.token_id is not None:
+        token_name = db.session.execute(db.select(Token.name).where(Token.id == alert.token_id)).scalar()
+    db.session.commit()  # end the read transaction before the network
+    scope = alert.scope
+    facts = Facts(
+        currency=_currency(),
+        scope=scope,
+        name=watched_name(scope, username, token_name),
+        quota=quota,
+        threshold=None if alert.is_forecast else alert.threshold,
+        watched_days=None if alert.days_left_tenths is None else Decimal(alert.days_left_tenths) / 10,
+        topup_url=settings().alert_topup_url,
+    )
+    return facts, quota
+
+
+def _send_test(alert: BalanceAlert, now: int) -> DeliveryResult:
+    facts, quota = _test_facts(alert)
+    how = sending_options(TEST_DELIVERY)
+    if alert.channel == CHANNEL_WEBHOOK:
+        return test_webhook_job(alert, quota, now, how)()
+    if alert.channel == CHANNEL_NOTIFY:
+        try:
+            channels.notify_scheme(alert.target, settings().alert_notify_schemes)
+        except channels.ChannelError as e:
+            return DeliveryResult(False, 0, e.message)
+    title, text = compose(facts, alert.lang, test=True)
+    return isolated.send(alert.channel, alert.target, settings().alert_smtp_url, title, text, how)
+
+
+@bp.post("/v1/user/balance/alerts/<int:alert_id>/test")
+def test_alert(alert_id: int):
+    """Send a test message now; at most one per alert per ``TEST_INTERVAL`` seconds, across all workers.
+
+    Sending is a use of the key, like creating: it needs a key the gateway
+    still accepts. The time of the test is recorded before sending (a
+    conditional UPDATE of ``last_test_at``), so a second press meanwhile gets 429.
+    """
+    refusal = alert_refusal(g.token, int(time.time()))
+    if refusal:
+        raise ApiError(403, refusal)
+    alert = store.alert_of(alert_id, g.user.id, g.token.id)
+    if alert is None:
+        raise ApiError(404, "No such alert")
+    now = int(clock())
+    moment = datetime.fromtimestamp(now, UTC).replace(tzinfo=None)
+    last = store.claim_test(alert.id, moment, TEST_INTERVAL)
+    if last is not None:
+        wait = min(max(math.ceil(TEST_INTERVAL - (moment - last).total_seconds()), 1), TEST_INTERVAL)
+        response = jsonify(error_body(f"One test per alert per minute; try again in {wait} s"))
+        response.headers["Retry-After"] = str(wait)
+        return response, 429
+    result = _send_test(alert, now)
+    if not result.ok:
+        raise ApiError(502, f"The test message was not delivered: {result.error}")
+    return jsonify(success=True, delivered=True)

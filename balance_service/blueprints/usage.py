@@ -6,8 +6,7 @@ authenticates as for the balance endpoints and nothing is written.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Response, g, jsonify, request
 
 from ..config import settings
 from ..errors import ApiError
@@ -41,31 +40,16 @@ def usage() -> Response:
     return jsonify(success=True, **body)
 
 
-#: The alert channels a page may offer, each the request field that carries its target, in the order offered.
-ALERT_CHANNELS = ("webhook_url", "notify_url", "email")
-#: The path of an alert's test notification, when the service has one.
-ALERT_TEST_PATH = "/v1/user/balance/alerts/0/test"
-
-
-def _alert_test_exists() -> bool:
-    try:
-        current_app.url_map.bind("localhost").match(ALERT_TEST_PATH, method="POST")
-    except HTTPException:
-        return False
-    return True
-
-
 @bp.get("/v1/capabilities")
 def capabilities() -> Response:
     """What this service can show the key's holder, so that a page asks only for what exists.
 
     ``usage_history`` says whether ``GET /v1/usage`` can answer (it answers 409 when not, and a
     browser logs every 409 as an error); ``alerts`` lists the alert channels the create endpoint
-    accepts and whether an alert can be sent a test notification. Both are read from the
-    service itself (the logs, the alerts blueprint's fields, the URL map), never configured twice.
+    accepts here and that an alert can be sent a test notification. Both are read from the
+    service itself (the logs, the alerts blueprint and the settings), never configured twice.
     """
     gap = logs_gap()
     reason, message = gap or (None, None)
     history = {"available": gap is None, "reason": reason, "message": message}
-    offered = [name for name in ALERT_CHANNELS if name in alerts._FIELDS]  # the fields POST accepts
-    return jsonify(success=True, usage_history=history, alerts={"channels": offered, "test": _alert_test_exists()})
+    return jsonify(success=True, usage_history=history, alerts={"channels": alerts.offered_channels(), "test": True})

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: Alembic's version table, named for the service (a gateway or another tool may have an ``alembic_version``).
 VERSION_TABLE = "balance_service_alembic_version"
 #: The newest revision in ``versions/``: the one this code reads and writes. A new revision moves it.
-HEAD = "0001"
+HEAD = "0002"
 #: The only tables the revisions create or change; everything else in the database belongs to the gateway.
 SERVICE_TABLES = frozenset({"balance_alerts"})
 #: The operator's command that brings the table to the current revision, for error messages.
