@@ -41,7 +41,7 @@ from balance_service.gateway import operations
 from balance_service.gateway.tables import Token, User
 from balance_service.migrations import init_database
 from tests.gateway_logs import CONSUME, REFUND, GatewayTables, Log
-from tests.helpers import clean_environment, running_gunicorn
+from tests.helpers import clean_environment, recording_receiver, running_gunicorn
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -929,7 +929,7 @@ def test_the_language_switch_changes_every_word_and_is_remembered(page, page_ori
     chinese = page.locator("main").inner_text()
     # No English sentence is left: every word that is not a figure, a URL, a model or a unit changed.
     leftover = {w for w in re.findall(r"[A-Za-z]{4,}", chinese)} & set(re.findall(r"[A-Za-z]{4,}", english))
-    assert leftover <= {"balance", "user", "usage", "alerts", "claude", "mini", "Webhook", "https"}, leftover
+    assert leftover <= {"balance", "user", "usage", "alerts", "claude", "mini", "Webhook", "Apprise", "https"}, leftover
 
     # Remembered (the language only: the key never goes to localStorage), and used on the next visit.
     assert page.evaluate("() => Object.entries(localStorage)") == [["balance-service.lang", "zh-CN"]]
@@ -946,9 +946,8 @@ def test_reminders_are_listed_created_and_deleted_against_the_real_api(page, pag
     check_balance(page, demo.key)
     panel = page.get_by_test_id("alerts")
     expect(panel.get_by_role("heading", name="Reminders")).to_be_visible()
-    # What the service offers today: a webhook, and no test notification.
-    expect(panel.get_by_label("Send by").locator("option")).to_have_text(["Webhook"])
-    expect(panel.get_by_role("button", name="Send a test")).to_have_count(0)
+    # What this service offers: a webhook and chat/push apps (e-mail needs the operator's mail server).
+    expect(panel.get_by_label("Send by").locator("option")).to_have_text(["Webhook", "Chat or push app (Apprise URL)"])
 
     panel.get_by_label("Amount (USD)").fill("5")
     panel.get_by_label("Webhook URL").fill(HOOK)
@@ -989,6 +988,31 @@ def test_reminders_are_listed_created_and_deleted_against_the_real_api(page, pag
     panel.get_by_label("Amount (USD)").fill("five")
     panel.get_by_role("button", name="Create reminder").click()
     expect(panel.get_by_test_id("alerts-error")).to_have_text("Enter a number, such as 5 or 2.5.")
+
+    # A chat/push reminder: listed with its target masked by the service.
+    panel.get_by_label("Amount (USD)").fill("3")
+    panel.get_by_label("Send by").select_option("notify_url")
+    panel.get_by_label("Apprise URL").fill("ntfy://127.0.0.1:9/balance-topic")
+    panel.get_by_role("button", name="Create reminder").click()
+    chat = panel.get_by_test_id("alert").filter(has_text="Account balance below $3.00")
+    [stored] = [a for a in api(demo.url, "/v1/user/balance/alerts", demo.key)[1]["alerts"] if a["channel"] == "notify"]
+    expect(chat).to_contain_text(f"Sends to {stored['notify_url']}.")
+    panel.get_by_label("Send by").select_option("webhook_url")
+
+    # The test button: a receiver that answers gets the test; one that does not is named in the API's words.
+    with recording_receiver() as (url, received):
+        panel.get_by_label("Amount (USD)").fill("4")
+        panel.get_by_label("Webhook URL").fill(url)
+        panel.get_by_role("button", name="Create reminder").click()
+        panel.get_by_role("button", name="Send a test of reminder: Account balance below $4.00").click()
+        expect(panel.get_by_test_id("alerts-status")).to_have_text("Test sent: Account balance below $4.00.")
+        assert len(received) == 1
+    # The same closed port behind the forecast reminder: the words the API gives (one test a minute per alert).
+    [forecast] = [a for a in api(demo.url, "/v1/user/balance/alerts", demo.key)[1]["alerts"] if a["days_left"]]
+    status, body = api(demo.url, f"/v1/user/balance/alerts/{forecast['id']}/test", demo.key, "POST")
+    assert status == 502
+    panel.get_by_role("button", name="Send a test of reminder: Account balance below $5.00").click()
+    expect(panel.get_by_test_id("alerts-error")).to_have_text(body["message"])
 
     panel.get_by_role("button", name="Delete reminder: Account balance below $5.00").click()
     expect(panel.get_by_test_id("alerts-status")).to_have_text("Deleted: Account balance below $5.00.")

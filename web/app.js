@@ -795,8 +795,9 @@
 
   /** Where the alert's notifications go: the target of its channel, when this key may see it. */
   function alertTargetText(alert) {
-    const names = typeof alert.channel === "string" ? [alert.channel] : ["webhook_url", "notify_url", "email"];
-    const target = names.map((name) => alert[name]).find((value) => typeof value === "string" && value);
+    // The API fills the field of the alert's channel (masked where it holds a secret) and leaves the others null.
+    const fields = ["webhook_url", "notify_url", "email"];
+    const target = fields.map((name) => alert[name]).find((value) => typeof value === "string" && value);
     return target ? t("alerts.sends_to", { target }) : t("alerts.hidden_target");
   }
 
