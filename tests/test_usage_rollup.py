@@ -329,3 +329,16 @@ def test_logs_in_clickhouse_are_not_rolled_up(app, client, auth, november):
     assert result.exit_code == 0
     assert "the logs are in ClickHouse" in result.output
     assert state(app) == (0, 0)
+
+
+def test_doctor_tells_how_far_the_roll_up_has_got(app, november, rolled, logs):
+    def doctor() -> str:
+        result = app.test_cli_runner().invoke(args=["doctor"])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    last = last_log_id(app)
+    assert f"never run: each usage request sums its range from the logs ({last} log ids)" in doctor()
+    rolled()
+    logs.add([Log(november.alice, at("2025-11-20 00:00:00"), CONSUME, 10, "gpt-4o", "work", november.ids["work"])])
+    assert f"at log id {last} of {last + 1}: requests read 1 ids from the logs" in doctor()
