@@ -59,8 +59,6 @@ MAX_BATCHES = 100
 SETTLE_SECONDS = 60
 #: The one row of ``usage_rollup_state``.
 STATE_ID = 1
-#: Rows of one upsert statement.
-_UPSERT_ROWS = 500
 
 
 class ExactName(TypeDecorator):
@@ -246,25 +244,21 @@ def _locked_state(connection: Connection) -> Any:
 
 
 def _upsert(connection: Connection, rows: list[dict[str, int | str]]) -> None:
-    """Add the rows' sums to their buckets (insert the bucket when new)."""
-    dialect = connection.dialect.name
-    keys = [c.name for c in _rollup.primary_key.columns]
-    for first in range(0, len(rows), _UPSERT_ROWS):
-        chunk = rows[first : first + _UPSERT_ROWS]
-        if dialect in ("mysql", "mariadb"):
-            stmt = mysql.insert(_rollup).values(chunk)
-            new = stmt.inserted
-            stmt = stmt.on_duplicate_key_update(
-                {name: _rollup.c[name] + new[name] for name in ("consumed", "refunded", "requests")}
-            )
-        else:
-            stmt = (postgresql if dialect == "postgresql" else sqlite).insert(_rollup).values(chunk)
-            new = stmt.excluded
-            stmt = stmt.on_conflict_do_update(
-                index_elements=keys,
-                set_={name: _rollup.c[name] + new[name] for name in ("consumed", "refunded", "requests")},
-            )
-        connection.execute(stmt)
+    """Add the rows' sums to their buckets (insert the bucket when new): one ``executemany``, which SQLAlchemy
+    sends as multi-row statements."""
+    if not rows:
+        return
+    sums = ("consumed", "refunded", "requests")
+    if connection.dialect.name in ("mysql", "mariadb"):
+        stmt = mysql.insert(_rollup)
+        stmt = stmt.on_duplicate_key_update({name: _rollup.c[name] + stmt.inserted[name] for name in sums})
+    else:
+        stmt = (postgresql if connection.dialect.name == "postgresql" else sqlite).insert(_rollup)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[c.name for c in _rollup.primary_key.columns],
+            set_={name: _rollup.c[name] + stmt.excluded[name] for name in sums},
+        )
+    connection.execute(stmt, rows)
 
 
 def _folded(rows: Iterable[tuple]) -> list[dict[str, int | str]]:
