@@ -341,4 +341,4 @@ def test_doctor_tells_how_far_the_roll_up_has_got(app, november, rolled, logs):
     assert f"never run: each usage request sums its range from the logs ({last} log ids)" in doctor()
     rolled()
     logs.add([Log(november.alice, at("2025-11-20 00:00:00"), CONSUME, 10, "gpt-4o", "work", november.ids["work"])])
-    assert f"at log id {last} of {last + 1}: requests read 1 ids from the logs" in doctor()
+    assert f"at log id {last} of {last + 1}: requests read 1 log ids from the logs" in doctor()

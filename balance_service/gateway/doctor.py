@@ -158,7 +158,7 @@ def _rollup_report(main: Engine, logs_engine: Engine) -> list[str]:
             f"  never run: each usage request sums its range from the logs ({last} log ids);",
             "  run `flask --app wsgi rollup-usage` every minute (cron), next to check-alerts",
         ]
-    return [*out, f"  at log id {watermark} of {last}: requests read {max(last - watermark, 0)} ids from the logs"]
+    return [*out, f"  at log id {watermark} of {last}: requests read {max(last - watermark, 0)} log ids from the logs"]
 
 
 def clickhouse_report(source: ClickHouseLogSource, where: str) -> list[str]:
