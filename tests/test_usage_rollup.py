@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select, text, update
 
 from balance_service.extensions import db as _db
 from balance_service.gateway.logs import SqlLogSource
+from balance_service.migrations import HEAD
 from balance_service.usage import rollup
 from balance_service.usage.report import scope_forecast
 from balance_service.usage.rollup import RollupState, UsageRollup, rebuild, roll_up
@@ -319,7 +320,7 @@ def test_the_command_asks_for_init_db_on_a_database_not_migrated(app, november):
         assert "flask --app wsgi init-db" in result.output
     finally:
         with app.app_context():
-            _db.session.execute(text("UPDATE balance_service_alembic_version SET version_num = :v"), {"v": "0003"})
+            _db.session.execute(text("UPDATE balance_service_alembic_version SET version_num = :v"), {"v": HEAD})
             _db.session.commit()
 
 
