@@ -343,3 +343,17 @@ def test_doctor_tells_how_far_the_roll_up_has_got(app, november, rolled, logs):
     rolled()
     logs.add([Log(november.alice, at("2025-11-20 00:00:00"), CONSUME, 10, "gpt-4o", "work", november.ids["work"])])
     assert f"at log id {last} of {last + 1}: requests read 1 log ids from the logs" in doctor()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])  # their gateways' name columns are unbounded text
+def test_names_longer_than_mysqls_columns_are_rolled_up_whole(
+    app, client, auth, create_user, create_token, logs, rolled
+):
+    owner = create_user()
+    key = create_token(user_id=owner, name="k")
+    model = "provider/" + "m" * 300
+    logs.add([Log(owner, at("2025-11-03 10:00:00"), CONSUME, 5000, model, "k", token_id(app, key))])
+    raw = figures(client, auth, (key,))
+    rolled()
+    assert figures(client, auth, (key,)) == raw
+    assert [m["model"] for m in raw[key, "key", RANGES[0]]["models"]] == [model]

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Dialect, Engine, Index, Integer, String, and_, func, select
+from sqlalchemy import BigInteger, Connection, Dialect, Engine, Index, Integer, String, Text, and_, func, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -67,15 +67,17 @@ class ExactName(TypeDecorator):
     Their string collations, ``utf8mb4_bin`` included, compare ``work`` and
     ``work `` as equal (PAD SPACE), so a primary key of names would merge the
     buckets of keys one-api tells apart; bytes compare exactly on every server.
+    Unbounded elsewhere, as the gateways' ``text`` columns are there; the
+    gateways' MySQL columns are ``varchar(191)``, at most 764 bytes.
     """
 
-    impl = String(191)
+    impl = Text()
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine:
         if dialect.name in ("mysql", "mariadb"):
             return dialect.type_descriptor(mysql.VARBINARY(764))  # 191 characters of up to 4 bytes
-        return dialect.type_descriptor(String(191))
+        return dialect.type_descriptor(Text())
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | bytes | None:
         if value is not None and dialect.name in ("mysql", "mariadb"):

@@ -27,7 +27,7 @@ depends_on = None
 
 
 def _name() -> sa.types.TypeEngine:
-    return sa.String(length=191).with_variant(mysql.VARBINARY(length=764), "mysql", "mariadb")
+    return sa.Text().with_variant(mysql.VARBINARY(length=764), "mysql", "mariadb")
 
 
 def upgrade() -> None:
