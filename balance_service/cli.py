@@ -18,6 +18,7 @@ from .gateway.doctor import doctor_command
 from .gateway.money import AmountTooLarge, NotANumber, NotWhole
 from .gateway.options import gateway_options
 from .migrations import MigrationBusy, init_database
+from .usage.cli import rollup_usage_command
 
 
 def _operator_command(func):
@@ -170,4 +171,5 @@ def register_commands(app: Flask) -> None:
     for command in (init_db, create_user, create_token, top_up, disable_token, demo):
         app.cli.add_command(command)
     app.cli.add_command(check_alerts_command)
+    app.cli.add_command(rollup_usage_command)
     app.cli.add_command(doctor_command)

@@ -1,23 +1,28 @@
-"""Latency of ``GET /v1/usage`` on a big gateway ``logs`` table, without and with the recommended index.
+"""Latency of ``GET /v1/usage`` on a big gateway ``logs`` table: raw, with doctor's recommendations, rolled up.
 
 What it does, in one run:
 
 1. creates a throw-away PostgreSQL database (127.0.0.1:5432, user postgres), makes
-   ``users``/``tokens`` with ``flask --app wsgi init-db`` and the ``logs`` table as
-   new-api's GORM creates it (its own indexes, among them ``user_id``, ``token_id``,
-   ``idx_created_at_type`` and ``idx_user_id_id``);
+   ``users``/``tokens`` and the service's tables with ``flask --app wsgi init-db`` and the
+   ``logs`` table as new-api's GORM creates it (its own indexes, among them ``user_id``,
+   ``token_id``, ``idx_created_at_type`` and ``idx_user_id_id``);
 2. COPYs in ``--rows`` log rows (2,000,000) in time order over the last 365 days: one
    heavy account with ``--heavy-rows`` (100,000) rows in each of its last ``--heavy-months``
    (6) 30-day months, half of them through one key, the rest from 10,000 other accounts;
    about 1 % of all rows are refunds, 2 % errors, the others consume rows;
 3. starts the service with the project's ``gunicorn.conf.py`` on a free loopback port;
-4. phase "gateway indexes": sends ``--requests`` (300) sequential requests for the
-   heavy account's last 30 days (``/v1/usage``, the default range) and as many for
-   the key (``?scope=key``), after ``--warmup`` (20) of each; prints p50/p99 and the
-   plan PostgreSQL chose (``EXPLAIN (ANALYZE, BUFFERS)``);
-5. phase "recommended index": runs the statements ``flask doctor`` recommends, then
-   ``ANALYZE``, and measures again;
-6. stops the server and drops the database, also on Ctrl-C or an error.
+4. phase "gateway indexes": sends ``--requests`` (300) sequential requests for the heavy
+   account's last 30 days (``/v1/usage``, the default range), as many for the key
+   (``?scope=key``), and ``--year-requests`` (50) of each for the last 365 days, after
+   ``--warmup`` (20) of each; prints p50/p99 and the plan PostgreSQL chose for the 30 days
+   (``EXPLAIN (ANALYZE, BUFFERS)``);
+5. phase "doctor's recommendations": runs the statements ``flask doctor`` recommends (the
+   covering indexes and the day/model statistics), then ``ANALYZE``, and measures again;
+6. phase "roll-up": runs ``flask --app wsgi rollup-usage --settle 0`` (the first run sums the
+   whole table; its time and the roll-up's size are printed), then adds ``--late-rows``
+   (100) rows of the heavy account after it, so that each request also reads raw rows, and
+   measures again;
+7. stops the server and drops the database, also on Ctrl-C or an error.
 
 Usage: ``bench/usage.sh [--rows 2000000] [--heavy-rows 100000] [--requests 300]``; a quick
 check of the script itself: ``bench/usage.sh --rows 50000 --heavy-rows 5000 --heavy-months 3``.
@@ -38,14 +43,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg2
 from run import ADMIN_DSN, RESULTS, ROOT, Servers, admin, free_port
 
 sys.path.insert(0, str(ROOT))
 
-from balance_service.gateway.doctor import UsageIndex  # noqa: E402
+from balance_service.gateway.doctor import STATISTICS, UsageIndex  # noqa: E402
 from tests.gateway_logs import logs_ddl  # noqa: E402
 
 OTHER_USERS = 10_000
@@ -117,6 +122,8 @@ def fill(dsn: str, rows: int, heavy_rows: int, heavy_months: int) -> tuple[str, 
             "FROM STDIN",
             logs,
         )
+        # COPY wrote the ids itself: move the sequence past them, as the gateway's own inserts would have.
+        cur.execute("SELECT setval(pg_get_serial_sequence('logs', 'id'), max(id)) FROM logs")
     analyze(dsn)
     return keys[0], keys[1]
 
@@ -143,6 +150,49 @@ def explain(dsn: str, where: str) -> str:
     with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
         cur.execute(sql)
         return "\n".join(line for (line,) in cur.fetchall())
+
+
+def roll_up(dsn: str, env: dict[str, str]) -> dict:
+    """The first ``rollup-usage`` run over the whole table: its time, output and the roll-up's size."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "flask"),
+            "--app",
+            "wsgi",
+            "rollup-usage",
+            "--settle",
+            "0",
+            "--max-batches",
+            "100000",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - started
+    with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), pg_total_relation_size('usage_rollup') FROM usage_rollup")
+        buckets, size = cur.fetchone()
+    print(f"rollup-usage: {done.stdout.strip()} in {seconds:.1f} s; {buckets:,} buckets, {size / 2**20:.1f} MiB")
+    analyze(dsn)
+    return {"seconds": seconds, "output": done.stdout.strip(), "buckets": buckets, "bytes": size}
+
+
+def late_rows(dsn: str, count: int) -> None:
+    """Rows of the heavy account written after the roll-up, over its last 30 days (a request reads them raw)."""
+    rng = random.Random(12)
+    now = int(time.time())
+    with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+        for _ in range(count):
+            cur.execute(
+                "INSERT INTO logs (user_id, created_at, type, token_name, model_name, quota, token_id) "
+                "VALUES (1, %s, 2, 'key1', %s, %s, 1)",
+                (now - rng.randrange(30 * DAY), MODELS[rng.randrange(len(MODELS))], rng.randrange(1, 20000)),
+            )
+        conn.commit()
 
 
 def measure(url: str, key: str, query: str, warmup: int, count: int) -> dict:
@@ -174,7 +224,9 @@ def main() -> None:
     parser.add_argument("--heavy-rows", type=int, default=100_000, help="rows of the heavy account per month")
     parser.add_argument("--heavy-months", type=int, default=6, help="months of history of the heavy account")
     parser.add_argument("--requests", type=int, default=300, help="measured requests per scope and phase")
+    parser.add_argument("--year-requests", type=int, default=50, help="measured requests of the 365-day lines")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured requests first")
+    parser.add_argument("--late-rows", type=int, default=100, help="rows added after the roll-up, read raw")
     args = parser.parse_args()
 
     name = f"balance_bench_usage_{secrets.token_hex(6)}"
@@ -198,22 +250,47 @@ def main() -> None:
         print(f"database {name}: {args.rows:,} log rows in {time.perf_counter() - started:.1f} s")
         url = servers.start("usage-service", "wsgi:app", {**os.environ, **env, "BIND": f"127.0.0.1:{free_port()}"}, [])
 
+        today = datetime.now(UTC).date()
+        year = f"?start_date={today - timedelta(days=364)}&end_date={today + timedelta(days=1)}"
+        lines = {  # name: (query, requests)
+            "account": ("", args.requests),
+            "key": ("?scope=key", args.requests),
+            "account 365 d": (year, args.year_requests),
+            "key 365 d": (year + "&scope=key", args.year_requests),
+        }
         results: dict[str, dict] = {}
-        for phase in ("gateway indexes", "recommended index"):
-            if phase == "recommended index":
+        for phase in ("gateway indexes", "doctor's recommendations", "roll-up"):
+            if phase == "doctor's recommendations":
                 with contextlib.closing(psycopg2.connect(dsn)) as conn:
                     conn.autocommit = True  # CREATE INDEX CONCURRENTLY cannot run in a transaction
                     with conn.cursor() as cur:
-                        for index in (UsageIndex("account", "user_id"), UsageIndex("key", "token_id")):
-                            statement = index.statement("postgresql")
+                        statements = [
+                            UsageIndex("account", "user_id").statement("postgresql"),
+                            UsageIndex("key", "token_id").statement("postgresql"),
+                            *STATISTICS,
+                        ]
+                        for statement in statements:
                             print(f"running: {statement}")
                             cur.execute(statement)
                 analyze(dsn)
+            if phase == "roll-up":
+                results["roll-up run"] = run = roll_up(dsn, env)
+                before = {name: r["total_used"] for name, r in results["doctor's recommendations"].items()}
+                run["same figures"] = same = {
+                    name: measure(url, account_key, query, 0, 1)["total_used"] == before[name]
+                    for name, (query, _) in lines.items()
+                }
+                print(f"rolled-up figures equal the raw ones: {same}")
+                late_rows(dsn, args.late_rows)
             results[phase] = {
-                "account": measure(url, account_key, "", args.warmup, args.requests),
-                "key": measure(url, account_key, "?scope=key", args.warmup, args.requests),
+                name: measure(url, account_key, query, args.warmup, count) for name, (query, count) in lines.items()
             }
-            for scope, where in (("account", "user_id = 1"), ("key", "token_id = 1")):
+            newer = ""
+            if phase == "roll-up":  # the raw part of a request: the rows after the watermark
+                with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+                    cur.execute("SELECT watermark FROM usage_rollup_state")
+                    newer = f" AND id > {cur.fetchone()[0]}"
+            for scope, where in (("account", "user_id = 1" + newer), ("key", "token_id = 1" + newer)):
                 plan = explain(dsn, where)
                 results[phase][scope]["plan"] = plan
                 print(f"\n{phase}, {scope}: EXPLAIN ANALYZE of the 30-day query\n{plan}")
@@ -227,15 +304,18 @@ def main() -> None:
 
 def report(results: dict, args: argparse.Namespace) -> None:
     print(
-        f"\n/v1/usage (last 30 days), {args.rows:,} log rows, heavy account {args.heavy_rows:,} rows a month "
-        f"for {args.heavy_months} months; {args.requests} sequential requests per line; {os.cpu_count()} cores\n"
+        f"\n/v1/usage, {args.rows:,} log rows, heavy account {args.heavy_rows:,} rows a month "
+        f"for {args.heavy_months} months; sequential requests; {os.cpu_count()} cores\n"
     )
-    print(f"{'':20} {'scope':8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for phase, scopes in results.items():
-        for scope, r in scopes.items():
-            print(f"{phase:20} {scope:8} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['max_ms']:8.1f}")
-    p99 = results["recommended index"]["account"]["p99_ms"]
-    print(f"\np99 with the recommended index (account): {p99:.1f} ms   (target < 100 ms)")
+    print(f"{'':26} {'line':14} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for phase, lines in results.items():
+        if phase == "roll-up run":
+            continue
+        for name, r in lines.items():
+            print(f"{phase:26} {name:14} {r['requests']:8} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['max_ms']:8.1f}")
+    run = results["roll-up run"]
+    print(f"\nfirst roll-up: {run['seconds']:.1f} s, {run['buckets']:,} buckets ({run['bytes'] / 2**20:.1f} MiB)")
+    print(f"rolled-up figures equal the raw ones (before the late rows): {run['same figures']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"usage-{stamp}.json"

@@ -6,19 +6,46 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from balance_service.config import normalize_database_url
+from tests.gateway_logs import CONSUME, Log
 
+COVERED = "type, quota, model_name"
+STATISTICS = [
+    "CREATE STATISTICS IF NOT EXISTS logs_usage_day_model (ndistinct) ON (created_at / 86400), model_name FROM logs;",
+    "ANALYZE logs;",
+]
 STATEMENTS = {
     "sqlite": [
-        "CREATE INDEX IF NOT EXISTS idx_logs_user_id_created_at ON logs (user_id, created_at);",
-        "CREATE INDEX IF NOT EXISTS idx_logs_token_id_created_at ON logs (token_id, created_at);",
+        f"CREATE INDEX IF NOT EXISTS idx_logs_user_id_created_at_usage ON logs (user_id, created_at, {COVERED});",
+        f"CREATE INDEX IF NOT EXISTS idx_logs_token_id_created_at_usage ON logs (token_id, created_at, {COVERED});",
     ],
     "postgresql": [
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_logs_user_id_created_at ON logs (user_id, created_at);",
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_logs_token_id_created_at ON logs (token_id, created_at);",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_logs_user_id_created_at_usage ON logs (user_id, created_at) "
+        f"INCLUDE ({COVERED});",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_logs_token_id_created_at_usage ON logs (token_id, created_at) "
+        f"INCLUDE ({COVERED});",
+        *STATISTICS,
     ],
     "mariadb": [
-        "ALTER TABLE logs ADD INDEX idx_logs_user_id_created_at (user_id, created_at), ALGORITHM=INPLACE, LOCK=NONE;",
-        "ALTER TABLE logs ADD INDEX idx_logs_token_id_created_at (token_id, created_at), ALGORITHM=INPLACE, LOCK=NONE;",
+        f"ALTER TABLE logs ADD INDEX idx_logs_user_id_created_at_usage (user_id, created_at, {COVERED}), "
+        "ALGORITHM=INPLACE, LOCK=NONE;",
+        f"ALTER TABLE logs ADD INDEX idx_logs_token_id_created_at_usage (token_id, created_at, {COVERED}), "
+        "ALGORITHM=INPLACE, LOCK=NONE;",
+    ],
+}
+#: one-api: the account's index alone, also holding token_name (its key scope filters on it).
+ONE_API = {
+    "sqlite": [
+        f"CREATE INDEX IF NOT EXISTS idx_logs_user_id_created_at_usage ON logs (user_id, created_at, {COVERED}, "
+        "token_name);"
+    ],
+    "postgresql": [
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_logs_user_id_created_at_usage ON logs (user_id, created_at) "
+        f"INCLUDE ({COVERED}, token_name);",
+        *STATISTICS,
+    ],
+    "mariadb": [
+        f"ALTER TABLE logs ADD INDEX idx_logs_user_id_created_at_usage (user_id, created_at, {COVERED}, token_name), "
+        "ALGORITHM=INPLACE, LOCK=NONE;"
     ],
 }
 
@@ -66,9 +93,49 @@ def test_once_the_indexes_exist_nothing_more_is_recommended(doctor, gateway_tabl
         for statement in STATEMENTS[backend]:  # exactly as printed: CONCURRENTLY needs autocommit
             conn.execute(text(statement))
     output = doctor()
-    assert "account: user_id = ? AND created_at range -> served by idx_logs_user_id_created_at" in output
-    assert "key: token_id = ? AND created_at range -> served by idx_logs_token_id_created_at" in output
+    assert "account: user_id = ? AND created_at range -> served by idx_logs_user_id_created_at_usage" in output
+    assert "key: token_id = ? AND created_at range -> served by idx_logs_token_id_created_at_usage" in output
     assert recommended(output) == ["nothing: the usage queries have the indexes they need"]
+    if backend == "postgresql":
+        assert "grouping by day and model: estimated from the extended statistics on them" in output
+
+
+def test_an_index_on_the_range_alone_is_replaced_by_a_covering_one(doctor, gateway_tables, backend):
+    logs = gateway_tables().create_logs("new-api")
+    logs.execute("CREATE INDEX idx_logs_user_id_created_at ON logs (user_id, created_at)")
+    output = doctor()
+    assert (
+        "account: user_id = ? AND created_at range -> the range is found with idx_logs_user_id_created_at, "
+        "then each row is read from the table" in output
+    )
+    assert "(idx_logs_user_id_created_at can go once it exists)" in output
+    assert recommended(output)[:2] == STATEMENTS[backend][:2]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_the_statistics_make_postgresql_expect_the_real_number_of_day_and_model_groups(
+    app, gateway_tables, create_user
+):
+    logs = gateway_tables().create_logs("new-api")
+    owner = create_user()
+    start = 1_760_000_000 - 1_760_000_000 % 86400
+    logs.add(Log(owner, start + n * 37, CONSUME, 1, f"m{n % 3}", "k", 1) for n in range(3000))  # 2 days × 3 models
+    query = (
+        "EXPLAIN SELECT created_at / 86400, model_name, count(*) FROM logs "
+        f"WHERE user_id = {owner} GROUP BY created_at / 86400, model_name"
+    )
+
+    def expected_groups() -> int:
+        with logs.engine.connect() as conn:
+            plan = conn.execute(text(query)).scalars().first()
+        return int(plan.split("rows=")[1].split()[0])
+
+    logs.execute("ANALYZE logs")
+    assert expected_groups() > 100  # without them: a guess from the rows, far above the 6 groups
+    with logs.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for statement in STATISTICS:
+            conn.execute(text(statement))
+    assert expected_groups() == 6
 
 
 def test_a_one_api_database_needs_only_the_account_index(doctor, gateway_tables, backend):
@@ -76,7 +143,7 @@ def test_a_one_api_database_needs_only_the_account_index(doctor, gateway_tables,
     output = doctor()
     assert "  logs     present, one-api layout (no token_id)" in output
     assert "key scope (one-api): user_id and token_name" in output
-    assert recommended(output) == STATEMENTS[backend][:1]
+    assert recommended(output) == ONE_API[backend]
 
 
 def test_consume_logging_off_and_whose_figures_billing_reports_are_pointed_out(doctor, gateway_tables):

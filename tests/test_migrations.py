@@ -180,7 +180,14 @@ def test_a_serving_worker_answers_alert_requests_without_importing_alembic(backe
 
 def test_the_version_table_is_named_for_the_service_so_it_cannot_collide_with_a_gateways(empty_url):
     init_db(empty_url)
-    assert tables(empty_url) == {"users", "tokens", "balance_alerts", "balance_service_alembic_version"}
+    assert tables(empty_url) == {
+        "users",
+        "tokens",
+        "balance_alerts",
+        "usage_rollup",
+        "usage_rollup_state",
+        "balance_service_alembic_version",
+    }
 
 
 def test_the_model_and_the_revisions_describe_the_same_table(empty_url):

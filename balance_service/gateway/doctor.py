@@ -1,8 +1,10 @@
-"""``flask --app wsgi doctor``: what the gateway database holds, and the index the usage queries want.
+"""``flask --app wsgi doctor``: what the gateway database holds, and the indexes the usage queries want.
 
-Read-only: it inspects tables, columns and indexes, reads a few rows of
-``options`` and prints what it found. The ``CREATE INDEX`` it recommends is
-printed for the operator to run (the service never writes gateway tables).
+Read-only: it inspects tables, columns, indexes and (PostgreSQL) extended
+statistics, reads a few rows of ``options`` and the usage roll-up's state, and
+prints what it found. The ``CREATE INDEX`` / ``CREATE STATISTICS`` it
+recommends are printed for the operator to run (the service never writes
+gateway tables).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 from flask.cli import with_appcontext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import is_clickhouse_url, settings
 from ..extensions import db
+from ..usage.rollup import RollupState
 from ..usage.source import log_engine, log_source
+from .logs import SqlLogSource
 from .options import (
     DISPLAY_IN_CURRENCY,
     DISPLAY_TOKEN_STAT,
@@ -46,50 +50,115 @@ OPTIONS = {
 LOG_COLUMNS = ("user_id", "created_at", "type", "quota", "model_name", "token_name")
 
 
+#: Columns the usage queries read besides the equality and the range: in a covering index, no table row is read.
+COVERED = ("type", "quota", "model_name")
+#: Name of the extended statistics ``doctor`` recommends on PostgreSQL (14+).
+STATISTICS_NAME = "logs_usage_day_model"
+
+
 @dataclass(frozen=True)
 class UsageIndex:
-    """An index the usage queries of one scope want: equality on ``column``, a range on ``created_at``."""
+    """A covering index for the usage queries of one scope: equality on ``column``, a range on ``created_at``.
+
+    ``covered`` are the other columns the queries read (``COVERED``; one-api's
+    key scope also reads ``token_name``): held in the index, the rows of a
+    month are summed from the index alone (an index-only scan) instead of
+    fetching each row from the table.
+    """
 
     scope: str
     column: str
+    covered: tuple[str, ...] = COVERED
 
     @property
     def name(self) -> str:
-        return f"idx_logs_{self.column}_created_at"
+        return f"idx_logs_{self.column}_created_at_usage"
 
     def statement(self, dialect: str) -> str:
         """The exact statement for the backend: online where the backend can build an index online."""
-        columns = f"({self.column}, created_at)"
+        covered = ", ".join(self.covered)
         if dialect == "postgresql":
-            return f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {self.name} ON logs {columns};"
+            return (
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {self.name} ON logs ({self.column}, created_at) "
+                f"INCLUDE ({covered});"
+            )
+        columns = f"({self.column}, created_at, {covered})"
         if dialect in ("mysql", "mariadb"):
             return f"ALTER TABLE logs ADD INDEX {self.name} {columns}, ALGORITHM=INPLACE, LOCK=NONE;"
         return f"CREATE INDEX IF NOT EXISTS {self.name} ON logs {columns};"
+
+
+#: What PostgreSQL's planner needs to know how many (day, model) groups a range has (expressions: PostgreSQL 14+).
+STATISTICS = (
+    f"CREATE STATISTICS IF NOT EXISTS {STATISTICS_NAME} (ndistinct) ON (created_at / 86400), model_name FROM logs;",
+    "ANALYZE logs;",
+)
 
 
 def _url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
-def _indexes(engine: Engine, table: str) -> list[tuple[str, tuple[str, ...]]]:
-    """(name, columns) of every index on the table, the primary key included."""
+IndexInfo = tuple[str, tuple[str, ...], tuple[str, ...]]
+
+
+def _indexes(engine: Engine, table: str) -> list[IndexInfo]:
+    """(name, key columns, included columns) of every index on the table, the primary key included."""
     inspector = inspect(engine)
-    found = [(i["name"] or "?", tuple(c or "?" for c in i["column_names"])) for i in inspector.get_indexes(table)]
+    found = [
+        (
+            i["name"] or "?",
+            tuple(c or "?" for c in i["column_names"]),
+            tuple(i.get("dialect_options", {}).get("postgresql_include") or ()),
+        )
+        for i in inspector.get_indexes(table)
+    ]
     primary = inspector.get_pk_constraint(table).get("constrained_columns") or []
     if primary:
-        found.insert(0, ("PRIMARY KEY", tuple(primary)))
+        found.insert(0, ("PRIMARY KEY", tuple(primary), ()))
     return found
 
 
-def _serving(indexes: Iterable[tuple[str, tuple[str, ...]]], column: str) -> tuple[str | None, str | None]:
-    """The index that serves ``column = ? AND created_at range`` fully, and one that serves only the equality."""
-    full = partial = None
-    for name, columns in indexes:
-        if columns[:2] == (column, "created_at"):
-            full = full or name
-        elif columns[:1] == (column,):
+def _serving(indexes: Iterable[IndexInfo], want: UsageIndex) -> tuple[str | None, str | None, str | None]:
+    """Indexes for ``column = ? AND created_at range``: one holding every column read, one for the range, one
+    for the equality only."""
+    covering = ranged = partial = None
+    for name, columns, included in indexes:
+        if columns[:2] == (want.column, "created_at"):
+            if set(want.covered) <= set(columns[2:]) | set(included):
+                covering = covering or name
+            ranged = ranged or name
+        elif columns[:1] == (want.column,):
             partial = partial or name
-    return full, partial
+    return covering, ranged, partial
+
+
+def _has_day_model_statistics(engine: Engine) -> bool:
+    """Whether PostgreSQL has ndistinct statistics on (created_at / 86400, model_name) of ``logs``."""
+    query = text(
+        "SELECT pg_get_statisticsobjdef(oid) FROM pg_statistic_ext "
+        "WHERE stxrelid = to_regclass('logs') AND 'd' = ANY(stxkind)"
+    )
+    with engine.connect() as connection:
+        definitions = connection.execute(query).scalars().all()
+    return any("created_at / 86400" in d and "model_name" in d for d in definitions)
+
+
+def _rollup_report(main: Engine, logs_engine: Engine) -> list[str]:
+    """How far the usage roll-up (``flask rollup-usage``) has got, in the main database."""
+    out = ["", "usage roll-up (the service's usage_rollup, in the main database):"]
+    if not inspect(main).has_table(RollupState.__tablename__):
+        return [*out, "  not set up: run `flask --app wsgi init-db`; until then usage is read from the logs alone"]
+    with main.connect() as connection:
+        watermark = connection.execute(select(RollupState.watermark)).scalar() or 0
+    last = SqlLogSource(logs_engine).last_id()
+    if not watermark:
+        return [
+            *out,
+            f"  never run: each usage request sums its range from the logs ({last} log ids);",
+            "  run `flask --app wsgi rollup-usage` every minute (cron), next to check-alerts",
+        ]
+    return [*out, f"  at log id {watermark} of {last}: requests read {max(last - watermark, 0)} log ids from the logs"]
 
 
 def clickhouse_report(source: ClickHouseLogSource, where: str) -> list[str]:
@@ -159,30 +228,52 @@ def inspect_gateway(
         out.append(f"  columns  MISSING {', '.join(missing)}: the usage queries cannot run on this table")
     indexes = _indexes(logs_engine, "logs")
     out.append("  indexes:")
-    out += [f"    {name} ({', '.join(cols)})" for name, cols in indexes] or ["    (none)"]
+    out += [
+        f"    {name} ({', '.join(cols)})" + (f" INCLUDE ({', '.join(included)})" if included else "")
+        for name, cols, included in indexes
+    ] or ["    (none)"]
 
-    wanted = [UsageIndex("account", "user_id")]
     if new_api:
-        wanted.append(UsageIndex("key", "token_id"))
-    else:
+        wanted = [UsageIndex("account", "user_id"), UsageIndex("key", "token_id")]
+    else:  # the key scope filters on token_name too: the account's index holds it as well
+        wanted = [UsageIndex("account", "user_id", (*COVERED, "token_name"))]
         out.append("  key scope (one-api): user_id and token_name; served by the account's index")
     out += ["", "usage queries:"]
-    recommend: list[UsageIndex] = []
+    dialect = logs_engine.dialect.name
+    recommend: list[str] = []
     for want in wanted:
-        full, partial = _serving(indexes, want.column)
-        if full:
-            out.append(f"  {want.scope}: {want.column} = ? AND created_at range -> served by {full}")
+        covering, ranged, partial = _serving(indexes, want)
+        where = f"  {want.scope}: {want.column} = ? AND created_at range ->"
+        if covering:
+            out.append(f"{where} served by {covering}, from the index alone")
             continue
-        recommend.append(want)
-        how = (
-            f"only {want.column} is indexed ({partial}): every row of the {want.scope} is read"
-            if partial
-            else (f"no index on {want.column}: the whole table is scanned")
-        )
-        out.append(f"  {want.scope}: {want.column} = ? AND created_at range -> {how}")
-    out += ["", f"recommended ({logs_engine.dialect.name}):"]
+        recommend.append(want.statement(dialect))
+        if ranged:
+            how = (
+                f"the range is found with {ranged}, then each row is read from the table; an index that also "
+                f"holds {', '.join(want.covered)} answers from the index alone ({ranged} can go once it exists)"
+            )
+        elif partial:
+            how = f"only {want.column} is indexed ({partial}): every row of the {want.scope} is read"
+        else:
+            how = f"no index on {want.column}: the whole table is scanned"
+        out.append(f"{where} {how}")
+    if dialect == "postgresql":
+        version = logs_engine.dialect.server_version_info or (0,)
+        if version < (14,):
+            out.append("  grouping by day and model: statistics on expressions need PostgreSQL 14 (this is older)")
+        elif _has_day_model_statistics(logs_engine):
+            out.append("  grouping by day and model: estimated from the extended statistics on them")
+        else:
+            out.append(
+                "  grouping by day and model: without extended statistics PostgreSQL expects as many groups as"
+                " rows and may sort them on disk"
+            )
+            recommend += STATISTICS
+    out += _rollup_report(main, logs_engine)
+    out += ["", f"recommended ({dialect}):"]
     if recommend:
-        out += [f"  {want.statement(logs_engine.dialect.name)}" for want in recommend]
+        out += [f"  {statement}" for statement in recommend]
     else:
         out.append("  nothing: the usage queries have the indexes they need")
     return out

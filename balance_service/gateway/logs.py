@@ -3,7 +3,9 @@
 ``SqlLogSource`` queries it in a SQL database (the main one or ``LOG_DATABASE_URL``);
 the ``clickhouse_*`` functions write the same queries in ClickHouse's SQL for
 ``usage/clickhouse.py``, which only runs them. Both answer the questions of
-``usage.source.LogSource``. Nothing here writes.
+``usage.source.LogSource``. ``SqlLogSource`` also reads the rows after a log id
+(``after_id``) and sums an id range per day, account, key and model
+(``rollup_statement``), for the roll-up in ``usage/rollup.py``. Nothing here writes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,21 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Engine, Integer, Select, and_, case, func, literal_column, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Engine,
+    Integer,
+    Select,
+    String,
+    and_,
+    case,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from .tables import LOG_CONSUME, LOG_REFUND, columns, exact_string, logs
 
@@ -56,7 +72,40 @@ def day_start(day: date) -> int:
 
 def usage_rows(rows: Iterable[tuple[Any, ...]]) -> list[UsageRow]:
     """``(day number, model, net quota, requests)`` rows of either store as ``UsageRow``s."""
-    return [UsageRow(EPOCH + timedelta(days=int(d)), m or "", int(net or 0), int(n or 0)) for d, m, net, n in rows]
+    return [UsageRow(EPOCH + timedelta(days=int(d)), as_text(m), int(net or 0), int(n or 0)) for d, m, net, n in rows]
+
+
+def as_text(value: str | bytes | None) -> str:
+    """A name read through ``exact_name`` (bytes on MySQL/MariaDB) as text; NULL as ``''``."""
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8")
+    return value or ""
+
+
+class exact_name(FunctionElement):
+    """A string column grouped byte for byte on every backend (``GROUP BY exact_name(model_name)``).
+
+    MySQL's and MariaDB's usual collations group ``gpt-4o``, ``GPT-4o`` and
+    ``gpt-4o `` together under one of the three names; the gateway bills
+    them as three models, and the usage roll-up keeps them apart. There the
+    column is read as its UTF-8 bytes (``as_text`` decodes them); SQLite's and
+    PostgreSQL's grouping is already exact, so elsewhere it is left as is.
+    """
+
+    type = String()
+    name = "exact_name"
+    inherit_cache = True
+
+
+@compiles(exact_name)
+def _exact_name_default(element: exact_name, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(exact_name, "mysql")
+@compiles(exact_name, "mariadb")
+def _exact_name_mysql(element: exact_name, compiler: Any, **kw: Any) -> str:
+    return f"CAST(CONVERT({compiler.process(element.clauses, **kw)} USING utf8mb4) AS BINARY)"
 
 
 class SqlLogSource:
@@ -77,16 +126,23 @@ class SqlLogSource:
     def has_logs(self) -> bool:
         return self._columns() is not None
 
-    def _where(self, scope: Scope, start: date, end: date) -> ColumnElement[bool]:
+    def has_token_id(self) -> bool:
+        """Whether a key's rows carry its id (new-api) rather than only its owner and name (one-api)."""
+        return "token_id" in (self._columns() or ())
+
+    def _where(self, scope: Scope, start: date, end: date, after_id: int = 0) -> ColumnElement[bool]:
         c = logs.c
         if not scope.is_key:
             who = [c.user_id == scope.user_id]
-        elif "token_id" in (self._columns() or ()):  # new-api: the key's id alone (index on token_id, created_at)
+        elif self.has_token_id():  # new-api: the key's id alone (index on token_id, created_at)
             who = [c.token_id == scope.token_id]
         else:  # one-api: no token_id; the key's rows carry its owner and its name (exact, case and all)
             who = [c.user_id == scope.user_id, c.token_name == exact_string(scope.token_name or "")]
+        # Rows the roll-up has not summed yet: found by (user_id, id) or the primary key, whatever the range.
+        newer = [c.id > after_id] if after_id else []
         return and_(
             *who,
+            *newer,
             c.created_at >= day_start(start),
             c.created_at < day_start(end),
             c.type.in_([LOG_CONSUME, LOG_REFUND]),
@@ -98,26 +154,76 @@ class SqlLogSource:
         consume = literal_column(str(LOG_CONSUME), Integer)
         return func.sum(case((logs.c.type == consume, logs.c.quota), else_=-logs.c.quota))
 
-    def daily_statement(self, scope: Scope, start: date, end: date) -> Select:
-        """``SELECT day, model_name, net quota, requests … GROUP BY day, model_name`` (also for EXPLAIN)."""
-        c = logs.c
-        day = c.created_at // literal_column(str(SECONDS_PER_DAY), BigInteger)
-        consume = literal_column(str(LOG_CONSUME), Integer)
-        requests = func.sum(case((c.type == consume, literal_column("1", Integer)), else_=literal_column("0", Integer)))
+    def daily_statement(self, scope: Scope, start: date, end: date, after_id: int = 0) -> Select:
+        """``SELECT day, model_name, net quota, requests … GROUP BY day, model_name`` (also for EXPLAIN).
+
+        ``after_id``: only rows with a larger ``id`` (0: all), the part the roll-up does not hold yet.
+        """
+        day, model = _day(), exact_name(logs.c.model_name)
         return (
-            select(day, c.model_name, self._net(), requests)
-            .where(self._where(scope, start, end))
-            .group_by(day, c.model_name)
+            select(day, model, self._net(), _count_of(LOG_CONSUME))
+            .where(self._where(scope, start, end, after_id))
+            .group_by(day, model)
         )
 
-    def daily_usage(self, scope: Scope, start: date, end: date) -> list[UsageRow]:
+    def daily_usage(self, scope: Scope, start: date, end: date, after_id: int = 0) -> list[UsageRow]:
         with self.engine.connect() as connection:
-            return usage_rows(connection.execute(self.daily_statement(scope, start, end)).all())
+            return usage_rows(connection.execute(self.daily_statement(scope, start, end, after_id)).all())
 
-    def net_spend(self, scope: Scope, start: date, end: date) -> int:
-        stmt = select(self._net()).where(self._where(scope, start, end))
+    def net_spend(self, scope: Scope, start: date, end: date, after_id: int = 0) -> int:
+        stmt = select(self._net()).where(self._where(scope, start, end, after_id))
         with self.engine.connect() as connection:
             return int(connection.execute(stmt).scalar() or 0)
+
+    def last_id(self) -> int:
+        """The largest ``id`` in ``logs`` now (0 for an empty table): one look at the primary key."""
+        with self.engine.connect() as connection:
+            return int(connection.execute(select(func.max(logs.c.id))).scalar() or 0)
+
+    def rollup_statement(self, after_id: int, upto_id: int) -> Select:
+        """Consume and refund sums of the rows with ``after_id < id <= upto_id``, whatever their day.
+
+        One row per (day, user_id, token_id, token_name, model_name), read on the
+        primary key's range: ``(day, user_id, token_id, token_name, model_name,
+        consumed, refunded, requests)``. ``token_id`` is 0 on one-api's table,
+        which has none; names are grouped byte for byte (``exact_name``);
+        NULLs are left for the caller to fold.
+        """
+        c = logs.c
+        day = _day()
+        has_token_id = self.has_token_id()
+        token_id = c.token_id if has_token_id else literal_column("0", Integer)
+        names = [exact_name(c.token_name), exact_name(c.model_name)]
+        grouped = [day, c.user_id, *([c.token_id] if has_token_id else []), *names]
+        sums = (_sum_of(LOG_CONSUME), _sum_of(LOG_REFUND), _count_of(LOG_CONSUME))
+        return (
+            select(day, c.user_id, token_id, *names, *sums)
+            .where(
+                c.id > after_id,
+                c.id <= upto_id,
+                c.created_at.is_not(None),
+                c.type.in_([LOG_CONSUME, LOG_REFUND]),
+            )
+            .group_by(*grouped)
+        )
+
+
+def _day() -> ColumnElement[int]:
+    """The UTC day number of a row (``created_at // 86400``), written the same way in every query."""
+    return logs.c.created_at // literal_column(str(SECONDS_PER_DAY), BigInteger)
+
+
+def _sum_of(log_type: int) -> ColumnElement[int]:
+    """Σ quota of the rows of one type (constants inlined, see ``_net``)."""
+    kind = literal_column(str(log_type), Integer)
+    return func.sum(case((logs.c.type == kind, logs.c.quota), else_=literal_column("0", Integer)))
+
+
+def _count_of(log_type: int) -> ColumnElement[int]:
+    """How many rows of one type."""
+    kind = literal_column(str(log_type), Integer)
+    one, zero = literal_column("1", Integer), literal_column("0", Integer)
+    return func.sum(case((logs.c.type == kind, one), else_=zero))
 
 
 #: The columns of ``logs`` in the connection's ClickHouse database (no rows: no such table).

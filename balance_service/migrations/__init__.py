@@ -1,4 +1,4 @@
-"""The service's own table (``balance_alerts``), migrated with Alembic; the gateway's tables are never touched.
+"""The service's own tables (``balance_alerts``, the usage roll-up), migrated with Alembic; never the gateway's.
 
 ``init-db`` calls ``init_database``: the gateway's ``users`` and ``tokens``
 when absent (a standalone or demo install; a gateway's database has them), then
@@ -39,9 +39,9 @@ log = logging.getLogger(__name__)
 #: Alembic's version table, named for the service (a gateway or another tool may have an ``alembic_version``).
 VERSION_TABLE = "balance_service_alembic_version"
 #: The newest revision in ``versions/``: the one this code reads and writes. A new revision moves it.
-HEAD = "0002"
+HEAD = "0003"
 #: The only tables the revisions create or change; everything else in the database belongs to the gateway.
-SERVICE_TABLES = frozenset({"balance_alerts"})
+SERVICE_TABLES = frozenset({"balance_alerts", "usage_rollup", "usage_rollup_state"})
 #: The operator's command that brings the table to the current revision, for error messages.
 INIT_DB = "flask --app wsgi init-db"
 

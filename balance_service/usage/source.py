@@ -3,13 +3,16 @@
 Everything the service knows about spend over time goes through a ``LogSource``:
 ``daily_usage`` (net quota and requests per UTC day and model) and ``net_spend``
 (one total). ``SqlLogSource`` reads the gateway's ``logs`` table on the main
-database or on ``LOG_DATABASE_URL``; ``ClickHouseLogSource`` (usage/clickhouse.py)
-reads it in ClickHouse when ``LOG_DATABASE_URL`` is a ``clickhouse://`` URL.
+database or on ``LOG_DATABASE_URL``, behind ``RolledUpLogSource`` (usage/rollup.py),
+which adds the sums already rolled up to the rows that came after them;
+``ClickHouseLogSource`` (usage/clickhouse.py) reads it in ClickHouse when
+``LOG_DATABASE_URL`` is a ``clickhouse://`` URL.
 Another store (new-api's hourly ``quota_data``) only has to answer the same
 three questions, and ``log_source()`` is the one place that picks the
 implementation.
 
-Nothing here writes; the ``logs`` table and its queries are in ``gateway/logs.py``.
+Nothing here writes; the ``logs`` table and its queries are in ``gateway/logs.py``,
+the roll-up (written by ``flask rollup-usage`` only) in ``usage/rollup.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sqlalchemy import Engine
 from ..config import DB_CONNECT_TIMEOUT, is_clickhouse_url, settings
 from ..extensions import db
 from ..gateway.logs import Scope, SqlLogSource, UsageRow
+from .rollup import RolledUpLogSource
 
 #: The Flask-SQLAlchemy bind that ``LOG_DATABASE_URL`` configures (config.finalize).
 LOG_BIND = "logs"
@@ -54,7 +58,7 @@ def log_source() -> LogSource:
     """The log store of the current app: the one place to choose another implementation."""
     url = settings().log_database_url or ""
     if not is_clickhouse_url(url):
-        return SqlLogSource(log_engine())
+        return RolledUpLogSource(SqlLogSource(log_engine()), db.engine)
     source = current_app.extensions.get(CLICKHOUSE_EXTENSION)
     if source is None:
         from .clickhouse import ClickHouseLogSource, ClickHousePool, client_options  # the driver only when used
