@@ -13,6 +13,7 @@ The figures of issue 17, instructions per ``GET /v1/balance`` on PostgreSQL:
 | ``access_line`` | the access line through ``logging`` | 1,048K | 1,093K (+4 %) |
 | ``flat_json`` | simplejson for every answer | 1,048K | 1,089K (+4 %) |
 | ``redis_deadline`` | (a feature redis-py lacks: a deadline per call, not per read) | | |
+| ``db_deadline`` | (a feature psycopg2 lacks: a deadline kept by the client; issue 21) | 1,021K | 1,011K (-1 %) |
 
 The reference app (bench/raw_app.py: the same lookup on a raw psycopg2
 connection, in bare Flask) takes 543K. Instruction counts understate the last

@@ -32,8 +32,10 @@ postmaster and wait as well.
   that ran out of time from opening a new connection to the same silent server
   (each would wait as long again: twice the bound, as MariaDB's 10 s showed).
 
-Measured (bench/instructions.py, PostgreSQL, default settings): see the
-table in ``balance_service/_internal/__init__.py``.
+Measured (bench/instructions.py, PostgreSQL, default settings, issue 21): a
+balance request costs 1,021K instructions with the callback (one ``poll()``
+wait per statement) and 1,011K without it: +1 %, the price of a worker that
+survives a silent database.
 """
 
 from __future__ import annotations
