@@ -61,17 +61,29 @@ def private_mariadb():
     yield from serve_or_skip(running_mariadb)
 
 
-def _prepared_app(url: str, log_url: str | None = None, **overrides):
-    """An app on ``url`` (tables made) with its logs in ``log_url``; each has the gateway's ``logs`` table."""
-    for tables_url in (url, log_url) if log_url else (url,):
-        GatewayTables(tables_url).create_logs("new-api").engine.dispose()
-    config = {"TESTING": True, "DATABASE_URL": url, "AUTH_FAILURE_LIMIT": None, **overrides}
-    if log_url:
-        config["LOG_DATABASE_URL"] = log_url
-    app = create_app({**config, "DB_STATEMENT_TIMEOUT_MS": STATEMENT_TIMEOUT_MS})
-    with app.app_context():
-        db.create_all()
-    return app
+@pytest.fixture
+def prepared_app():
+    """Builds apps on a URL (tables made) with their logs in another (each with the gateway's ``logs`` table);
+    closes their connections at the end, while the server still runs."""
+    apps = []
+
+    def make(url: str, log_url: str | None = None):
+        for tables_url in (url, log_url) if log_url else (url,):
+            GatewayTables(tables_url).create_logs("new-api").engine.dispose()
+        config = {"TESTING": True, "DATABASE_URL": url, "AUTH_FAILURE_LIMIT": None}
+        if log_url:
+            config["LOG_DATABASE_URL"] = log_url
+        app = create_app({**config, "DB_STATEMENT_TIMEOUT_MS": STATEMENT_TIMEOUT_MS})
+        apps.append(app)
+        with app.app_context():
+            db.create_all()
+        return app
+
+    yield make
+    for app in apps:
+        with app.app_context():
+            for engine in db.engines.values():
+                engine.dispose()  # the pools' connections and the lookup's own
 
 
 def _make_key(app) -> str:
@@ -104,12 +116,14 @@ def _assert_every_path_answers(client, key: str, paths=PATHS) -> None:
         assert client.get(path, headers={"Authorization": f"Bearer {key}"}).status_code == 200, path
 
 
-def test_a_frozen_postgresql_fails_each_request_within_the_bound_and_is_used_again_once_it_runs(private_postgres):
+def test_a_frozen_postgresql_fails_each_request_within_the_bound_and_is_used_again_once_it_runs(
+    private_postgres, prepared_app
+):
     admin = psycopg2.connect(private_postgres.url)
     admin.autocommit = True
     admin.cursor().execute("CREATE DATABASE logs")
     admin.close()
-    app = _prepared_app(private_postgres.url, private_postgres.url.rsplit("/", 1)[0] + "/logs")
+    app = prepared_app(private_postgres.url, private_postgres.url.rsplit("/", 1)[0] + "/logs")
     key = _make_key(app)
     client = app.test_client()
     _assert_every_path_answers(client, key)  # the reader and both pools now hold connections the freeze silences
@@ -122,10 +136,12 @@ def test_a_frozen_postgresql_fails_each_request_within_the_bound_and_is_used_aga
     _assert_every_path_answers(client, key)
 
 
-def test_a_frozen_mariadb_fails_each_request_within_the_bound_and_is_used_again_once_it_runs(private_mariadb):
+def test_a_frozen_mariadb_fails_each_request_within_the_bound_and_is_used_again_once_it_runs(
+    private_mariadb, prepared_app
+):
     with private_mariadb.admin() as admin, admin.cursor() as cur:
         cur.execute("CREATE DATABASE logs CHARACTER SET utf8mb4")
-    app = _prepared_app(private_mariadb.url(), private_mariadb.url("logs"))
+    app = prepared_app(private_mariadb.url(), private_mariadb.url("logs"))
     key = _make_key(app)
     client = app.test_client()
     _assert_every_path_answers(client, key)
@@ -212,12 +228,10 @@ def _workers(master: int, count: int, timeout: float = 30) -> set[int]:
 
 
 def test_under_gunicorn_a_frozen_postgresql_costs_no_worker_and_the_next_request_after_it_is_answered(
-    private_postgres, tmp_path
+    private_postgres, prepared_app, tmp_path
 ):
-    app = _prepared_app(private_postgres.url)
+    app = prepared_app(private_postgres.url)
     key = _make_key(app)
-    with app.app_context():
-        db.engine.dispose()  # this process keeps no connection to the server
     env = clean_environment(
         DATABASE_URL=private_postgres.url,
         DB_STATEMENT_TIMEOUT_MS=str(STATEMENT_TIMEOUT_MS),
