@@ -13,7 +13,7 @@ from flask.json.provider import JSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import cors, observability, ratelimit
-from ._internal import direct_reads
+from ._internal import db_deadline, direct_reads
 from ._internal.flat_json import flat_json
 from .config import ENV_SETTINGS, Settings, flask_config
 from .config import EXTENSION as SETTINGS_EXTENSION
@@ -118,6 +118,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_commands(app)
     with app.app_context():
         _engines.update(db.engines.values())
+        for engine in db.engines.values():
+            db_deadline.watch(engine)
     return app
 
 

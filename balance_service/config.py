@@ -246,15 +246,23 @@ def engine_options(url: str, connect_timeout: int, statement_timeout_ms: int) ->
 
     ``pool_pre_ping`` replaces connections the database dropped (restart,
     failover) instead of failing one request per dead connection;
-    ``hide_parameters`` keeps API keys out of any logged SQL error.
+    ``hide_parameters`` keeps API keys out of any logged SQL error. Every call
+    has a deadline on the client side too, so a server that stopped answering
+    (frozen, partitioned) fails one request instead of holding the worker:
+    PostgreSQL's connections are ``db_deadline``'s (``statement_timeout`` +
+    0.5 s), PyMySQL's socket timeouts are the statement timeout.
     """
     options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if url.startswith("postgresql"):
+        # Imported here: gunicorn's master loads this module by path, without the package.
+        from balance_service._internal import db_deadline
+
         options["pool_recycle"] = 1800
         options["connect_args"] = {
             "connect_timeout": connect_timeout,
             "options": f"-c statement_timeout={statement_timeout_ms}",
             "application_name": "balance-service",
+            "connection_factory": db_deadline.connection_class(connect_timeout, statement_timeout_ms),
         }
     elif url.startswith("sqlite"):
         options["connect_args"] = {"timeout": max(connect_timeout, 1)}

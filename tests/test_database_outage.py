@@ -7,15 +7,9 @@ using the machine's shared PostgreSQL.
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg2
 import pytest
@@ -24,6 +18,7 @@ from balance_service import create_app
 from balance_service.config import DB_CONNECT_TIMEOUT
 from balance_service.extensions import db
 from balance_service.gateway import operations as ops
+from tests.private_servers import running_postgres, serve_or_skip
 
 pytestmark = pytest.mark.outage
 
@@ -32,97 +27,10 @@ QUICK = 5.0
 UNAVAILABLE = {"success": False, "message": "Failed to get used quota"}
 
 
-def _unavailable(reason: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the outage test must run in CI: {reason}")
-    pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class PrivatePostgres:
-    """One PostgreSQL cluster of our own, driven with pg_ctl (as the ``postgres`` user when we are root)."""
-
-    def __init__(self, bindir: Path, root: Path, as_postgres: bool) -> None:
-        self.bindir, self.root = bindir, root
-        self.data, self.log = root / "data", root / "server.log"
-        self.port = _free_port()
-        self.prefix = ["runuser", "-u", "postgres", "--"] if as_postgres else []
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str) -> None:
-        subprocess.run([*self.prefix, *args], check=True, capture_output=True, timeout=60)
-
-    def init(self) -> None:
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
-
-    def start(self) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
-
-    def start_on_a_free_port(self, attempts: int = 5) -> None:
-        """Start, on another free port whenever the one picked was taken before the server bound it.
-
-        The port is picked by binding port 0 and closing the socket, so another
-        process on this busy machine may take it first; the test's URLs are only
-        built after this, so moving to a new port changes nothing for them.
-        """
-        for attempt in range(attempts):
-            logged = self.log.stat().st_size if self.log.exists() else 0
-            try:
-                self.start()
-                return
-            except subprocess.CalledProcessError:
-                taken = b"Address already in use" in self.log.read_bytes()[logged:]
-                if not taken or attempt == attempts - 1:
-                    raise
-                self.port = _free_port()
-
-    def stop(self) -> None:
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
-
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
-
-    def postmaster_pid(self) -> int:
-        return int((self.data / "postmaster.pid").read_text().splitlines()[0])
-
-
 @pytest.fixture
 def private_postgres():
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    if not candidates:
-        _unavailable("no /usr/lib/postgresql/*/bin/initdb")
-    as_postgres = os.geteuid() == 0  # initdb refuses to run as root
-    if as_postgres and not shutil.which("runuser"):
-        _unavailable("running as root without runuser to become the postgres user")
-    root = Path(tempfile.mkdtemp(prefix="balance-outage-"))
-    if as_postgres:
-        try:
-            shutil.chown(root, user="postgres")
-        except LookupError:
-            shutil.rmtree(root)
-            _unavailable("no postgres OS user")
-    server = PrivatePostgres(Path(candidates[-1]).parent, root, as_postgres)
-    try:
-        server.init()
-        server.start_on_a_free_port()
-        yield server
-    finally:
-        if server.running():
-            try:
-                os.kill(server.postmaster_pid(), signal.SIGCONT)
-                server.stop()
-            except (OSError, subprocess.SubprocessError):
-                pass
-        shutil.rmtree(root, ignore_errors=True)
+    """A PostgreSQL server of this test's own (tests/private_servers.py), so stopping it disturbs no one."""
+    yield from serve_or_skip(running_postgres)
 
 
 def _app(url: str, **overrides):

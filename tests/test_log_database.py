@@ -134,7 +134,7 @@ def test_a_clickhouse_url_without_a_usable_host_is_refused_at_start(monkeypatch,
 def test_clickhouse_timeouts_follow_the_database_settings():
     host, options = client_options("clickhouse://reader:secret@10.0.0.5:9440/gateway", 2, 4500)
     assert (host, options["port"], options["database"], options["user"]) == ("10.0.0.5", 9440, "gateway", "reader")
-    assert (options["connect_timeout"], options["send_receive_timeout"]) == (2, 5.5)
+    assert (options["connect_timeout"], options["send_receive_timeout"]) == (2, 5.0)  # the statement timeout + 0.5 s
     assert options["settings"]["max_execution_time"] == 5  # the server gives up first, in whole seconds
     _, options = client_options("clickhouse://h/db?connect_timeout=7", 2, 0)  # the URL wins; 0 = no limit
     assert options["connect_timeout"] == 7 and "settings" not in options

@@ -14,6 +14,7 @@ The figures of issue 17, instructions per ``GET /v1/balance`` on PostgreSQL:
 | ``flat_json`` | simplejson for every answer | 1,048K | 1,089K (+4 %) |
 | ``redis_deadline`` | (a feature redis-py lacks: a deadline per call, not per read) | | |
 | ``gunicorn_errors`` | (a feature gunicorn lacks: its own error answers in JSON) | | |
+| ``db_deadline`` | (a feature psycopg2 lacks: a deadline kept by the client; issue 21) | 1,021K | 1,011K (-1 %) |
 
 The reference app (bench/raw_app.py: the same lookup on a raw psycopg2
 connection, in bare Flask) takes 543K. Instruction counts understate the last

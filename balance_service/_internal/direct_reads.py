@@ -30,7 +30,10 @@ engine, no pre-ping and one retry on a dropped connection (+35 %).
 
 A connection the server dropped (restart, failover, idle timeout) shows up as a
 failed read: the read is idempotent, so it is retried once on a new connection,
-instead of pinging before every read. Any other database error is raised as
+instead of pinging before every read. A read that ran out of time
+(``db_deadline``: the server did not answer) is not retried: its connection is
+dropped and the request fails at once, since a new connection to the same
+silent server would wait as long again. Any other database error is raised as
 SQLAlchemy's ``DBAPIError``, which the app answers with a 503. A forked child
 never touches the parent's connection (``forget_connections``, called by ``balance_service.after_fork``).
 """
@@ -51,6 +54,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
 
 from ..extensions import db
+from .db_deadline import timed_out
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +175,7 @@ class DirectReader:
         try:
             return self._run(plan, params)
         except self.error as e:
-            if not self._drop_if_disconnected(e):
+            if not self._drop_if_disconnected(e) or timed_out(e):
                 raise self._wrap(e, plan) from e
         try:  # once more, on a new connection: the old one was dead
             return self._run(plan, params)
@@ -262,11 +266,11 @@ class DirectReader:
         cursor.execute(sql, parameters)
 
     def _drop_if_disconnected(self, error: Exception) -> bool:
-        """Forget this thread's connection if ``error`` means it is dead; say whether it was."""
+        """Forget this thread's connection if ``error`` means it is dead (or did not answer); say whether it was."""
         connection = getattr(self._local, "connection", None)
         if connection is None:
             return False
-        if not self.dialect.is_disconnect(error, connection.driver, connection.cursor):
+        if not (self.dialect.is_disconnect(error, connection.driver, connection.cursor) or timed_out(error)):
             return False
         self._local.connection = None
         with self._lock:

@@ -34,6 +34,7 @@ from clickhouse_driver.errors import Error as DriverError
 from clickhouse_driver.util.helpers import parse_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from .._internal.db_deadline import MARGIN
 from ..gateway.logs import CLICKHOUSE_COLUMNS, Scope, UsageRow, clickhouse_daily, clickhouse_net, usage_rows
 from ..gateway.tables import cache
 
@@ -57,15 +58,20 @@ def client_options(url: str, connect_timeout: int, statement_timeout_ms: int) ->
 
     Timeouts given in the URL's query string win. ``max_execution_time`` makes
     the server itself give up on a query that takes longer than the statement
-    timeout; the socket timeout is a little longer, so that the server's own
-    error arrives first.
+    timeout; the socket timeout is ``db_deadline.MARGIN`` longer, so that the
+    server's own error arrives first, and bounds a server that does not answer
+    at all (frozen, partitioned). The driver pings a pooled connection before
+    each query and connects again when the ping goes unanswered, waiting for the
+    new connection's hello as long again: so the ping waits only half the
+    margin, and a silent server costs a query at most the statement timeout
+    and ``1.5 * MARGIN``, under the second the issue allows.
     """
     host, options = parse_url(url)
     options.setdefault("connect_timeout", connect_timeout)
     if statement_timeout_ms:
         seconds = statement_timeout_ms / 1000
-        options.setdefault("send_receive_timeout", seconds + 1)
-        options.setdefault("sync_request_timeout", seconds + 1)
+        options.setdefault("send_receive_timeout", seconds + MARGIN)
+        options.setdefault("sync_request_timeout", MARGIN / 2)
         settings = dict(options.get("settings") or {})
         settings.setdefault("max_execution_time", max(1, math.ceil(seconds)))
         options["settings"] = settings
