@@ -91,6 +91,8 @@ class Mail:
     recipients: list[str]
     subject: str
     text: str
+    #: The HTML part, when the mail has one.
+    html: str | None = None
 
 
 @dataclass
@@ -110,7 +112,16 @@ class _Recorder:
     async def handle_DATA(self, server, session, envelope):
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         text = message.get_body(preferencelist=("plain",)).get_content()
-        self.server.mails.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), str(message["Subject"]), text))
+        html = message.get_body(preferencelist=("html",))
+        self.server.mails.append(
+            Mail(
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                str(message["Subject"]),
+                text,
+                None if html is None else html.get_content(),
+            )
+        )
         return "250 OK"
 
 
@@ -130,3 +141,40 @@ def smtp_server() -> Iterator[SmtpServer]:
         yield state
     finally:
         controller.stop()
+
+
+@dataclass
+class Proxy:
+    url: str
+    #: The request line of every request the proxy was asked to forward.
+    requests: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def recording_proxy() -> Iterator[Proxy]:
+    """An HTTP proxy on a free loopback port that forwards nothing: it notes each request line, answers 502."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    state = Proxy(f"http://127.0.0.1:{server.server_port}")
+
+    class Handler(BaseHTTPRequestHandler):
+        def _refuse(self) -> None:
+            state.requests.append(self.requestline)
+            self.send_error(502)
+
+        do_GET = do_POST = do_PUT = do_CONNECT = _refuse
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server.RequestHandlerClass = Handler
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from balance_service.alerts.models import BalanceAlert
 from balance_service.config import DEFAULT_NOTIFY_SCHEMES, NOTIFY_SCHEMES, ConfigError, Settings
 from balance_service.extensions import db as _db
-from tests.alert_receivers import free_port, http_receiver, smtp_server
+from tests.alert_receivers import free_port, http_receiver, recording_proxy, smtp_server
 from tests.gateway_logs import CONSUME, Log
 from tests.helpers import clean_environment
 from tests.test_forecast_alerts import days_ago
@@ -158,6 +158,35 @@ def test_an_email_alert_goes_through_the_operators_mail_server_in_its_language(
     assert mail.subject == subject
     assert text in mail.text
     assert TOPUP in mail.text
+
+
+def test_a_name_written_like_markup_reaches_the_mail_as_text_never_as_a_link(
+    app, mail_server, create_user, create_token
+):
+    """A key holder chooses the key's name; the operator's mail server must not send it as HTML of theirs."""
+    owner = create_user(username="mallory", quota=0)
+    name = '<a href="https://evil.example/pay">Top up here</a> & co'
+    key = create_token(user_id=owner, name=name)
+    created(app, key, email="mallory@example.org", scope="token", threshold=1)
+    assert check(app).exit_code == 0
+    [mail] = mail_server.mails
+    assert name in mail.text
+    assert mail.html is None or ('href="https://evil.example' not in mail.html and "&lt;a href=" in mail.html)
+
+
+def test_a_proxy_in_the_environment_is_not_used_so_the_guard_judges_the_real_target(app, receiver, alice, monkeypatch):
+    """Through a proxy the guard would see only the proxy's address; alert sends connect themselves."""
+    with recording_proxy() as proxy:
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        owner, key = alice
+        created(app, key, notify_url=receiver.ntfy_url(topic="balance-alice"))
+        set_quota(app, owner, 2 * USD)
+        assert check(app).exit_code == 0
+        assert len(receiver.posts) == 1
+        assert proxy.requests == []
 
 
 def test_a_forecast_alert_message_gives_the_days_left(app, receiver, alice, gateway_tables):

@@ -225,6 +225,24 @@ def _guarded_connection(address: tuple[str, int], *args: Any, **kwargs: Any) -> 
     raise error
 
 
+def _ignore_environment_proxies_when_guarded() -> None:
+    """An alert send connects to its target itself, never through ``HTTP(S)_PROXY``/``ALL_PROXY``.
+
+    Through a proxy the guard would judge only the proxy's address while the
+    proxy connected wherever the URL (or a redirect) said: every path by which
+    requests (which Apprise posts with) takes proxies from the environment asks
+    ``should_bypass_proxies`` first, so a guarded thread is told to bypass them.
+    """
+    from requests import utils  # here: only a process that sends alerts needs requests
+
+    original = utils.should_bypass_proxies
+
+    def should_bypass_proxies(url: str, no_proxy: str | None = None) -> bool:
+        return getattr(_current, "guard", None) is not None or original(url, no_proxy=no_proxy)
+
+    utils.should_bypass_proxies = should_bypass_proxies
+
+
 def install_guard() -> None:
     """Route urllib3's connections through ``_guarded_connection``, keep Apprise's sentences out of the log (once)."""
     global _original_create_connection
@@ -234,6 +252,7 @@ def install_guard() -> None:
         if _original_create_connection is None:
             _original_create_connection = connection.create_connection
             connection.create_connection = _guarded_connection
+            _ignore_environment_proxies_when_guarded()
             # Apprise's own sentences quote topics, chat ids and hosts: they reach ``_Reasons`` only, never
             # the service's log (the NullHandler keeps Python's last-resort handler from printing them).
             apprise_log = logging.getLogger("apprise")
@@ -276,6 +295,10 @@ class _Reasons(logging.Handler):
         if record.thread == self.thread:
             self.messages.append(record.getMessage())
 
+
+#: The messages are plain text: Apprise escapes them for a service that takes HTML or Markdown (e-mail, Telegram),
+#: so a key or account name such as ``<a href=…>`` is shown as written, never as markup.
+_TEXT = "text"
 
 #: Apprise's failure warnings end in ``error=<HTTP status>``; the rest may quote a topic, a chat id or a host.
 _HTTP_STATUS = re.compile(r"error=(\d{3})\b")
@@ -345,11 +368,11 @@ def send(build: Callable[[], Any], title: str, body: str, how: Sending, guarded:
         with _listening() as reasons:
             if guarded:
                 with _guarded(how.allow_private, how.dns_timeout, left) as guard:
-                    sent = instance.notify(body=body, title=title)
+                    sent = instance.notify(body=body, title=title, body_format=_TEXT)
                 if guard.refused is not None:
                     raise guard.refused
             else:
-                sent = instance.notify(body=body, title=title)
+                sent = instance.notify(body=body, title=title, body_format=_TEXT)
         if not sent:
             raise Retry(_in_words(instance.service_name, reasons.messages))
 
