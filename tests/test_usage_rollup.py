@@ -164,6 +164,20 @@ def test_an_interrupted_run_loses_nothing_and_the_next_one_goes_on(app, client, 
     assert figures(client, auth, keys) == raw
 
 
+def test_a_switch_of_log_database_before_any_roll_up_forgets_how_far_the_other_went(
+    app, client, auth, november, rolled
+):
+    """Noted on another log database (its ids far higher) and never rolled up: those ids say nothing of these."""
+    keys = keys_of(november)
+    before = figures(client, auth, keys)
+    with app.app_context():
+        _db.session.execute(update(RollupState).values(watermark=0, source="another", seen_id=5_000_000, seen_at=0))
+        _db.session.commit()
+    run = rolled()
+    assert run.after == last_log_id(app)
+    assert figures(client, auth, keys) == before
+
+
 def test_two_runs_at_once_take_turns_and_sum_each_row_once(app, make_app, client, auth, november, rolled):
     keys = keys_of(november)
     raw = figures(client, auth, keys)

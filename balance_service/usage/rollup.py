@@ -309,7 +309,12 @@ def roll_up(
             if state.source != source:
                 if watermark:  # buckets of other logs: never add these ids to them
                     raise LogsWentBack("the roll-up holds another log database's rows; run rollup-usage --rebuild")
-                connection.execute(_state.update().where(_state.c.id == STATE_ID).values(source=source))
+                # And forget how far the other logs went: their ids say nothing about these.
+                update = (
+                    _state.update().where(_state.c.id == STATE_ID).values(source=source, seen_id=None, seen_at=None)
+                )
+                connection.execute(update)
+                seen_id = seen_at = None
             if before is None:
                 before = watermark
             now = clock()
