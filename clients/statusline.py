@@ -139,15 +139,20 @@ def entry_id(base_url: str, scope: str, key: str) -> str:
 
 
 def _http_get(url: str, key: str, timeout: float) -> tuple[int, bytes]:
-    """Status and body of ``GET url`` with the key; redirects are followed only on the same host."""
+    """Status and body of ``GET url`` with the key; redirects are followed only to the same scheme, host and port."""
     import urllib.error
     import urllib.parse
     import urllib.request
 
+    def origin(address):
+        parts = urllib.parse.urlsplit(address)
+        return parts.scheme.lower(), parts.hostname, parts.port
+
     class SameHost(urllib.request.HTTPRedirectHandler):
-        # urllib copies the Authorization header into a redirected request: never to another host.
+        # urllib copies the Authorization header into a redirected request: never to another host or port,
+        # and never from https to plain http, where the key would cross the network readable.
         def redirect_request(self, req, fp, code, msg, headers, newurl):
-            if urllib.parse.urlsplit(newurl).hostname != urllib.parse.urlsplit(req.full_url).hostname:
+            if origin(newurl) != origin(req.full_url):
                 return None
             return super().redirect_request(req, fp, code, msg, headers, newurl)
 
@@ -214,7 +219,9 @@ class _Request(threading.Thread):
 
 def clean(text: str, key: str, limit: int = 80) -> str:
     """Text from a relay made safe for a terminal: no key, no control characters, one short line."""
-    for secret in (key, key[3:] if key.startswith("sk-") else ""):  # the whole key first
+    core = key[3:] if key.startswith("sk-") else key
+    # The whole key first, then the key without "sk-", then without a channel suffix ("sk-<key>-<suffix>").
+    for secret in (key, core, core.split("-", 1)[0]):
         if len(secret) >= 8:
             text = text.replace(secret, "sk-…")
     text = " ".join("".join(c if c.isprintable() else " " for c in text).split())

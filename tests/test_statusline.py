@@ -119,6 +119,8 @@ class Relay:
     def __init__(self) -> None:
         self.answers: dict[str, tuple[int, bytes]] = {}
         self.requests: list[tuple[str, str]] = []
+        #: Where a 3xx answer sends the client.
+        self.location = ""
         self.released = threading.Event()
         relay = self
 
@@ -134,6 +136,8 @@ class Relay:
                     relay.released.wait(30)
                     return
                 self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", relay.location)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -493,6 +497,28 @@ def test_a_relays_message_is_shown_without_the_key_or_terminal_escapes(relay, ho
     result = statusline(home, env={"BALANCE_BASE_URL": relay.url, "BALANCE_KEY": RELAY_KEY})
     assert "\x1b" not in result.line and "\x07" not in result.line
     assert result.line.startswith("balance: unavailable (401 ") and "Invalid token sk-… (key sk-…)" in result.line
+
+
+def test_a_relays_message_quoting_the_key_without_its_channel_suffix_shows_no_key(relay, home):
+    key = RELAY_KEY + "-claude"
+    message = f"Invalid token {RELAY_KEY[3:]}"
+    relay.answers[key] = (401, json.dumps({"success": False, "message": message}).encode())
+    result = statusline(home, env={"BALANCE_BASE_URL": relay.url, "BALANCE_KEY": key})
+    assert RELAY_KEY[3:] not in result.line and "Invalid token sk-…" in result.line
+
+
+def test_a_redirect_to_another_port_is_not_followed_so_the_key_stays_with_the_relay(relay, home):
+    """urllib would copy the Authorization header into the redirected request: another port, another server."""
+    other = Relay()
+    try:
+        other.documented(RELAY_KEY, "1")
+        relay.location = other.url + "/v1/user/balance"
+        relay.answers[RELAY_KEY] = (302, b"")
+        result = statusline(home, env={"BALANCE_BASE_URL": relay.url, "BALANCE_KEY": RELAY_KEY})
+    finally:
+        other.stop()
+    assert other.requests == []
+    assert result.line.startswith("balance: unavailable")
 
 
 # --- the cache -----------------------------------------------------------------------------------------------
