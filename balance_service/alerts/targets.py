@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 MAX_URL_LENGTH = 2048
-#: Seconds a host name may take to resolve when no ALERT_DNS_TIMEOUT is given.
+#: Seconds a host name may take to resolve (at creation and at every send).
 DEFAULT_DNS_TIMEOUT = 2.0
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")

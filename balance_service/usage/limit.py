@@ -38,8 +38,8 @@ from werkzeug.exceptions import ServiceUnavailable
 log = logging.getLogger(__name__)
 
 #: Log queries in flight at once per host and log database: half the cores, at least one. gunicorn starts
-#: 2 × cores + 1 workers, so at most about a quarter of them wait on logs and the database keeps cores for
-#: balances. (A fixed rule, not a setting: more parallel year-long sums only make each of them slower.)
+#: cores + 1 workers (gunicorn_conf.py), so at most about half of them wait on logs and the database keeps
+#: cores for balances. (A fixed rule, not a setting: more parallel year-long sums only make each of them slower.)
 SLOTS = max(1, (os.cpu_count() or 2) // 2)
 #: The answer when every slot is taken; a usage query takes about a second at worst.
 BUSY_MESSAGE = "Too many usage queries in progress; retry later"
