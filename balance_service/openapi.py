@@ -30,6 +30,29 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {_JSON: {"schema": schema}}}
 
 
+def _object(properties: dict[str, Any], *, closed: bool = False, **extra: Any) -> dict[str, Any]:
+    """An object schema requiring every one of its properties; ``closed`` refuses any other field."""
+    schema: dict[str, Any] = {"type": "object", **extra, "required": list(properties)}
+    if closed:
+        schema["additionalProperties"] = False
+    return {**schema, "properties": properties}
+
+
+def _answer(properties: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """A successful answer: ``success: true``, then these fields."""
+    return _object({"success": {"const": True}, **properties}, **kwargs)
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An optional query parameter, a date unless ``schema`` says otherwise."""
+    schema = schema or {"type": "string", "format": "date"}
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _retry_after(description: str) -> dict[str, Any]:
+    return {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": description}}
+
+
 _AMOUNT = {
     "type": "number",
     "description": "An exact decimal amount (written with up to 6 decimal places; integers in the tokens unit).",
@@ -133,22 +156,10 @@ def _usage_schema() -> dict[str, Any]:
     requests = {"type": "integer", "minimum": 0, "description": "Requests charged (consume rows of the log)."}
 
     def listing(key: str, key_schema: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "required": [key, "used", "requests"],
-            "additionalProperties": False,
-            "properties": {key: key_schema, "used": used, "requests": requests},
-        }
+        return _object({key: key_schema, "used": used, "requests": requests}, closed=True)
 
-    forecast = {
-        "type": "object",
-        "required": ["daily_rate", "days_left", "runs_out_on"],
-        "additionalProperties": False,
-        "description": (
-            "At the rate of the 7 whole UTC days before today. `days_left` and `runs_out_on` are null when the "
-            "credit is unlimited or nothing was spent in those days."
-        ),
-        "properties": {
+    forecast = _object(
+        {
             "daily_rate": {
                 **_AMOUNT,
                 "minimum": 0,
@@ -165,23 +176,14 @@ def _usage_schema() -> dict[str, Any]:
                 "description": "Today plus the whole days left (UTC); null also when beyond the year 9999.",
             },
         },
-    }
-    return {
-        "type": "object",
-        "required": [
-            "success",
-            "scope",
-            "unit",
-            "start_date",
-            "end_date",
-            "total_used",
-            "days",
-            "models",
-            "forecast",
-        ],
-        "additionalProperties": False,
-        "properties": {
-            "success": {"const": True},
+        closed=True,
+        description=(
+            "At the rate of the 7 whole UTC days before today. `days_left` and `runs_out_on` are null when the "
+            "credit is unlimited or nothing was spent in those days."
+        ),
+    )
+    return _answer(
+        {
             "scope": {"enum": ["account", "key"]},
             "unit": _UNIT,
             "start_date": {"type": "string", "format": "date", "description": "First day, included."},
@@ -200,29 +202,20 @@ def _usage_schema() -> dict[str, Any]:
             },
             "forecast": forecast,
         },
-    }
+        closed=True,
+    )
 
 
 _SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "description": "Every refusal and failure has this body.",
-        "required": ["success", "message"],
-        "properties": {
+    "Error": _object(
+        {
             "success": {"const": False},
             "message": {"type": "string", "description": "Why the request failed, for a human."},
         },
-    },
-    "Balance": {
-        "type": "object",
-        "description": (
-            "The fields of the gateways' published docs (`success`, `remain_balance`, `used_balance`, "
-            "`unlimited_quota`, in that order), then `unit`, then `balance` and `used`: the same values under "
-            "the names cc-switch and browser extensions read."
-        ),
-        "required": ["success", "remain_balance", "used_balance", "unlimited_quota", "unit", "balance", "used"],
-        "properties": {
-            "success": {"const": True},
+        description="Every refusal and failure has this body.",
+    ),
+    "Balance": _answer(
+        {
             "remain_balance": {
                 **_AMOUNT,
                 "minimum": -1,
@@ -234,24 +227,14 @@ _SCHEMAS: dict[str, Any] = {
             "balance": {**_AMOUNT, "minimum": -1, "description": "The same value as `remain_balance`."},
             "used": {**_AMOUNT, "minimum": 0, "description": "The same value as `used_balance`."},
         },
-    },
-    "BillingSubscription": {
-        "type": "object",
-        "description": (
-            "OpenAI's subscription object, as one-api returns it. Clients show "
-            "`hard_limit_usd - total_usage / 100` (from the usage endpoint) as the balance."
+        description=(
+            "The fields of the gateways' published docs (`success`, `remain_balance`, `used_balance`, "
+            "`unlimited_quota`, in that order), then `unit`, then `balance` and `used`: the same values under "
+            "the names cc-switch and browser extensions read."
         ),
-        "required": [
-            "success",
-            "object",
-            "has_payment_method",
-            "soft_limit_usd",
-            "hard_limit_usd",
-            "system_hard_limit_usd",
-            "access_until",
-        ],
-        "properties": {
-            "success": {"const": True},
+    ),
+    "BillingSubscription": _answer(
+        {
             "object": {"const": "billing_subscription"},
             "has_payment_method": {"const": True},
             **{
@@ -271,12 +254,13 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "Unix seconds when the key expires; 0 when it never does, or when the account is shown.",
             },
         },
-    },
-    "BillingUsage": {
-        "type": "object",
-        "required": ["success", "object", "total_usage"],
-        "properties": {
-            "success": {"const": True},
+        description=(
+            "OpenAI's subscription object, as one-api returns it. Clients show "
+            "`hard_limit_usd - total_usage / 100` (from the usage endpoint) as the balance."
+        ),
+    ),
+    "BillingUsage": _answer(
+        {
             "object": {"const": "list"},
             "total_usage": {
                 **_AMOUNT,
@@ -285,20 +269,13 @@ _SCHEMAS: dict[str, Any] = {
                     "without dates. Negative only if refunds in the range exceed what was spent in it."
                 ),
             },
-        },
-    },
+        }
+    ),
     "Usage": _usage_schema(),
-    "Capabilities": {
-        "type": "object",
-        "required": ["success", "usage_history", "alerts"],
-        "additionalProperties": False,
-        "properties": {
-            "success": {"const": True},
-            "usage_history": {
-                "type": "object",
-                "required": ["available", "reason", "message"],
-                "additionalProperties": False,
-                "properties": {
+    "Capabilities": _answer(
+        {
+            "usage_history": _object(
+                {
                     "available": {"type": "boolean", "description": "Whether `GET /v1/usage` answers 200."},
                     "reason": {
                         "enum": [NO_LOGS_TABLE[0], CONSUME_NOT_LOGGED[0], None],
@@ -312,12 +289,10 @@ _SCHEMAS: dict[str, Any] = {
                         "description": "The same in words, as `GET /v1/usage`'s 409 says it; null when available.",
                     },
                 },
-            },
-            "alerts": {
-                "type": "object",
-                "required": ["channels", "test"],
-                "additionalProperties": False,
-                "properties": {
+                closed=True,
+            ),
+            "alerts": _object(
+                {
                     "channels": {
                         "type": "array",
                         "items": {"enum": list(CHANNEL_FIELDS)},
@@ -325,9 +300,11 @@ _SCHEMAS: dict[str, Any] = {
                     },
                     "test": {"type": "boolean", "description": "Whether an alert can be sent a test notification."},
                 },
-            },
+                closed=True,
+            ),
         },
-    },
+        closed=True,
+    ),
     "AlertRequest": {
         "type": "object",
         "description": (
@@ -407,56 +384,30 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Alert": _alert_schema(with_secret=False),
     "AlertWithSecret": _alert_schema(with_secret=True),
-    "AlertCreated": {
-        "type": "object",
-        "required": ["success", "alert"],
-        "properties": {"success": {"const": True}, "alert": _ref("schemas", "AlertWithSecret")},
-    },
-    "AlertList": {
-        "type": "object",
-        "required": ["success", "alerts"],
-        "properties": {
-            "success": {"const": True},
+    "AlertCreated": _answer({"alert": _ref("schemas", "AlertWithSecret")}),
+    "AlertList": _answer(
+        {
             "alerts": {
                 "type": "array",
                 "items": _ref("schemas", "Alert"),
                 "description": "The account's alerts (both scopes, from any of its keys), oldest first.",
-            },
-        },
-    },
-    "AlertTested": {
-        "type": "object",
-        "required": ["success", "delivered"],
-        "properties": {"success": {"const": True}, "delivered": {"const": True}},
-    },
-    "AlertDeleted": {
-        "type": "object",
-        "required": ["success", "deleted"],
-        "properties": {
-            "success": {"const": True},
-            "deleted": {"type": "integer", "minimum": 1, "description": "The id of the alert that was deleted."},
-        },
-    },
-    "Health": {
-        "type": "object",
-        "required": ["success", "status"],
-        "properties": {"success": {"const": True}, "status": {"const": "ok"}},
-    },
-    "Ready": {
-        "type": "object",
-        "required": ["success", "status", "limiter"],
-        "properties": {"success": {"const": True}, "status": {"const": "ready"}, "limiter": _LIMITER},
-    },
-    "NotReady": {
-        "type": "object",
-        "required": ["success", "status", "message", "limiter"],
-        "properties": {
+            }
+        }
+    ),
+    "AlertTested": _answer({"delivered": {"const": True}}),
+    "AlertDeleted": _answer(
+        {"deleted": {"type": "integer", "minimum": 1, "description": "The id of the alert that was deleted."}}
+    ),
+    "Health": _answer({"status": {"const": "ok"}}),
+    "Ready": _answer({"status": {"const": "ready"}, "limiter": _LIMITER}),
+    "NotReady": _object(
+        {
             "success": {"const": False},
             "status": {"const": "unavailable"},
             "message": {"type": "string"},
             "limiter": _LIMITER,
-        },
-    },
+        }
+    ),
 }
 
 _ERROR = _ref("schemas", "Error")
@@ -480,12 +431,7 @@ _RESPONSES: dict[str, Any] = {
             "request it makes to the authenticated endpoints is refused until Retry-After, valid keys included.",
             _ERROR,
         ),
-        "headers": {
-            "Retry-After": {
-                "schema": {"type": "integer", "minimum": 1},
-                "description": "Seconds until the oldest failure leaves the window.",
-            }
-        },
+        "headers": _retry_after("Seconds until the oldest failure leaves the window."),
     },
     "DatabaseUnavailable": _json(
         "The gateway database did not answer: `Failed to get used quota`. (The gateways' published examples "
@@ -513,17 +459,12 @@ _AUTH_ERRORS = {
 _PUBLIC_ERRORS = {"405": _ref("responses", "MethodNotAllowed"), "500": _ref("responses", "InternalError")}
 
 _DATE_PARAMETERS = [
-    {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string", "format": "date"},
-        "description": (
-            f"{text} (YYYY-MM-DD, a UTC day), as OpenAI clients send it. Give both for the net spend of "
-            "[start_date, end_date) from the gateway's logs, or neither for the lifetime usage; without a logs "
-            "table or with the gateway's LogConsumeEnabled off, the lifetime usage is reported either way."
-        ),
-    }
+    _query(
+        name,
+        f"{text} (YYYY-MM-DD, a UTC day), as OpenAI clients send it. Give both for the net spend of "
+        "[start_date, end_date) from the gateway's logs, or neither for the lifetime usage; without a logs "
+        "table or with the gateway's LogConsumeEnabled off, the lifetime usage is reported either way.",
+    )
     for name, text in (("start_date", "First day, included"), ("end_date", "Day after the last, excluded"))
 ]
 
@@ -543,6 +484,17 @@ def _secured(
     }
 
 
+_ALERT_ID = {
+    "name": "alert_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "The `id` from the answer that created the alert.",
+}
+_NO_SUCH_ALERT = _json(
+    "No such alert this key may manage (missing, or another live key's), or the key's owner does not exist.", _ERROR
+)
+
 _USER_BALANCE_TEXT = (
     "The owner's quota in the display unit; roles in UNLIMITED_USER_ROLES report -1 (unlimited). "
     "`/user/balance` is the same endpoint."
@@ -552,19 +504,19 @@ _TOKEN_BALANCE_TEXT = (
 )
 
 
-def _user_balance(operation_id: str) -> dict[str, Any]:
-    return _authenticated(operation_id, "Balance of the account behind the key", _USER_BALANCE_TEXT, "Balance")
+def _read(
+    operation_id: str, summary: str, description: str, schema: str, errors: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A GET behind the key whose 200 answer, described by the summary, is ``schema``."""
+    responses = {"200": _json(summary, _ref("schemas", schema)), **(errors or {})}
+    return _secured(operation_id, summary, description, "balance", responses, **extra)
 
 
-def _token_balance(operation_id: str) -> dict[str, Any]:
-    return _authenticated(operation_id, "Balance of the key itself", _TOKEN_BALANCE_TEXT, "Balance")
-
-
-def _authenticated(operation_id: str, summary: str, description: str, schema: str, **extra: Any) -> dict[str, Any]:
+def _v1_and_bare(path: str, operation: dict[str, Any]) -> dict[str, Any]:
+    """The GET at ``/v1<path>`` and at ``path`` (clients use either); the second's operationId ends in WithoutV1."""
     return {
-        "get": _secured(
-            operation_id, summary, description, "balance", {"200": _json(summary, _ref("schemas", schema))}, **extra
-        )
+        f"/v1{path}": {"get": operation},
+        path: {"get": {**operation, "operationId": operation["operationId"] + "WithoutV1"}},
     }
 
 
@@ -591,33 +543,6 @@ _USAGE_TEXT = (
 )
 
 
-def _subscription(operation_id: str) -> dict[str, Any]:
-    return _authenticated(
-        operation_id, "Billing subscription (OpenAI-compatible)", _SUBSCRIPTION_TEXT, "BillingSubscription"
-    )
-
-
-def _usage(operation_id: str) -> dict[str, Any]:
-    return {
-        "get": _secured(
-            operation_id,
-            "Billing usage (OpenAI-compatible)",
-            _USAGE_TEXT,
-            "balance",
-            {
-                "200": _json("Billing usage (OpenAI-compatible)", _ref("schemas", "BillingUsage")),
-                "400": _json(
-                    "A malformed date, only one of the two dates, end_date not after start_date, or more than "
-                    "366 days.",
-                    _ERROR,
-                ),
-                "503": _ref("responses", "LogsBusyOrDatabaseUnavailable"),
-            },
-            parameters=_DATE_PARAMETERS,
-        )
-    }
-
-
 _DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -638,14 +563,40 @@ _DOCUMENT: dict[str, Any] = {
         {"name": "service", "description": "Probes and this document; no key needed."},
     ],
     "paths": {
-        "/v1/user/balance": _user_balance("getUserBalance"),
-        "/user/balance": _user_balance("getUserBalanceWithoutV1"),
-        "/v1/balance": _token_balance("getTokenBalance"),
-        "/balance": _token_balance("getTokenBalanceWithoutV1"),
-        "/v1/dashboard/billing/subscription": _subscription("getBillingSubscription"),
-        "/dashboard/billing/subscription": _subscription("getBillingSubscriptionWithoutV1"),
-        "/v1/dashboard/billing/usage": _usage("getBillingUsage"),
-        "/dashboard/billing/usage": _usage("getBillingUsageWithoutV1"),
+        **_v1_and_bare(
+            "/user/balance",
+            _read("getUserBalance", "Balance of the account behind the key", _USER_BALANCE_TEXT, "Balance"),
+        ),
+        **_v1_and_bare(
+            "/balance", _read("getTokenBalance", "Balance of the key itself", _TOKEN_BALANCE_TEXT, "Balance")
+        ),
+        **_v1_and_bare(
+            "/dashboard/billing/subscription",
+            _read(
+                "getBillingSubscription",
+                "Billing subscription (OpenAI-compatible)",
+                _SUBSCRIPTION_TEXT,
+                "BillingSubscription",
+            ),
+        ),
+        **_v1_and_bare(
+            "/dashboard/billing/usage",
+            _read(
+                "getBillingUsage",
+                "Billing usage (OpenAI-compatible)",
+                _USAGE_TEXT,
+                "BillingUsage",
+                {
+                    "400": _json(
+                        "A malformed date, only one of the two dates, end_date not after start_date, or more than "
+                        "366 days.",
+                        _ERROR,
+                    ),
+                    "503": _ref("responses", "LogsBusyOrDatabaseUnavailable"),
+                },
+                parameters=_DATE_PARAMETERS,
+            ),
+        ),
         "/v1/usage": {
             "get": _secured(
                 "getUsage",
@@ -675,30 +626,17 @@ _DOCUMENT: dict[str, Any] = {
                     "503": _ref("responses", "LogsBusyOrDatabaseUnavailable"),
                 },
                 parameters=[
-                    {
-                        "name": "start_date",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string", "format": "date"},
-                        "description": "First UTC day, included (YYYY-MM-DD). Default: end_date minus 30 days.",
-                    },
-                    {
-                        "name": "end_date",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string", "format": "date"},
-                        "description": (
-                            "UTC day after the last one, excluded (YYYY-MM-DD). Default: tomorrow, so that the "
-                            "default range is the last 30 days, today included. At most 366 days after start_date."
-                        ),
-                    },
-                    {
-                        "name": "scope",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"enum": ["account", "key"], "default": "account"},
-                        "description": "The spend of the key's whole account, or of this key only.",
-                    },
+                    _query("start_date", "First UTC day, included (YYYY-MM-DD). Default: end_date minus 30 days."),
+                    _query(
+                        "end_date",
+                        "UTC day after the last one, excluded (YYYY-MM-DD). Default: tomorrow, so that the "
+                        "default range is the last 30 days, today included. At most 366 days after start_date.",
+                    ),
+                    _query(
+                        "scope",
+                        "The spend of the key's whole account, or of this key only.",
+                        {"enum": ["account", "key"], "default": "account"},
+                    ),
                 ],
             )
         },
@@ -758,21 +696,9 @@ _DOCUMENT: dict[str, Any] = {
                 "alerts",
                 {
                     "200": _json("Deleted.", _ref("schemas", "AlertDeleted")),
-                    "404": _json(
-                        "No such alert this key may manage (missing, or another live key's), or the key's owner "
-                        "does not exist.",
-                        _ERROR,
-                    ),
+                    "404": _NO_SUCH_ALERT,
                 },
-                parameters=[
-                    {
-                        "name": "alert_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "integer", "minimum": 0},
-                        "description": "The `id` from the answer that created the alert.",
-                    }
-                ],
+                parameters=[_ALERT_ID],
             )
         },
         "/v1/user/balance/alerts/{alert_id}/test": {
@@ -789,23 +715,14 @@ _DOCUMENT: dict[str, Any] = {
                         "The key's owner is disabled, or the key has expired (an expired key cannot send tests).",
                         _ERROR,
                     ),
-                    "404": _json(
-                        "No such alert this key may manage (missing, or another live key's), or the key's owner "
-                        "does not exist.",
-                        _ERROR,
-                    ),
+                    "404": _NO_SUCH_ALERT,
                     "429": {
                         **_json(
                             "This alert was tested less than a minute ago, or this client address had "
                             "AUTH_FAILURE_LIMIT failed authentications.",
                             _ERROR,
                         ),
-                        "headers": {
-                            "Retry-After": {
-                                "schema": {"type": "integer", "minimum": 1},
-                                "description": "Seconds until a test may be sent again.",
-                            }
-                        },
+                        "headers": _retry_after("Seconds until a test may be sent again."),
                     },
                     "502": _json(
                         "Not delivered; the message says why in words (an HTTP status, a refused address, a failed "
@@ -813,15 +730,7 @@ _DOCUMENT: dict[str, Any] = {
                         _ERROR,
                     ),
                 },
-                parameters=[
-                    {
-                        "name": "alert_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "integer", "minimum": 0},
-                        "description": "The `id` from the answer that created the alert.",
-                    }
-                ],
+                parameters=[_ALERT_ID],
             )
         },
         "/healthz": _public(
