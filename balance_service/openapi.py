@@ -49,6 +49,11 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    """A refusal or failure: the ``Error`` body, and ``extra`` (headers)."""
+    return {**_json(description, _ref("schemas", "Error")), **extra}
+
+
 def _retry_after(description: str) -> dict[str, Any]:
     return {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": description}}
 
@@ -142,12 +147,7 @@ def _alert_schema(with_secret: bool) -> dict[str, Any]:
             "pattern": "^[0-9a-f]{64}$",
             "description": "The HMAC-SHA256 key of X-Balance-Signature. Shown only in this answer; keep it.",
         }
-    return {
-        "type": "object",
-        "required": sorted(properties),
-        "additionalProperties": False,
-        "properties": properties,
-    }
+    return _object(properties, closed=True)
 
 
 def _usage_schema() -> dict[str, Any]:
@@ -410,40 +410,31 @@ _SCHEMAS: dict[str, Any] = {
     ),
 }
 
-_ERROR = _ref("schemas", "Error")
 _RESPONSES: dict[str, Any] = {
-    "Unauthorized": _json(
-        "No, malformed, unknown, deleted or disabled API key. Expired and exhausted keys can read.", _ERROR
-    ),
-    "Forbidden": _json("The key's owner is disabled.", _ERROR),
-    "OwnerNotFound": _json(
+    "Unauthorized": _error("No, malformed, unknown, deleted or disabled API key. Expired and exhausted keys can read."),
+    "Forbidden": _error("The key's owner is disabled."),
+    "OwnerNotFound": _error(
         "The key's owner does not exist or was deleted: `Failed to get user quota`. (The gateways' published "
-        "examples answer this with 200; clients test `success`.)",
-        _ERROR,
+        "examples answer this with 200; clients test `success`.)"
     ),
-    "MethodNotAllowed": {
-        **_json("The path exists but not for this method; the Allow header lists the methods.", _ERROR),
-        "headers": {"Allow": {"schema": {"type": "string"}, "description": "The methods the path accepts."}},
-    },
-    "TooManyFailedAttempts": {
-        **_json(
-            "This client address had AUTH_FAILURE_LIMIT failed authentications (401) in the window; every "
-            "request it makes to the authenticated endpoints is refused until Retry-After, valid keys included.",
-            _ERROR,
-        ),
-        "headers": _retry_after("Seconds until the oldest failure leaves the window."),
-    },
-    "DatabaseUnavailable": _json(
+    "MethodNotAllowed": _error(
+        "The path exists but not for this method; the Allow header lists the methods.",
+        headers={"Allow": {"schema": {"type": "string"}, "description": "The methods the path accepts."}},
+    ),
+    "TooManyFailedAttempts": _error(
+        "This client address had AUTH_FAILURE_LIMIT failed authentications (401) in the window; every "
+        "request it makes to the authenticated endpoints is refused until Retry-After, valid keys included.",
+        headers=_retry_after("Seconds until the oldest failure leaves the window."),
+    ),
+    "DatabaseUnavailable": _error(
         "The gateway database did not answer: `Failed to get used quota`. (The gateways' published examples "
-        "answer this with 200; clients test `success`.)",
-        _ERROR,
+        "answer this with 200; clients test `success`.)"
     ),
-    "InternalError": _json("An unexpected error; details are only in the service log.", _ERROR),
-    "LogsBusyOrDatabaseUnavailable": _json(
+    "InternalError": _error("An unexpected error; details are only in the service log."),
+    "LogsBusyOrDatabaseUnavailable": _error(
         "`Too many usage queries in progress; retry later` (with `Retry-After: 1`) when as many log queries as "
         "the host allows (half its cores) are running already: refused at once, nothing is queried, balances "
-        "keep answering. Or the database (or the log store) did not answer: `Failed to get used quota`.",
-        _ERROR,
+        "keep answering. Or the database (or the log store) did not answer: `Failed to get used quota`."
     ),
 }
 
@@ -491,8 +482,8 @@ _ALERT_ID = {
     "schema": {"type": "integer", "minimum": 0},
     "description": "The `id` from the answer that created the alert.",
 }
-_NO_SUCH_ALERT = _json(
-    "No such alert this key may manage (missing, or another live key's), or the key's owner does not exist.", _ERROR
+_NO_SUCH_ALERT = _error(
+    "No such alert this key may manage (missing, or another live key's), or the key's owner does not exist."
 )
 
 _USER_BALANCE_TEXT = (
@@ -587,10 +578,9 @@ _DOCUMENT: dict[str, Any] = {
                 _USAGE_TEXT,
                 "BillingUsage",
                 {
-                    "400": _json(
+                    "400": _error(
                         "A malformed date, only one of the two dates, end_date not after start_date, or more than "
-                        "366 days.",
-                        _ERROR,
+                        "366 days."
                     ),
                     "503": _ref("responses", "LogsBusyOrDatabaseUnavailable"),
                 },
@@ -614,14 +604,12 @@ _DOCUMENT: dict[str, Any] = {
                 "balance",
                 {
                     "200": _json("Usage of the range.", _ref("schemas", "Usage")),
-                    "400": _json(
-                        "A malformed date, end_date not after start_date, more than 366 days, or an unknown scope.",
-                        _ERROR,
+                    "400": _error(
+                        "A malformed date, end_date not after start_date, more than 366 days, or an unknown scope."
                     ),
-                    "409": _json(
+                    "409": _error(
                         "The gateway's logs cannot tell: there is no logs table (in LOG_DATABASE_URL, if set), or "
-                        "the gateway's LogConsumeEnabled option is off.",
-                        _ERROR,
+                        "the gateway's LogConsumeEnabled option is off."
                     ),
                     "503": _ref("responses", "LogsBusyOrDatabaseUnavailable"),
                 },
@@ -661,19 +649,17 @@ _DOCUMENT: dict[str, Any] = {
                 "alerts",
                 {
                     "201": _json("Created; `alert.secret` is shown only here.", _ref("schemas", "AlertCreated")),
-                    "403": _json(
+                    "403": _error(
                         "The key's owner is disabled, or the key has expired (an expired key can read but not "
-                        "create alerts).",
-                        _ERROR,
+                        "create alerts)."
                     ),
-                    "400": _json(
+                    "400": _error(
                         "The body is not a JSON object, has an unknown field, gives not exactly one of webhook_url, "
                         "notify_url and email, or a field is invalid (including a host that does not resolve or "
                         "resolves to a refused address, a notify_url scheme the operator does not allow, or email "
-                        "without ALERT_SMTP_URL). The message names the field. Nothing is stored.",
-                        _ERROR,
+                        "without ALERT_SMTP_URL). The message names the field. Nothing is stored."
                     ),
-                    "409": _json("The account already has ALERT_MAX_PER_USER alerts; delete one first.", _ERROR),
+                    "409": _error("The account already has ALERT_MAX_PER_USER alerts; delete one first."),
                 },
                 requestBody={"required": True, "content": {_JSON: {"schema": _ref("schemas", "AlertRequest")}}},
             ),
@@ -711,23 +697,18 @@ _DOCUMENT: dict[str, Any] = {
                 "alerts",
                 {
                     "200": _json("Delivered.", _ref("schemas", "AlertTested")),
-                    "403": _json(
-                        "The key's owner is disabled, or the key has expired (an expired key cannot send tests).",
-                        _ERROR,
+                    "403": _error(
+                        "The key's owner is disabled, or the key has expired (an expired key cannot send tests)."
                     ),
                     "404": _NO_SUCH_ALERT,
-                    "429": {
-                        **_json(
-                            "This alert was tested less than a minute ago, or this client address had "
-                            "AUTH_FAILURE_LIMIT failed authentications.",
-                            _ERROR,
-                        ),
-                        "headers": _retry_after("Seconds until a test may be sent again."),
-                    },
-                    "502": _json(
+                    "429": _error(
+                        "This alert was tested less than a minute ago, or this client address had "
+                        "AUTH_FAILURE_LIMIT failed authentications.",
+                        headers=_retry_after("Seconds until a test may be sent again."),
+                    ),
+                    "502": _error(
                         "Not delivered; the message says why in words (an HTTP status, a refused address, a failed "
-                        "connection), never the target's address or tokens.",
-                        _ERROR,
+                        "connection), never the target's address or tokens."
                     ),
                 },
                 parameters=[_ALERT_ID],
