@@ -54,6 +54,10 @@ def _error(description: str, **extra: Any) -> dict[str, Any]:
     return {**_json(description, _ref("schemas", "Error")), **extra}
 
 
+def _nullable(type_: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [type_, "null"], **extra, "description": description}
+
+
 def _retry_after(description: str) -> dict[str, Any]:
     return {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": description}}
 
@@ -87,22 +91,19 @@ def _alert_schema(with_secret: bool) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "id": {"type": "integer", "minimum": 1},
         "scope": {"enum": [SCOPE_ACCOUNT, SCOPE_TOKEN]},
-        "token_id": {
-            "type": ["integer", "null"],
-            "description": "The watched key's id (scope token); null for scope account.",
-        },
+        "token_id": _nullable("integer", "The watched key's id (scope token); null for scope account."),
         "threshold": {
             **_AMOUNT,
             "type": ["number", "null"],
             "minimum": 0,
             "description": "In `unit`; null for a forecast alert (one with `days_left`).",
         },
-        "days_left": {
-            "type": ["number", "null"],
-            "exclusiveMinimum": 0,
-            "maximum": 365,
-            "description": "A forecast alert: notify when the forecast's days left drop below this; else null.",
-        },
+        "days_left": _nullable(
+            "number",
+            "A forecast alert: notify when the forecast's days left drop below this; else null.",
+            exclusiveMinimum=0,
+            maximum=365,
+        ),
         "unit": _UNIT,
         "channel": {
             "enum": list(CHANNELS),
@@ -120,26 +121,18 @@ def _alert_schema(with_secret: bool) -> dict[str, Any]:
             "description": "A notify alert's Apprise URL, masked: the scheme and a self-hosted server's host and "
             "port, everything else (tokens, keys, passwords, topics, chat ids) as `****`. Null for other channels.",
         },
-        "email": {
-            "type": ["string", "null"],
-            "description": "An e-mail alert's address, masked (`a****@example.com`). Null for other channels.",
-        },
+        "email": _nullable(
+            "string", "An e-mail alert's address, masked (`a****@example.com`). Null for other channels."
+        ),
         "lang": {"enum": list(LANGUAGES), "description": "The language of the messages people read."},
-        "last_tested_at": {
-            **_TIMESTAMP,
-            "type": ["string", "null"],
-            "description": "When the test button last sent; null if never.",
-        },
+        "last_tested_at": _nullable("string", "When the test button last sent; null if never.", format="date-time"),
         "state": {
             "enum": [STATE_ABOVE, STATE_BELOW],
             "description": "Where the balance was at the last check; `above` means armed (notifies on falling below).",
         },
         "created_at": _TIMESTAMP,
-        "last_notified_at": {**_TIMESTAMP, "type": ["string", "null"], "description": "Null until a notification."},
-        "last_error": {
-            "type": ["string", "null"],
-            "description": "Why the last delivery failed; null after a success or before any.",
-        },
+        "last_notified_at": _nullable("string", "Null until a notification.", format="date-time"),
+        "last_error": _nullable("string", "Why the last delivery failed; null after a success or before any."),
     }
     if with_secret:
         properties["secret"] = {
@@ -165,16 +158,12 @@ def _usage_schema() -> dict[str, Any]:
                 "minimum": 0,
                 "description": "Net spend of the 7 days before today divided by 7, in `unit` (0 if none).",
             },
-            "days_left": {
-                "type": ["number", "null"],
-                "minimum": 0,
-                "description": "Remaining credit of the scope divided by the daily rate, rounded down to 0.1 day.",
-            },
-            "runs_out_on": {
-                "type": ["string", "null"],
-                "format": "date",
-                "description": "Today plus the whole days left (UTC); null also when beyond the year 9999.",
-            },
+            "days_left": _nullable(
+                "number", "Remaining credit of the scope divided by the daily rate, rounded down to 0.1 day.", minimum=0
+            ),
+            "runs_out_on": _nullable(
+                "string", "Today plus the whole days left (UTC); null also when beyond the year 9999.", format="date"
+            ),
         },
         closed=True,
         description=(
@@ -284,10 +273,9 @@ _SCHEMAS: dict[str, Any] = {
                             f"`{CONSUME_NOT_LOGGED[0]}` (the gateway's LogConsumeEnabled is off); null when available."
                         ),
                     },
-                    "message": {
-                        "type": ["string", "null"],
-                        "description": "The same in words, as `GET /v1/usage`'s 409 says it; null when available.",
-                    },
+                    "message": _nullable(
+                        "string", "The same in words, as `GET /v1/usage`'s 409 says it; null when available."
+                    ),
                 },
                 closed=True,
             ),
