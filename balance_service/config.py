@@ -61,7 +61,7 @@ def _unit(name: str, unit: str) -> str:
     return matches[0]
 
 
-def _log_level(raw: str) -> str:
+def _log_level(name: str, raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
@@ -109,7 +109,7 @@ _SUBDOMAIN_WILDCARD = re.compile(rf"(https?)://\*\.((?:{_DNS_LABEL}\.)+{_DNS_LAB
 _REGEX_CHARACTERS = frozenset("*\\]?$^[()")
 
 
-def cors_origins(raw: str) -> str | tuple[str | re.Pattern[str], ...]:
+def _cors_origins(name: str, raw: str) -> str | tuple[str | re.Pattern[str], ...]:
     """``CORS_ORIGINS``: ``*`` alone, or comma-separated exact origins and ``https://*.example.com`` entries.
 
     flask-cors reads any origin containing ``*``, ``?``, ``$``, brackets or a
@@ -204,7 +204,7 @@ def redis_options(url: str) -> dict[str, Any]:
     return options
 
 
-def ratelimit_storage_uri(raw: str) -> str:
+def _ratelimit_storage_uri(name: str, raw: str) -> str:
     """``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) or a Redis URL (shared by all workers)."""
     value = raw.strip() or "memory://"
     if urlparse(value).scheme.lower() != "memory":
@@ -400,16 +400,12 @@ class Settings:
     #: USD, CNY or tokens; None: the gateway's own display type.
     balance_unit: str | None = _setting("BALANCE_UNIT", "", _optional(_unit))
     unlimited_user_roles: frozenset[int] = _setting("UNLIMITED_USER_ROLES", "", _roles)
-    cors_origins: str | tuple[str | re.Pattern[str], ...] = _setting(
-        "CORS_ORIGINS", "*", lambda name, raw: cors_origins(raw)
-    )
+    cors_origins: str | tuple[str | re.Pattern[str], ...] = _setting("CORS_ORIGINS", "*", _cors_origins)
     #: None: the failed-auth limiter is off.
     auth_failure_limit: Rate | None = _setting("AUTH_FAILURE_LIMIT", "20/minute", lambda name, raw: parse_rate(raw))
-    ratelimit_storage_uri: str = _setting(
-        "RATELIMIT_STORAGE_URI", "memory://", lambda n, raw: ratelimit_storage_uri(raw)
-    )
+    ratelimit_storage_uri: str = _setting("RATELIMIT_STORAGE_URI", "memory://", _ratelimit_storage_uri)
     proxy_fix_x_for: int = _setting("PROXY_FIX_X_FOR", "0", _int)
-    log_level: str = _setting("LOG_LEVEL", "INFO", lambda name, raw: _log_level(raw))
+    log_level: str = _setting("LOG_LEVEL", "INFO", _log_level)
     #: PostgreSQL's statement_timeout; the client's read/write timeout on MySQL/MariaDB (0: none).
     db_statement_timeout_ms: int = _setting("DB_STATEMENT_TIMEOUT_MS", "5000", _int)
     alert_allow_private_targets: bool = _setting("ALERT_ALLOW_PRIVATE_TARGETS", "false", _bool)
