@@ -62,10 +62,10 @@ def _retry_after(description: str) -> dict[str, Any]:
     return {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": description}}
 
 
-_AMOUNT = {
-    "type": "number",
-    "description": "An exact decimal amount (written with up to 6 decimal places; integers in the tokens unit).",
-}
+def _amount(description: str, **extra: Any) -> dict[str, Any]:
+    """An exact decimal amount: written with up to 6 decimal places, integers in the tokens unit."""
+    return {"type": "number", **extra, "description": description}
+
 
 _UNIT = {
     "type": "string",
@@ -92,12 +92,7 @@ def _alert_schema(with_secret: bool) -> dict[str, Any]:
         "id": {"type": "integer", "minimum": 1},
         "scope": {"enum": [SCOPE_ACCOUNT, SCOPE_TOKEN]},
         "token_id": _nullable("integer", "The watched key's id (scope token); null for scope account."),
-        "threshold": {
-            **_AMOUNT,
-            "type": ["number", "null"],
-            "minimum": 0,
-            "description": "In `unit`; null for a forecast alert (one with `days_left`).",
-        },
+        "threshold": _nullable("number", "In `unit`; null for a forecast alert (one with `days_left`).", minimum=0),
         "days_left": _nullable(
             "number",
             "A forecast alert: notify when the forecast's days left drop below this; else null.",
@@ -145,7 +140,7 @@ def _alert_schema(with_secret: bool) -> dict[str, Any]:
 
 def _usage_schema() -> dict[str, Any]:
     """The answer of ``GET /v1/usage``."""
-    used = {**_AMOUNT, "description": "Net spend (consumed minus refunded) in `unit`; negative if refunds exceed it."}
+    used = _amount("Net spend (consumed minus refunded) in `unit`; negative if refunds exceed it.")
     requests = {"type": "integer", "minimum": 0, "description": "Requests charged (consume rows of the log)."}
 
     def listing(key: str, key_schema: dict[str, Any]) -> dict[str, Any]:
@@ -153,11 +148,9 @@ def _usage_schema() -> dict[str, Any]:
 
     forecast = _object(
         {
-            "daily_rate": {
-                **_AMOUNT,
-                "minimum": 0,
-                "description": "Net spend of the 7 days before today divided by 7, in `unit` (0 if none).",
-            },
+            "daily_rate": _amount(
+                "Net spend of the 7 days before today divided by 7, in `unit` (0 if none).", minimum=0
+            ),
             "days_left": _nullable(
                 "number", "Remaining credit of the scope divided by the daily rate, rounded down to 0.1 day.", minimum=0
             ),
@@ -177,7 +170,7 @@ def _usage_schema() -> dict[str, Any]:
             "unit": _UNIT,
             "start_date": {"type": "string", "format": "date", "description": "First day, included."},
             "end_date": {"type": "string", "format": "date", "description": "Day after the last, excluded."},
-            "total_used": {**used, "description": "Net spend of the whole range, in `unit`."},
+            "total_used": _amount("Net spend of the whole range, in `unit`."),
             "days": {
                 "type": "array",
                 "maxItems": 366,
@@ -205,16 +198,14 @@ _SCHEMAS: dict[str, Any] = {
     ),
     "Balance": _answer(
         {
-            "remain_balance": {
-                **_AMOUNT,
-                "minimum": -1,
-                "description": "What is left, in `unit`; -1 means unlimited; an overdrawn balance shows 0.",
-            },
-            "used_balance": {**_AMOUNT, "minimum": 0, "description": "What was spent so far, in `unit`."},
+            "remain_balance": _amount(
+                "What is left, in `unit`; -1 means unlimited; an overdrawn balance shows 0.", minimum=-1
+            ),
+            "used_balance": _amount("What was spent so far, in `unit`.", minimum=0),
             "unlimited_quota": {"type": "boolean"},
             "unit": _UNIT,
-            "balance": {**_AMOUNT, "minimum": -1, "description": "The same value as `remain_balance`."},
-            "used": {**_AMOUNT, "minimum": 0, "description": "The same value as `used_balance`."},
+            "balance": _amount("The same value as `remain_balance`.", minimum=-1),
+            "used": _amount("The same value as `used_balance`.", minimum=0),
         },
         description=(
             "The fields of the gateways' published docs (`success`, `remain_balance`, `used_balance`, "
@@ -227,14 +218,11 @@ _SCHEMAS: dict[str, Any] = {
             "object": {"const": "billing_subscription"},
             "has_payment_method": {"const": True},
             **{
-                name: {
-                    **_AMOUNT,
-                    "minimum": 0,
-                    "description": (
-                        f"Total credit (remaining + used) in USD; {BILLING_UNLIMITED_USD} when unlimited. "
-                        "An overdrawn balance counts as 0."
-                    ),
-                }
+                name: _amount(
+                    f"Total credit (remaining + used) in USD; {BILLING_UNLIMITED_USD} when unlimited. "
+                    "An overdrawn balance counts as 0.",
+                    minimum=0,
+                )
                 for name in ("soft_limit_usd", "hard_limit_usd", "system_hard_limit_usd")
             },
             "access_until": {
@@ -251,13 +239,10 @@ _SCHEMAS: dict[str, Any] = {
     "BillingUsage": _answer(
         {
             "object": {"const": "list"},
-            "total_usage": {
-                **_AMOUNT,
-                "description": (
-                    "US cents: the net spend (consumed minus refunded) of the date range, or the lifetime usage "
-                    "without dates. Negative only if refunds in the range exceed what was spent in it."
-                ),
-            },
+            "total_usage": _amount(
+                "US cents: the net spend (consumed minus refunded) of the date range, or the lifetime usage "
+                "without dates. Negative only if refunds in the range exceed what was spent in it."
+            ),
         }
     ),
     "Usage": _usage_schema(),
