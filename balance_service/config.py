@@ -382,10 +382,7 @@ def _https_url(name: str, value: str) -> str:
 
 
 def _setting(env: str, default: str, parse: Callable[[str, str], Any], secret: bool = False) -> Any:
-    """A ``Settings`` field: read from the variable ``env`` (``default`` when unset) by ``parse(env, text)``.
-
-    A ``secret`` one is left out of the settings' ``repr``.
-    """
+    """A ``Settings`` field: ``parse(env, text)`` of the variable ``env`` (else ``default``); secret: not in repr."""
     return field(repr=not secret, metadata={"env": env, "default": default, "parse": parse})
 
 
