@@ -341,7 +341,7 @@ NOTIFY_SCHEMES = {
 }
 #: ``ALERT_NOTIFY_SCHEMES``' default: every scheme above except json/jsons (a plain JSON POST to a host of
 #: the user's choosing, unsigned: ``webhook_url`` does that with a signature).
-DEFAULT_NOTIFY_SCHEMES = "tgram,dingtalk,feishu,lark,wecombot,discord,slack,bark,barks,ntfy,ntfys,gotify,gotifys"
+DEFAULT_NOTIFY_SCHEMES = ",".join(scheme for scheme in NOTIFY_SCHEMES if scheme not in ("json", "jsons"))
 #: Schemes named in ``ALERT_NOTIFY_SCHEMES`` that are refused with a reason, not merely as unknown.
 _NEVER_NOTIFY = dict.fromkeys(("mailto", "mailtos"), "e-mail goes only through the operator's ALERT_SMTP_URL")
 
