@@ -58,6 +58,8 @@ class _Flask(Flask):
     ``Allow``). A preflight keeps Flask-CORS's answer.
     """
 
+    json_provider_class = ExactJSONProvider
+
     def make_default_options_response(self) -> Response:
         response = super().make_default_options_response()
         if "Origin" not in request.headers:
@@ -77,8 +79,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # HTML (Flask sends routing redirects past the error handlers); an API
     # path is exact, so such a path is a JSON 404 like any other unknown one.
     app.url_map.merge_slashes = False
-    app.json_provider_class = ExactJSONProvider
-    app.json = ExactJSONProvider(app)
     given = dict(config or {})
     settings = Settings.from_env(**{name: given.pop(name) for name in ENV_SETTINGS if name in given})
     app.extensions[SETTINGS_EXTENSION] = settings

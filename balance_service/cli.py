@@ -168,8 +168,6 @@ def demo(host: str | None) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (init_db, create_user, create_token, top_up, disable_token, demo):
+    commands = (init_db, create_user, create_token, top_up, disable_token, demo)
+    for command in (*commands, check_alerts_command, rollup_usage_command, doctor_command):
         app.cli.add_command(command)
-    app.cli.add_command(check_alerts_command)
-    app.cli.add_command(rollup_usage_command)
-    app.cli.add_command(doctor_command)

@@ -48,18 +48,20 @@ def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> i
     return value
 
 
-def _unit(raw: str) -> str | None:
-    """``BALANCE_UNIT``: USD, CNY or tokens (any case); empty or unset is ``None``, the gateway's own unit."""
-    unit = raw.strip()
-    if not unit:
-        return None
+def _optional(parse: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
+    """``parse`` for a setting that may be unset: empty (after stripping) is None, else ``parse(name, stripped)``."""
+    return lambda name, raw: parse(name, raw.strip()) if raw.strip() else None
+
+
+def _unit(name: str, unit: str) -> str:
+    """``BALANCE_UNIT``: USD, CNY or tokens (any case); unset (``_optional``) is the gateway's own unit."""
     matches = [u for u in UNITS if u.lower() == unit.lower()]
     if not matches:
         raise ConfigError(f"BALANCE_UNIT must be one of {', '.join(UNITS)}, got {unit!r}")
     return matches[0]
 
 
-def _log_level(raw: str) -> str:
+def _log_level(name: str, raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
@@ -107,7 +109,7 @@ _SUBDOMAIN_WILDCARD = re.compile(rf"(https?)://\*\.((?:{_DNS_LABEL}\.)+{_DNS_LAB
 _REGEX_CHARACTERS = frozenset("*\\]?$^[()")
 
 
-def cors_origins(raw: str) -> str | tuple[str | re.Pattern[str], ...]:
+def _cors_origins(name: str, raw: str) -> str | tuple[str | re.Pattern[str], ...]:
     """``CORS_ORIGINS``: ``*`` alone, or comma-separated exact origins and ``https://*.example.com`` entries.
 
     flask-cors reads any origin containing ``*``, ``?``, ``$``, brackets or a
@@ -202,7 +204,7 @@ def redis_options(url: str) -> dict[str, Any]:
     return options
 
 
-def ratelimit_storage_uri(raw: str) -> str:
+def _ratelimit_storage_uri(name: str, raw: str) -> str:
     """``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) or a Redis URL (shared by all workers)."""
     value = raw.strip() or "memory://"
     if urlparse(value).scheme.lower() != "memory":
@@ -270,27 +272,20 @@ def engine_options(url: str, connect_timeout: int, statement_timeout_ms: int) ->
         # Below the server's wait_timeout (8 h by default, often 5-10 min on
         # hosted MySQL) so the pool never hands out a connection it closed.
         options["pool_recycle"] = 280
+        # MySQL has no per-session statement timeout that MariaDB shares, so bound each round trip on the
+        # client side instead: DB_STATEMENT_TIMEOUT_MS as the socket timeouts (0: no limit, as in PostgreSQL).
+        timeout = statement_timeout_ms / 1000 if statement_timeout_ms else None
         options["connect_args"] = {
             "connect_timeout": connect_timeout,
             "charset": "utf8mb4",
-            # MySQL has no per-session statement timeout that MariaDB shares,
-            # so bound each round trip on the client side instead.
-            "read_timeout": _timeout_from_ms(statement_timeout_ms),
-            "write_timeout": _timeout_from_ms(statement_timeout_ms),
+            "read_timeout": timeout,
+            "write_timeout": timeout,
         }
     return options
 
 
-def _timeout_from_ms(milliseconds: int) -> float | None:
-    """A socket timeout from ``DB_STATEMENT_TIMEOUT_MS``; 0 means no limit, as in PostgreSQL."""
-    return milliseconds / 1000 if milliseconds else None
-
-
-def _log_database_url(name: str, raw: str) -> str | None:
+def _log_database_url(name: str, url: str) -> str:
     """``LOG_DATABASE_URL``: a SQL database's URL, or ``clickhouse://`` (checked here: it must name a host)."""
-    url = raw.strip()
-    if not url:
-        return None
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
     if scheme in ("tcp", "http", "https"):
@@ -310,19 +305,8 @@ def _log_database_url(name: str, raw: str) -> str | None:
     return url
 
 
-def _text(name: str, raw: str) -> str | None:
-    return raw.strip() or None
-
-
 def _roles(name: str, raw: str) -> frozenset[int]:
     return frozenset(_int(name, part.strip()) for part in raw.split(",") if part.strip())
-
-
-_positive = _int  # at least 0
-
-
-def _rate(name: str, raw: str) -> Rate | None:
-    return parse_rate(raw)
 
 
 class NotifyScheme(NamedTuple):
@@ -357,12 +341,9 @@ NOTIFY_SCHEMES = {
 }
 #: ``ALERT_NOTIFY_SCHEMES``' default: every scheme above except json/jsons (a plain JSON POST to a host of
 #: the user's choosing, unsigned: ``webhook_url`` does that with a signature).
-DEFAULT_NOTIFY_SCHEMES = "tgram,dingtalk,feishu,lark,wecombot,discord,slack,bark,barks,ntfy,ntfys,gotify,gotifys"
+DEFAULT_NOTIFY_SCHEMES = ",".join(scheme for scheme in NOTIFY_SCHEMES if scheme not in ("json", "jsons"))
 #: Schemes named in ``ALERT_NOTIFY_SCHEMES`` that are refused with a reason, not merely as unknown.
-_NEVER_NOTIFY = {
-    "mailto": "e-mail goes only through the operator's ALERT_SMTP_URL",
-    "mailtos": "e-mail goes only through the operator's ALERT_SMTP_URL",
-}
+_NEVER_NOTIFY = dict.fromkeys(("mailto", "mailtos"), "e-mail goes only through the operator's ALERT_SMTP_URL")
 
 
 def _notify_schemes(name: str, raw: str) -> tuple[str, ...]:
@@ -381,25 +362,19 @@ def _notify_schemes(name: str, raw: str) -> tuple[str, ...]:
     return tuple(schemes)
 
 
-def _smtp_url(name: str, raw: str) -> str | None:
+def _smtp_url(name: str, value: str) -> str:
     """``ALERT_SMTP_URL``: the operator's mail server as an Apprise ``mailto://`` or ``mailtos://`` URL.
 
     Only its form is checked here; the message never repeats the URL (it holds the mail password).
     """
-    value = raw.strip()
-    if not value:
-        return None
     parsed = urlparse(value)
     if parsed.scheme.lower() not in ("mailto", "mailtos") or not parsed.netloc:
         raise ConfigError(f"{name} must be an Apprise mailto:// or mailtos:// URL such as mailtos://user:pass@host")
     return value
 
 
-def _https_url(name: str, raw: str) -> str | None:
-    """``ALERT_TOPUP_URL``: an https:// link with a host (shown to people in alert messages), or unset."""
-    value = raw.strip()
-    if not value:
-        return None
+def _https_url(name: str, value: str) -> str:
+    """``ALERT_TOPUP_URL``: an https:// link with a host (shown to people in alert messages)."""
     parsed = urlparse(value)
     if parsed.scheme.lower() != "https" or not parsed.hostname or any(c.isspace() for c in value):
         raise ConfigError(f"{name} must be an https:// URL with a host, got {value!r}")
@@ -407,10 +382,7 @@ def _https_url(name: str, raw: str) -> str | None:
 
 
 def _setting(env: str, default: str, parse: Callable[[str, str], Any], secret: bool = False) -> Any:
-    """A ``Settings`` field: read from the variable ``env`` (``default`` when unset) by ``parse(env, text)``.
-
-    A ``secret`` one is left out of the settings' ``repr``.
-    """
+    """A ``Settings`` field: ``parse(env, text)`` of the variable ``env`` (else ``default``); secret: not in repr."""
     return field(repr=not secret, metadata={"env": env, "default": default, "parse": parse})
 
 
@@ -419,31 +391,27 @@ class Settings:
     """Every setting of the service, parsed; the README's configuration table describes each variable."""
 
     #: The gateway's database; None: the embedded SQLite file in the instance folder.
-    database_url: str | None = _setting("DATABASE_URL", "", _text)
+    database_url: str | None = _setting("DATABASE_URL", "", _optional(lambda name, url: url))
     #: Where the gateway keeps its logs when apart (its LOG_SQL_DSN), or ClickHouse.
-    log_database_url: str | None = _setting("LOG_DATABASE_URL", "", _log_database_url)
+    log_database_url: str | None = _setting("LOG_DATABASE_URL", "", _optional(_log_database_url))
     #: USD, CNY or tokens; None: the gateway's own display type.
-    balance_unit: str | None = _setting("BALANCE_UNIT", "", lambda name, raw: _unit(raw))
+    balance_unit: str | None = _setting("BALANCE_UNIT", "", _optional(_unit))
     unlimited_user_roles: frozenset[int] = _setting("UNLIMITED_USER_ROLES", "", _roles)
-    cors_origins: str | tuple[str | re.Pattern[str], ...] = _setting(
-        "CORS_ORIGINS", "*", lambda name, raw: cors_origins(raw)
-    )
+    cors_origins: str | tuple[str | re.Pattern[str], ...] = _setting("CORS_ORIGINS", "*", _cors_origins)
     #: None: the failed-auth limiter is off.
-    auth_failure_limit: Rate | None = _setting("AUTH_FAILURE_LIMIT", "20/minute", _rate)
-    ratelimit_storage_uri: str = _setting(
-        "RATELIMIT_STORAGE_URI", "memory://", lambda n, raw: ratelimit_storage_uri(raw)
-    )
-    proxy_fix_x_for: int = _setting("PROXY_FIX_X_FOR", "0", _positive)
-    log_level: str = _setting("LOG_LEVEL", "INFO", lambda name, raw: _log_level(raw))
+    auth_failure_limit: Rate | None = _setting("AUTH_FAILURE_LIMIT", "20/minute", lambda name, raw: parse_rate(raw))
+    ratelimit_storage_uri: str = _setting("RATELIMIT_STORAGE_URI", "memory://", _ratelimit_storage_uri)
+    proxy_fix_x_for: int = _setting("PROXY_FIX_X_FOR", "0", _int)
+    log_level: str = _setting("LOG_LEVEL", "INFO", _log_level)
     #: PostgreSQL's statement_timeout; the client's read/write timeout on MySQL/MariaDB (0: none).
-    db_statement_timeout_ms: int = _setting("DB_STATEMENT_TIMEOUT_MS", "5000", _positive)
+    db_statement_timeout_ms: int = _setting("DB_STATEMENT_TIMEOUT_MS", "5000", _int)
     alert_allow_private_targets: bool = _setting("ALERT_ALLOW_PRIVATE_TARGETS", "false", _bool)
     #: The Apprise schemes a ``notify_url`` may use (out of ``NOTIFY_SCHEMES``); empty: no notify alerts.
     alert_notify_schemes: tuple[str, ...] = _setting("ALERT_NOTIFY_SCHEMES", DEFAULT_NOTIFY_SCHEMES, _notify_schemes)
     #: The operator's mail server for ``email`` alerts; None: ``email`` alerts are refused.
-    alert_smtp_url: str | None = _setting("ALERT_SMTP_URL", "", _smtp_url, secret=True)
+    alert_smtp_url: str | None = _setting("ALERT_SMTP_URL", "", _optional(_smtp_url), secret=True)
     #: A top-up page shown in alert messages; None: messages have no link.
-    alert_topup_url: str | None = _setting("ALERT_TOPUP_URL", "", _https_url)
+    alert_topup_url: str | None = _setting("ALERT_TOPUP_URL", "", _optional(_https_url))
     #: Where gunicorn listens (read by gunicorn_conf.py; ``demo`` prints it).
     bind: str = _setting("BIND", "127.0.0.1:8000", lambda name, raw: raw.strip() or "127.0.0.1:8000")
 

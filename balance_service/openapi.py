@@ -30,10 +30,42 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {_JSON: {"schema": schema}}}
 
 
-_AMOUNT = {
-    "type": "number",
-    "description": "An exact decimal amount (written with up to 6 decimal places; integers in the tokens unit).",
-}
+def _object(properties: dict[str, Any], *, closed: bool = False, **extra: Any) -> dict[str, Any]:
+    """An object schema requiring every one of its properties; ``closed`` refuses any other field."""
+    schema: dict[str, Any] = {"type": "object", **extra, "required": list(properties)}
+    if closed:
+        schema["additionalProperties"] = False
+    return {**schema, "properties": properties}
+
+
+def _answer(properties: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """A successful answer: ``success: true``, then these fields."""
+    return _object({"success": {"const": True}, **properties}, **kwargs)
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An optional query parameter, a date unless ``schema`` says otherwise."""
+    schema = schema or {"type": "string", "format": "date"}
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    """A refusal or failure: the ``Error`` body, and ``extra`` (headers)."""
+    return {**_json(description, _ref("schemas", "Error")), **extra}
+
+
+def _nullable(type_: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [type_, "null"], **extra, "description": description}
+
+
+def _retry_after(description: str) -> dict[str, Any]:
+    return {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": description}}
+
+
+def _amount(description: str, **extra: Any) -> dict[str, Any]:
+    """An exact decimal amount: written with up to 6 decimal places, integers in the tokens unit."""
+    return {"type": "number", **extra, "description": description}
+
 
 _UNIT = {
     "type": "string",
@@ -59,22 +91,14 @@ def _alert_schema(with_secret: bool) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "id": {"type": "integer", "minimum": 1},
         "scope": {"enum": [SCOPE_ACCOUNT, SCOPE_TOKEN]},
-        "token_id": {
-            "type": ["integer", "null"],
-            "description": "The watched key's id (scope token); null for scope account.",
-        },
-        "threshold": {
-            **_AMOUNT,
-            "type": ["number", "null"],
-            "minimum": 0,
-            "description": "In `unit`; null for a forecast alert (one with `days_left`).",
-        },
-        "days_left": {
-            "type": ["number", "null"],
-            "exclusiveMinimum": 0,
-            "maximum": 365,
-            "description": "A forecast alert: notify when the forecast's days left drop below this; else null.",
-        },
+        "token_id": _nullable("integer", "The watched key's id (scope token); null for scope account."),
+        "threshold": _nullable("number", "In `unit`; null for a forecast alert (one with `days_left`).", minimum=0),
+        "days_left": _nullable(
+            "number",
+            "A forecast alert: notify when the forecast's days left drop below this; else null.",
+            exclusiveMinimum=0,
+            maximum=365,
+        ),
         "unit": _UNIT,
         "channel": {
             "enum": list(CHANNELS),
@@ -92,26 +116,18 @@ def _alert_schema(with_secret: bool) -> dict[str, Any]:
             "description": "A notify alert's Apprise URL, masked: the scheme and a self-hosted server's host and "
             "port, everything else (tokens, keys, passwords, topics, chat ids) as `****`. Null for other channels.",
         },
-        "email": {
-            "type": ["string", "null"],
-            "description": "An e-mail alert's address, masked (`a****@example.com`). Null for other channels.",
-        },
+        "email": _nullable(
+            "string", "An e-mail alert's address, masked (`a****@example.com`). Null for other channels."
+        ),
         "lang": {"enum": list(LANGUAGES), "description": "The language of the messages people read."},
-        "last_tested_at": {
-            **_TIMESTAMP,
-            "type": ["string", "null"],
-            "description": "When the test button last sent; null if never.",
-        },
+        "last_tested_at": _nullable("string", "When the test button last sent; null if never.", format="date-time"),
         "state": {
             "enum": [STATE_ABOVE, STATE_BELOW],
             "description": "Where the balance was at the last check; `above` means armed (notifies on falling below).",
         },
         "created_at": _TIMESTAMP,
-        "last_notified_at": {**_TIMESTAMP, "type": ["string", "null"], "description": "Null until a notification."},
-        "last_error": {
-            "type": ["string", "null"],
-            "description": "Why the last delivery failed; null after a success or before any.",
-        },
+        "last_notified_at": _nullable("string", "Null until a notification.", format="date-time"),
+        "last_error": _nullable("string", "Why the last delivery failed; null after a success or before any."),
     }
     if with_secret:
         properties["secret"] = {
@@ -119,74 +135,42 @@ def _alert_schema(with_secret: bool) -> dict[str, Any]:
             "pattern": "^[0-9a-f]{64}$",
             "description": "The HMAC-SHA256 key of X-Balance-Signature. Shown only in this answer; keep it.",
         }
-    return {
-        "type": "object",
-        "required": sorted(properties),
-        "additionalProperties": False,
-        "properties": properties,
-    }
+    return _object(properties, closed=True)
 
 
 def _usage_schema() -> dict[str, Any]:
     """The answer of ``GET /v1/usage``."""
-    used = {**_AMOUNT, "description": "Net spend (consumed minus refunded) in `unit`; negative if refunds exceed it."}
+    used = _amount("Net spend (consumed minus refunded) in `unit`; negative if refunds exceed it.")
     requests = {"type": "integer", "minimum": 0, "description": "Requests charged (consume rows of the log)."}
 
     def listing(key: str, key_schema: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "required": [key, "used", "requests"],
-            "additionalProperties": False,
-            "properties": {key: key_schema, "used": used, "requests": requests},
-        }
+        return _object({key: key_schema, "used": used, "requests": requests}, closed=True)
 
-    forecast = {
-        "type": "object",
-        "required": ["daily_rate", "days_left", "runs_out_on"],
-        "additionalProperties": False,
-        "description": (
+    forecast = _object(
+        {
+            "daily_rate": _amount(
+                "Net spend of the 7 days before today divided by 7, in `unit` (0 if none).", minimum=0
+            ),
+            "days_left": _nullable(
+                "number", "Remaining credit of the scope divided by the daily rate, rounded down to 0.1 day.", minimum=0
+            ),
+            "runs_out_on": _nullable(
+                "string", "Today plus the whole days left (UTC); null also when beyond the year 9999.", format="date"
+            ),
+        },
+        closed=True,
+        description=(
             "At the rate of the 7 whole UTC days before today. `days_left` and `runs_out_on` are null when the "
             "credit is unlimited or nothing was spent in those days."
         ),
-        "properties": {
-            "daily_rate": {
-                **_AMOUNT,
-                "minimum": 0,
-                "description": "Net spend of the 7 days before today divided by 7, in `unit` (0 if none).",
-            },
-            "days_left": {
-                "type": ["number", "null"],
-                "minimum": 0,
-                "description": "Remaining credit of the scope divided by the daily rate, rounded down to 0.1 day.",
-            },
-            "runs_out_on": {
-                "type": ["string", "null"],
-                "format": "date",
-                "description": "Today plus the whole days left (UTC); null also when beyond the year 9999.",
-            },
-        },
-    }
-    return {
-        "type": "object",
-        "required": [
-            "success",
-            "scope",
-            "unit",
-            "start_date",
-            "end_date",
-            "total_used",
-            "days",
-            "models",
-            "forecast",
-        ],
-        "additionalProperties": False,
-        "properties": {
-            "success": {"const": True},
+    )
+    return _answer(
+        {
             "scope": {"enum": ["account", "key"]},
             "unit": _UNIT,
             "start_date": {"type": "string", "format": "date", "description": "First day, included."},
             "end_date": {"type": "string", "format": "date", "description": "Day after the last, excluded."},
-            "total_used": {**used, "description": "Net spend of the whole range, in `unit`."},
+            "total_used": _amount("Net spend of the whole range, in `unit`."),
             "days": {
                 "type": "array",
                 "maxItems": 366,
@@ -200,69 +184,45 @@ def _usage_schema() -> dict[str, Any]:
             },
             "forecast": forecast,
         },
-    }
+        closed=True,
+    )
 
 
 _SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "description": "Every refusal and failure has this body.",
-        "required": ["success", "message"],
-        "properties": {
+    "Error": _object(
+        {
             "success": {"const": False},
             "message": {"type": "string", "description": "Why the request failed, for a human."},
         },
-    },
-    "Balance": {
-        "type": "object",
-        "description": (
+        description="Every refusal and failure has this body.",
+    ),
+    "Balance": _answer(
+        {
+            "remain_balance": _amount(
+                "What is left, in `unit`; -1 means unlimited; an overdrawn balance shows 0.", minimum=-1
+            ),
+            "used_balance": _amount("What was spent so far, in `unit`.", minimum=0),
+            "unlimited_quota": {"type": "boolean"},
+            "unit": _UNIT,
+            "balance": _amount("The same value as `remain_balance`.", minimum=-1),
+            "used": _amount("The same value as `used_balance`.", minimum=0),
+        },
+        description=(
             "The fields of the gateways' published docs (`success`, `remain_balance`, `used_balance`, "
             "`unlimited_quota`, in that order), then `unit`, then `balance` and `used`: the same values under "
             "the names cc-switch and browser extensions read."
         ),
-        "required": ["success", "remain_balance", "used_balance", "unlimited_quota", "unit", "balance", "used"],
-        "properties": {
-            "success": {"const": True},
-            "remain_balance": {
-                **_AMOUNT,
-                "minimum": -1,
-                "description": "What is left, in `unit`; -1 means unlimited; an overdrawn balance shows 0.",
-            },
-            "used_balance": {**_AMOUNT, "minimum": 0, "description": "What was spent so far, in `unit`."},
-            "unlimited_quota": {"type": "boolean"},
-            "unit": _UNIT,
-            "balance": {**_AMOUNT, "minimum": -1, "description": "The same value as `remain_balance`."},
-            "used": {**_AMOUNT, "minimum": 0, "description": "The same value as `used_balance`."},
-        },
-    },
-    "BillingSubscription": {
-        "type": "object",
-        "description": (
-            "OpenAI's subscription object, as one-api returns it. Clients show "
-            "`hard_limit_usd - total_usage / 100` (from the usage endpoint) as the balance."
-        ),
-        "required": [
-            "success",
-            "object",
-            "has_payment_method",
-            "soft_limit_usd",
-            "hard_limit_usd",
-            "system_hard_limit_usd",
-            "access_until",
-        ],
-        "properties": {
-            "success": {"const": True},
+    ),
+    "BillingSubscription": _answer(
+        {
             "object": {"const": "billing_subscription"},
             "has_payment_method": {"const": True},
             **{
-                name: {
-                    **_AMOUNT,
-                    "minimum": 0,
-                    "description": (
-                        f"Total credit (remaining + used) in USD; {BILLING_UNLIMITED_USD} when unlimited. "
-                        "An overdrawn balance counts as 0."
-                    ),
-                }
+                name: _amount(
+                    f"Total credit (remaining + used) in USD; {BILLING_UNLIMITED_USD} when unlimited. "
+                    "An overdrawn balance counts as 0.",
+                    minimum=0,
+                )
                 for name in ("soft_limit_usd", "hard_limit_usd", "system_hard_limit_usd")
             },
             "access_until": {
@@ -271,34 +231,25 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "Unix seconds when the key expires; 0 when it never does, or when the account is shown.",
             },
         },
-    },
-    "BillingUsage": {
-        "type": "object",
-        "required": ["success", "object", "total_usage"],
-        "properties": {
-            "success": {"const": True},
+        description=(
+            "OpenAI's subscription object, as one-api returns it. Clients show "
+            "`hard_limit_usd - total_usage / 100` (from the usage endpoint) as the balance."
+        ),
+    ),
+    "BillingUsage": _answer(
+        {
             "object": {"const": "list"},
-            "total_usage": {
-                **_AMOUNT,
-                "description": (
-                    "US cents: the net spend (consumed minus refunded) of the date range, or the lifetime usage "
-                    "without dates. Negative only if refunds in the range exceed what was spent in it."
-                ),
-            },
-        },
-    },
+            "total_usage": _amount(
+                "US cents: the net spend (consumed minus refunded) of the date range, or the lifetime usage "
+                "without dates. Negative only if refunds in the range exceed what was spent in it."
+            ),
+        }
+    ),
     "Usage": _usage_schema(),
-    "Capabilities": {
-        "type": "object",
-        "required": ["success", "usage_history", "alerts"],
-        "additionalProperties": False,
-        "properties": {
-            "success": {"const": True},
-            "usage_history": {
-                "type": "object",
-                "required": ["available", "reason", "message"],
-                "additionalProperties": False,
-                "properties": {
+    "Capabilities": _answer(
+        {
+            "usage_history": _object(
+                {
                     "available": {"type": "boolean", "description": "Whether `GET /v1/usage` answers 200."},
                     "reason": {
                         "enum": [NO_LOGS_TABLE[0], CONSUME_NOT_LOGGED[0], None],
@@ -307,17 +258,14 @@ _SCHEMAS: dict[str, Any] = {
                             f"`{CONSUME_NOT_LOGGED[0]}` (the gateway's LogConsumeEnabled is off); null when available."
                         ),
                     },
-                    "message": {
-                        "type": ["string", "null"],
-                        "description": "The same in words, as `GET /v1/usage`'s 409 says it; null when available.",
-                    },
+                    "message": _nullable(
+                        "string", "The same in words, as `GET /v1/usage`'s 409 says it; null when available."
+                    ),
                 },
-            },
-            "alerts": {
-                "type": "object",
-                "required": ["channels", "test"],
-                "additionalProperties": False,
-                "properties": {
+                closed=True,
+            ),
+            "alerts": _object(
+                {
                     "channels": {
                         "type": "array",
                         "items": {"enum": list(CHANNEL_FIELDS)},
@@ -325,9 +273,11 @@ _SCHEMAS: dict[str, Any] = {
                     },
                     "test": {"type": "boolean", "description": "Whether an alert can be sent a test notification."},
                 },
-            },
+                closed=True,
+            ),
         },
-    },
+        closed=True,
+    ),
     "AlertRequest": {
         "type": "object",
         "description": (
@@ -407,97 +357,57 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Alert": _alert_schema(with_secret=False),
     "AlertWithSecret": _alert_schema(with_secret=True),
-    "AlertCreated": {
-        "type": "object",
-        "required": ["success", "alert"],
-        "properties": {"success": {"const": True}, "alert": _ref("schemas", "AlertWithSecret")},
-    },
-    "AlertList": {
-        "type": "object",
-        "required": ["success", "alerts"],
-        "properties": {
-            "success": {"const": True},
+    "AlertCreated": _answer({"alert": _ref("schemas", "AlertWithSecret")}),
+    "AlertList": _answer(
+        {
             "alerts": {
                 "type": "array",
                 "items": _ref("schemas", "Alert"),
                 "description": "The account's alerts (both scopes, from any of its keys), oldest first.",
-            },
-        },
-    },
-    "AlertTested": {
-        "type": "object",
-        "required": ["success", "delivered"],
-        "properties": {"success": {"const": True}, "delivered": {"const": True}},
-    },
-    "AlertDeleted": {
-        "type": "object",
-        "required": ["success", "deleted"],
-        "properties": {
-            "success": {"const": True},
-            "deleted": {"type": "integer", "minimum": 1, "description": "The id of the alert that was deleted."},
-        },
-    },
-    "Health": {
-        "type": "object",
-        "required": ["success", "status"],
-        "properties": {"success": {"const": True}, "status": {"const": "ok"}},
-    },
-    "Ready": {
-        "type": "object",
-        "required": ["success", "status", "limiter"],
-        "properties": {"success": {"const": True}, "status": {"const": "ready"}, "limiter": _LIMITER},
-    },
-    "NotReady": {
-        "type": "object",
-        "required": ["success", "status", "message", "limiter"],
-        "properties": {
+            }
+        }
+    ),
+    "AlertTested": _answer({"delivered": {"const": True}}),
+    "AlertDeleted": _answer(
+        {"deleted": {"type": "integer", "minimum": 1, "description": "The id of the alert that was deleted."}}
+    ),
+    "Health": _answer({"status": {"const": "ok"}}),
+    "Ready": _answer({"status": {"const": "ready"}, "limiter": _LIMITER}),
+    "NotReady": _object(
+        {
             "success": {"const": False},
             "status": {"const": "unavailable"},
             "message": {"type": "string"},
             "limiter": _LIMITER,
-        },
-    },
+        }
+    ),
 }
 
-_ERROR = _ref("schemas", "Error")
 _RESPONSES: dict[str, Any] = {
-    "Unauthorized": _json(
-        "No, malformed, unknown, deleted or disabled API key. Expired and exhausted keys can read.", _ERROR
-    ),
-    "Forbidden": _json("The key's owner is disabled.", _ERROR),
-    "OwnerNotFound": _json(
+    "Unauthorized": _error("No, malformed, unknown, deleted or disabled API key. Expired and exhausted keys can read."),
+    "Forbidden": _error("The key's owner is disabled."),
+    "OwnerNotFound": _error(
         "The key's owner does not exist or was deleted: `Failed to get user quota`. (The gateways' published "
-        "examples answer this with 200; clients test `success`.)",
-        _ERROR,
+        "examples answer this with 200; clients test `success`.)"
     ),
-    "MethodNotAllowed": {
-        **_json("The path exists but not for this method; the Allow header lists the methods.", _ERROR),
-        "headers": {"Allow": {"schema": {"type": "string"}, "description": "The methods the path accepts."}},
-    },
-    "TooManyFailedAttempts": {
-        **_json(
-            "This client address had AUTH_FAILURE_LIMIT failed authentications (401) in the window; every "
-            "request it makes to the authenticated endpoints is refused until Retry-After, valid keys included.",
-            _ERROR,
-        ),
-        "headers": {
-            "Retry-After": {
-                "schema": {"type": "integer", "minimum": 1},
-                "description": "Seconds until the oldest failure leaves the window.",
-            }
-        },
-    },
-    "DatabaseUnavailable": _json(
+    "MethodNotAllowed": _error(
+        "The path exists but not for this method; the Allow header lists the methods.",
+        headers={"Allow": {"schema": {"type": "string"}, "description": "The methods the path accepts."}},
+    ),
+    "TooManyFailedAttempts": _error(
+        "This client address had AUTH_FAILURE_LIMIT failed authentications (401) in the window; every "
+        "request it makes to the authenticated endpoints is refused until Retry-After, valid keys included.",
+        headers=_retry_after("Seconds until the oldest failure leaves the window."),
+    ),
+    "DatabaseUnavailable": _error(
         "The gateway database did not answer: `Failed to get used quota`. (The gateways' published examples "
-        "answer this with 200; clients test `success`.)",
-        _ERROR,
+        "answer this with 200; clients test `success`.)"
     ),
-    "InternalError": _json("An unexpected error; details are only in the service log.", _ERROR),
-    "LogsBusyOrDatabaseUnavailable": _json(
+    "InternalError": _error("An unexpected error; details are only in the service log."),
+    "LogsBusyOrDatabaseUnavailable": _error(
         "`Too many usage queries in progress; retry later` (with `Retry-After: 1`) when as many log queries as "
         "the host allows (half its cores) are running already: refused at once, nothing is queried, balances "
-        "keep answering. Or the database (or the log store) did not answer: `Failed to get used quota`.",
-        _ERROR,
+        "keep answering. Or the database (or the log store) did not answer: `Failed to get used quota`."
     ),
 }
 
@@ -513,17 +423,12 @@ _AUTH_ERRORS = {
 _PUBLIC_ERRORS = {"405": _ref("responses", "MethodNotAllowed"), "500": _ref("responses", "InternalError")}
 
 _DATE_PARAMETERS = [
-    {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string", "format": "date"},
-        "description": (
-            f"{text} (YYYY-MM-DD, a UTC day), as OpenAI clients send it. Give both for the net spend of "
-            "[start_date, end_date) from the gateway's logs, or neither for the lifetime usage; without a logs "
-            "table or with the gateway's LogConsumeEnabled off, the lifetime usage is reported either way."
-        ),
-    }
+    _query(
+        name,
+        f"{text} (YYYY-MM-DD, a UTC day), as OpenAI clients send it. Give both for the net spend of "
+        "[start_date, end_date) from the gateway's logs, or neither for the lifetime usage; without a logs "
+        "table or with the gateway's LogConsumeEnabled off, the lifetime usage is reported either way.",
+    )
     for name, text in (("start_date", "First day, included"), ("end_date", "Day after the last, excluded"))
 ]
 
@@ -543,6 +448,17 @@ def _secured(
     }
 
 
+_ALERT_ID = {
+    "name": "alert_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "The `id` from the answer that created the alert.",
+}
+_NO_SUCH_ALERT = _error(
+    "No such alert this key may manage (missing, or another live key's), or the key's owner does not exist."
+)
+
 _USER_BALANCE_TEXT = (
     "The owner's quota in the display unit; roles in UNLIMITED_USER_ROLES report -1 (unlimited). "
     "`/user/balance` is the same endpoint."
@@ -552,19 +468,19 @@ _TOKEN_BALANCE_TEXT = (
 )
 
 
-def _user_balance(operation_id: str) -> dict[str, Any]:
-    return _authenticated(operation_id, "Balance of the account behind the key", _USER_BALANCE_TEXT, "Balance")
+def _read(
+    operation_id: str, summary: str, description: str, schema: str, errors: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A GET behind the key whose 200 answer, described by the summary, is ``schema``."""
+    responses = {"200": _json(summary, _ref("schemas", schema)), **(errors or {})}
+    return _secured(operation_id, summary, description, "balance", responses, **extra)
 
 
-def _token_balance(operation_id: str) -> dict[str, Any]:
-    return _authenticated(operation_id, "Balance of the key itself", _TOKEN_BALANCE_TEXT, "Balance")
-
-
-def _authenticated(operation_id: str, summary: str, description: str, schema: str, **extra: Any) -> dict[str, Any]:
+def _v1_and_bare(path: str, operation: dict[str, Any]) -> dict[str, Any]:
+    """The GET at ``/v1<path>`` and at ``path`` (clients use either); the second's operationId ends in WithoutV1."""
     return {
-        "get": _secured(
-            operation_id, summary, description, "balance", {"200": _json(summary, _ref("schemas", schema))}, **extra
-        )
+        f"/v1{path}": {"get": operation},
+        path: {"get": {**operation, "operationId": operation["operationId"] + "WithoutV1"}},
     }
 
 
@@ -591,33 +507,6 @@ _USAGE_TEXT = (
 )
 
 
-def _subscription(operation_id: str) -> dict[str, Any]:
-    return _authenticated(
-        operation_id, "Billing subscription (OpenAI-compatible)", _SUBSCRIPTION_TEXT, "BillingSubscription"
-    )
-
-
-def _usage(operation_id: str) -> dict[str, Any]:
-    return {
-        "get": _secured(
-            operation_id,
-            "Billing usage (OpenAI-compatible)",
-            _USAGE_TEXT,
-            "balance",
-            {
-                "200": _json("Billing usage (OpenAI-compatible)", _ref("schemas", "BillingUsage")),
-                "400": _json(
-                    "A malformed date, only one of the two dates, end_date not after start_date, or more than "
-                    "366 days.",
-                    _ERROR,
-                ),
-                "503": _ref("responses", "LogsBusyOrDatabaseUnavailable"),
-            },
-            parameters=_DATE_PARAMETERS,
-        )
-    }
-
-
 _DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -638,14 +527,39 @@ _DOCUMENT: dict[str, Any] = {
         {"name": "service", "description": "Probes and this document; no key needed."},
     ],
     "paths": {
-        "/v1/user/balance": _user_balance("getUserBalance"),
-        "/user/balance": _user_balance("getUserBalanceWithoutV1"),
-        "/v1/balance": _token_balance("getTokenBalance"),
-        "/balance": _token_balance("getTokenBalanceWithoutV1"),
-        "/v1/dashboard/billing/subscription": _subscription("getBillingSubscription"),
-        "/dashboard/billing/subscription": _subscription("getBillingSubscriptionWithoutV1"),
-        "/v1/dashboard/billing/usage": _usage("getBillingUsage"),
-        "/dashboard/billing/usage": _usage("getBillingUsageWithoutV1"),
+        **_v1_and_bare(
+            "/user/balance",
+            _read("getUserBalance", "Balance of the account behind the key", _USER_BALANCE_TEXT, "Balance"),
+        ),
+        **_v1_and_bare(
+            "/balance", _read("getTokenBalance", "Balance of the key itself", _TOKEN_BALANCE_TEXT, "Balance")
+        ),
+        **_v1_and_bare(
+            "/dashboard/billing/subscription",
+            _read(
+                "getBillingSubscription",
+                "Billing subscription (OpenAI-compatible)",
+                _SUBSCRIPTION_TEXT,
+                "BillingSubscription",
+            ),
+        ),
+        **_v1_and_bare(
+            "/dashboard/billing/usage",
+            _read(
+                "getBillingUsage",
+                "Billing usage (OpenAI-compatible)",
+                _USAGE_TEXT,
+                "BillingUsage",
+                {
+                    "400": _error(
+                        "A malformed date, only one of the two dates, end_date not after start_date, or more than "
+                        "366 days."
+                    ),
+                    "503": _ref("responses", "LogsBusyOrDatabaseUnavailable"),
+                },
+                parameters=_DATE_PARAMETERS,
+            ),
+        ),
         "/v1/usage": {
             "get": _secured(
                 "getUsage",
@@ -663,42 +577,27 @@ _DOCUMENT: dict[str, Any] = {
                 "balance",
                 {
                     "200": _json("Usage of the range.", _ref("schemas", "Usage")),
-                    "400": _json(
-                        "A malformed date, end_date not after start_date, more than 366 days, or an unknown scope.",
-                        _ERROR,
+                    "400": _error(
+                        "A malformed date, end_date not after start_date, more than 366 days, or an unknown scope."
                     ),
-                    "409": _json(
+                    "409": _error(
                         "The gateway's logs cannot tell: there is no logs table (in LOG_DATABASE_URL, if set), or "
-                        "the gateway's LogConsumeEnabled option is off.",
-                        _ERROR,
+                        "the gateway's LogConsumeEnabled option is off."
                     ),
                     "503": _ref("responses", "LogsBusyOrDatabaseUnavailable"),
                 },
                 parameters=[
-                    {
-                        "name": "start_date",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string", "format": "date"},
-                        "description": "First UTC day, included (YYYY-MM-DD). Default: end_date minus 30 days.",
-                    },
-                    {
-                        "name": "end_date",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string", "format": "date"},
-                        "description": (
-                            "UTC day after the last one, excluded (YYYY-MM-DD). Default: tomorrow, so that the "
-                            "default range is the last 30 days, today included. At most 366 days after start_date."
-                        ),
-                    },
-                    {
-                        "name": "scope",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"enum": ["account", "key"], "default": "account"},
-                        "description": "The spend of the key's whole account, or of this key only.",
-                    },
+                    _query("start_date", "First UTC day, included (YYYY-MM-DD). Default: end_date minus 30 days."),
+                    _query(
+                        "end_date",
+                        "UTC day after the last one, excluded (YYYY-MM-DD). Default: tomorrow, so that the "
+                        "default range is the last 30 days, today included. At most 366 days after start_date.",
+                    ),
+                    _query(
+                        "scope",
+                        "The spend of the key's whole account, or of this key only.",
+                        {"enum": ["account", "key"], "default": "account"},
+                    ),
                 ],
             )
         },
@@ -723,19 +622,17 @@ _DOCUMENT: dict[str, Any] = {
                 "alerts",
                 {
                     "201": _json("Created; `alert.secret` is shown only here.", _ref("schemas", "AlertCreated")),
-                    "403": _json(
+                    "403": _error(
                         "The key's owner is disabled, or the key has expired (an expired key can read but not "
-                        "create alerts).",
-                        _ERROR,
+                        "create alerts)."
                     ),
-                    "400": _json(
+                    "400": _error(
                         "The body is not a JSON object, has an unknown field, gives not exactly one of webhook_url, "
                         "notify_url and email, or a field is invalid (including a host that does not resolve or "
                         "resolves to a refused address, a notify_url scheme the operator does not allow, or email "
-                        "without ALERT_SMTP_URL). The message names the field. Nothing is stored.",
-                        _ERROR,
+                        "without ALERT_SMTP_URL). The message names the field. Nothing is stored."
                     ),
-                    "409": _json("The account already has ALERT_MAX_PER_USER alerts; delete one first.", _ERROR),
+                    "409": _error("The account already has ALERT_MAX_PER_USER alerts; delete one first."),
                 },
                 requestBody={"required": True, "content": {_JSON: {"schema": _ref("schemas", "AlertRequest")}}},
             ),
@@ -758,21 +655,9 @@ _DOCUMENT: dict[str, Any] = {
                 "alerts",
                 {
                     "200": _json("Deleted.", _ref("schemas", "AlertDeleted")),
-                    "404": _json(
-                        "No such alert this key may manage (missing, or another live key's), or the key's owner "
-                        "does not exist.",
-                        _ERROR,
-                    ),
+                    "404": _NO_SUCH_ALERT,
                 },
-                parameters=[
-                    {
-                        "name": "alert_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "integer", "minimum": 0},
-                        "description": "The `id` from the answer that created the alert.",
-                    }
-                ],
+                parameters=[_ALERT_ID],
             )
         },
         "/v1/user/balance/alerts/{alert_id}/test": {
@@ -785,43 +670,21 @@ _DOCUMENT: dict[str, Any] = {
                 "alerts",
                 {
                     "200": _json("Delivered.", _ref("schemas", "AlertTested")),
-                    "403": _json(
-                        "The key's owner is disabled, or the key has expired (an expired key cannot send tests).",
-                        _ERROR,
+                    "403": _error(
+                        "The key's owner is disabled, or the key has expired (an expired key cannot send tests)."
                     ),
-                    "404": _json(
-                        "No such alert this key may manage (missing, or another live key's), or the key's owner "
-                        "does not exist.",
-                        _ERROR,
+                    "404": _NO_SUCH_ALERT,
+                    "429": _error(
+                        "This alert was tested less than a minute ago, or this client address had "
+                        "AUTH_FAILURE_LIMIT failed authentications.",
+                        headers=_retry_after("Seconds until a test may be sent again."),
                     ),
-                    "429": {
-                        **_json(
-                            "This alert was tested less than a minute ago, or this client address had "
-                            "AUTH_FAILURE_LIMIT failed authentications.",
-                            _ERROR,
-                        ),
-                        "headers": {
-                            "Retry-After": {
-                                "schema": {"type": "integer", "minimum": 1},
-                                "description": "Seconds until a test may be sent again.",
-                            }
-                        },
-                    },
-                    "502": _json(
+                    "502": _error(
                         "Not delivered; the message says why in words (an HTTP status, a refused address, a failed "
-                        "connection), never the target's address or tokens.",
-                        _ERROR,
+                        "connection), never the target's address or tokens."
                     ),
                 },
-                parameters=[
-                    {
-                        "name": "alert_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "integer", "minimum": 0},
-                        "description": "The `id` from the answer that created the alert.",
-                    }
-                ],
+                parameters=[_ALERT_ID],
             )
         },
         "/healthz": _public(

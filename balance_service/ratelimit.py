@@ -382,7 +382,7 @@ def init_app(app: Flask, rate: Rate | None, storage: str) -> None:
     """Set up the limiter (``AUTH_FAILURE_LIMIT``, ``RATELIMIT_STORAGE_URI``) unless the limit is off."""
     if rate is None:
         return
-    # By the scheme, as config.ratelimit_storage_uri accepted it: "Memory://" is memory:// too.
+    # By the scheme, as config.py accepted RATELIMIT_STORAGE_URI: "Memory://" is memory:// too.
     if urlparse(storage).scheme.lower() == "memory":
         app.extensions[_EXTENSION] = LocalCounts(rate)
     else:

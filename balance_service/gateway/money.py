@@ -126,9 +126,8 @@ class Currency:
         so the client's subtraction gives exactly that balance. An overdrawn
         balance counts as zero.
         """
-        usd = self.usd
-        used_usd = usd.amount(max(int(used), 0))
-        usage_cents = (used_usd * 100).quantize(CENT_PLACES)
+        used = max(int(used), 0)
+        usage_cents = self.cents(used)
         if unlimited:
             return BILLING_UNLIMITED_USD, usage_cents
-        return usd.amount(max(int(remaining), 0)) + used_usd, usage_cents
+        return self.usd.amount(max(int(remaining), 0)) + self.usd.amount(used), usage_cents

@@ -1,10 +1,7 @@
 """The service's own tables (``balance_alerts``, the usage roll-up), migrated with Alembic; never the gateway's.
 
-``init-db`` calls ``init_database``: the gateway's ``users`` and ``tokens``
-when absent (a standalone or demo install; a gateway's database has them), then
-Alembic's ``upgrade head``. Revisions live in ``versions/``; Alembic records the
-one a database is at in ``VERSION_TABLE``, named for the service so that it can
-never be a gateway's table (or another tool's ``alembic_version``).
+``init-db`` runs ``init_database`` (a gateway's database has ``users`` and
+``tokens`` already; a standalone or demo install gets them). Revisions live in ``versions/``.
 
 No request and no ``check-alerts`` pass runs DDL: they call ``require_current``,
 which only reads the version table and raises ``NotMigrated`` (the API answers
