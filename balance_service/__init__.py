@@ -14,7 +14,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import cors, observability, ratelimit
 from ._internal import db_deadline, direct_reads
-from ._internal.flat_json import flat_json
 from .config import ENV_SETTINGS, Settings, flask_config
 from .config import EXTENSION as SETTINGS_EXTENSION
 from .errors import register_error_handlers
@@ -30,10 +29,6 @@ class ExactJSONProvider(JSONProvider):
     """Writes ``Decimal`` amounts as exact JSON numbers (the stdlib would need floats)."""
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
-        if not kwargs:
-            text = flat_json(obj)
-            if text is not None:
-                return text
         kwargs.setdefault("use_decimal", True)
         kwargs.setdefault("separators", (",", ":"))
         return simplejson.dumps(obj, **kwargs)
