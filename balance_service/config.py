@@ -391,16 +391,16 @@ class Settings:
     """Every setting of the service, parsed; the README's configuration table describes each variable."""
 
     #: The gateway's database; None: the embedded SQLite file in the instance folder.
-    database_url: str | None = _setting("DATABASE_URL", "", _optional(lambda name, url: url))
+    database_url: str | None = _setting("DATABASE_URL", "", _optional(lambda name, url: url), secret=True)
     #: Where the gateway keeps its logs when apart (its LOG_SQL_DSN), or ClickHouse.
-    log_database_url: str | None = _setting("LOG_DATABASE_URL", "", _optional(_log_database_url))
+    log_database_url: str | None = _setting("LOG_DATABASE_URL", "", _optional(_log_database_url), secret=True)
     #: USD, CNY or tokens; None: the gateway's own display type.
     balance_unit: str | None = _setting("BALANCE_UNIT", "", _optional(_unit))
     unlimited_user_roles: frozenset[int] = _setting("UNLIMITED_USER_ROLES", "", _roles)
     cors_origins: str | tuple[str | re.Pattern[str], ...] = _setting("CORS_ORIGINS", "*", _cors_origins)
     #: None: the failed-auth limiter is off.
     auth_failure_limit: Rate | None = _setting("AUTH_FAILURE_LIMIT", "20/minute", lambda name, raw: parse_rate(raw))
-    ratelimit_storage_uri: str = _setting("RATELIMIT_STORAGE_URI", "memory://", _ratelimit_storage_uri)
+    ratelimit_storage_uri: str = _setting("RATELIMIT_STORAGE_URI", "memory://", _ratelimit_storage_uri, secret=True)
     proxy_fix_x_for: int = _setting("PROXY_FIX_X_FOR", "0", _int)
     log_level: str = _setting("LOG_LEVEL", "INFO", _log_level)
     #: PostgreSQL's statement_timeout; the client's read/write timeout on MySQL/MariaDB (0: none).

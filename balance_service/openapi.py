@@ -632,7 +632,7 @@ _DOCUMENT: dict[str, Any] = {
                         "resolves to a refused address, a notify_url scheme the operator does not allow, or email "
                         "without ALERT_SMTP_URL). The message names the field. Nothing is stored."
                     ),
-                    "409": _error("The account already has ALERT_MAX_PER_USER alerts; delete one first."),
+                    "409": _error("The account already has 20 alerts; delete one first."),
                 },
                 requestBody={"required": True, "content": {_JSON: {"schema": _ref("schemas", "AlertRequest")}}},
             ),

@@ -33,6 +33,19 @@ def test_the_settings_cannot_be_changed_once_parsed():
         settings.balance_unit = "CNY"
 
 
+def test_no_password_of_a_url_setting_shows_in_the_settings_repr():
+    parsed = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://gateway:db-secret@127.0.0.1/oneapi",
+            "LOG_DATABASE_URL": "mysql://reader:log-secret@127.0.0.1/logs",
+            "RATELIMIT_STORAGE_URI": "redis://:redis-secret@127.0.0.1:6379/0",
+        }
+    )
+    assert parsed.database_url.endswith("@127.0.0.1/oneapi")
+    shown = repr(parsed)
+    assert "db-secret" not in shown and "log-secret" not in shown and "redis-secret" not in shown
+
+
 def test_unit_names_are_case_insensitive():
     assert Settings.from_env({"BALANCE_UNIT": "cny"}).balance_unit == "CNY"
     assert Settings.from_env({"BALANCE_UNIT": "TOKENS"}).balance_unit == "tokens"
