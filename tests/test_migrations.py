@@ -21,14 +21,23 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, inspect, text
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.pool import NullPool
 
 from balance_service import create_app
 from balance_service.blueprints.alerts import NOT_SET_UP
+from balance_service.config import normalize_database_url
 from balance_service.extensions import db as _db
 from balance_service.gateway import operations
 from balance_service.gateway.tables import Token, User
-from balance_service.migrations import HEAD, VERSION_TABLE, alembic_config, include_name, include_object
+from balance_service.migrations import (
+    HEAD,
+    VERSION_TABLE,
+    alembic_config,
+    include_name,
+    include_object,
+    mysql_lock_name,
+)
 from tests.gateway_logs import GatewayTables
 from tests.helpers import clean_environment, temporary_mariadb_database, temporary_postgres_database
 
@@ -229,6 +238,34 @@ def test_two_init_db_runs_at_once_both_succeed_and_leave_one_revision(empty_url)
     assert [r.exit_code for r in results] == [0, 0], [r.output for r in results]
     # One of them migrated; the other waited for it and found the table at head.
     assert sorted("migrated from nothing" in r.output for r in results) == [False, True]
+    assert versions(empty_url) == [HEAD]
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_init_db_waits_for_another_holding_the_lock_longer_than_the_statement_timeout(empty_url, backend):
+    """One long wait for the lock would be cut off by the statement timeout (1 s here); the lock is asked for
+    a second at a time instead, so this init-db waits the other out (2 s) and then migrates."""
+    holder = create_engine(normalize_database_url(empty_url), poolclass=NullPool)
+    with holder.connect() as held:
+        if backend == "postgresql":
+            held.execute(text("SELECT pg_advisory_lock(:key)"), {"key": 0x62616C02})
+            release = "SELECT pg_advisory_unlock(:key)"
+            params = {"key": 0x62616C02}
+        else:
+            database = held.engine.url.database
+            held.execute(text("SELECT GET_LOCK(:name, 0)"), {"name": mysql_lock_name(database)})
+            release = "SELECT RELEASE_LOCK(:name)"
+            params = {"name": mysql_lock_name(database)}
+        held.commit()
+        releaser = threading.Timer(2.0, lambda: held.execute(text(release), params))
+        releaser.start()
+        try:
+            with app_on(empty_url, DB_STATEMENT_TIMEOUT_MS="1000") as app:
+                result = app.test_cli_runner().invoke(args=["init-db"])
+        finally:
+            releaser.join()
+    holder.dispose()
+    assert result.exit_code == 0, result.output
     assert versions(empty_url) == [HEAD]
 
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -44,8 +45,8 @@ INIT_DB = "flask --app wsgi init-db"
 
 #: PostgreSQL advisory lock key that serializes two ``init-db`` runs on one database ("bal\x02").
 _PG_LOCK = 0x62616C02
-#: Seconds an ``init-db`` waits on MySQL/MariaDB for another one to finish.
-_MYSQL_LOCK_WAIT = 120
+#: Seconds an ``init-db`` waits for another one to finish.
+_LOCK_WAIT = 120
 
 
 class NotMigrated(Exception):
@@ -88,6 +89,21 @@ def current_revision(connection: Connection) -> str | None:
     return found[0] if len(found) == 1 else ",".join(sorted(found)) or None
 
 
+def mysql_lock_name(database: str) -> str:
+    """The MySQL/MariaDB named lock of ``init-db`` on ``database`` (names are global to the server)."""
+    return "balance_service.migrate." + hashlib.sha256(database.encode()).hexdigest()[:24]
+
+
+def _waited_for(take: Callable[[], bool]) -> bool:
+    """Ask ``take()`` (a lock that waits a second at most) until it says yes, for ``_LOCK_WAIT`` seconds at most."""
+    ends = time.monotonic() + _LOCK_WAIT
+    while not take():
+        if time.monotonic() >= ends:
+            return False
+        time.sleep(0.5)  # PostgreSQL's try-lock answers at once; MySQL's GET_LOCK waited a second already
+    return True
+
+
 @contextmanager
 def _one_at_a_time(connection: Connection) -> Iterator[None]:
     """Hold the database's migration lock and an open transaction: a second ``init-db`` waits, then finds head.
@@ -95,16 +111,17 @@ def _one_at_a_time(connection: Connection) -> Iterator[None]:
     PostgreSQL: a transaction-scoped advisory lock (its DDL is transactional
     too). SQLite: ``BEGIN IMMEDIATE`` takes the one write lock up front.
     MySQL/MariaDB: a named lock of the connection (DDL commits there by itself),
-    named after the database, since the names are global to the server.
+    named after the database, since the names are global to the server. The
+    locks are asked for a second at a time (``_waited_for``): one long wait would
+    be cut off by the statement timeout (5 s by default) long before ``_LOCK_WAIT``.
     """
     dialect = connection.dialect.name
     if dialect in ("mysql", "mariadb"):
-        database = (connection.engine.url.database or "").encode()
-        name = "balance_service.migrate." + hashlib.sha256(database).hexdigest()[:24]
-        got = connection.execute(select(func.get_lock(name, _MYSQL_LOCK_WAIT))).scalar()
+        name = mysql_lock_name(connection.engine.url.database or "")
+        got = _waited_for(lambda: connection.execute(select(func.get_lock(name, 1))).scalar() == 1)
         connection.commit()
-        if got != 1:
-            raise MigrationBusy(f"another init-db has held the migration lock for {_MYSQL_LOCK_WAIT} s")
+        if not got:
+            raise MigrationBusy(f"another init-db has held the migration lock for {_LOCK_WAIT} s")
         try:
             with connection.begin():
                 yield
@@ -114,7 +131,8 @@ def _one_at_a_time(connection: Connection) -> Iterator[None]:
         return
     with connection.begin():
         if dialect == "postgresql":
-            connection.execute(select(func.pg_advisory_xact_lock(_PG_LOCK)))
+            if not _waited_for(lambda: connection.execute(select(func.pg_try_advisory_xact_lock(_PG_LOCK))).scalar()):
+                raise MigrationBusy(f"another init-db has held the migration lock for {_LOCK_WAIT} s")
         elif dialect == "sqlite":
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         yield
