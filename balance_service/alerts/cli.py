@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
-from ..extensions import db
 from ..migrations import NotMigrated
+from ..periodic import loop_option, run_every
 from .checker import DeliveryOptions, check_alerts
 
 log = logging.getLogger(__name__)
@@ -36,14 +34,7 @@ def _with_delivery_options(command: Any) -> Any:
 
 
 @click.command("check-alerts")
-@click.option(
-    "--loop",
-    "interval",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="SECONDS",
-    help="Keep running, checking every SECONDS, instead of checking once.",
-)
+@loop_option("checking")
 @_with_delivery_options
 def check_alerts_command(interval: int | None, **options: Any) -> None:
     """Send the balance alerts that are due: webhooks, chat and push messages, e-mails.
@@ -61,17 +52,5 @@ def check_alerts_command(interval: int | None, **options: Any) -> None:
         if summary.failed:
             raise click.exceptions.Exit(1)
         return
-    try:
-        while True:
-            started = time.monotonic()
-            try:
-                click.echo(str(check_alerts(delivery=delivery)))
-            except SQLAlchemyError as e:
-                # A database hiccup must not end the loop; the next pass tries again.
-                db.session.rollback()
-                log.error("check-alerts: database error: %s", type(e).__name__)
-            except NotMigrated:
-                pass  # logged once (migrations.require_current); checks resume once init-db has run
-            time.sleep(max(0.0, interval - (time.monotonic() - started)))
-    except KeyboardInterrupt:
-        click.echo("stopped")
+    # NotMigrated is logged once (migrations.require_current); checks resume once init-db has run.
+    run_every(interval, lambda: str(check_alerts(delivery=delivery)), "check-alerts", quiet=(NotMigrated,))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import click
 from flask.cli import with_appcontext
@@ -13,6 +12,7 @@ from ..config import is_clickhouse_url, settings
 from ..extensions import db
 from ..gateway.logs import SqlLogSource
 from ..migrations import NotMigrated, require_current
+from ..periodic import loop_option, run_every
 from .rollup import BATCH_IDS, MAX_BATCHES, SETTLE_SECONDS, LogsWentBack, rebuild, roll_up
 from .source import log_engine
 
@@ -25,14 +25,7 @@ def _once(raw: SqlLogSource, batch_ids: int, max_batches: int, settle: float) ->
 
 
 @click.command("rollup-usage")
-@click.option(
-    "--loop",
-    "interval",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="SECONDS",
-    help="Keep running, rolling up every SECONDS, instead of once.",
-)
+@loop_option("rolling up")
 @click.option(
     "--batch-size",
     "batch_ids",
@@ -85,15 +78,6 @@ def rollup_usage_command(
         raise click.ClickException(str(e)) from None
     except SQLAlchemyError as e:
         raise click.ClickException(f"database error: {getattr(e, 'orig', None) or e}") from None
-    try:
-        while True:
-            started = time.monotonic()
-            try:
-                click.echo(_once(raw, batch_ids, max_batches, settle))
-            except SQLAlchemyError as e:  # a database hiccup must not end the loop; the next pass tries again
-                log.error("rollup-usage: database error: %s", type(e).__name__)
-            except (NotMigrated, LogsWentBack) as e:
-                log.error("rollup-usage: %s", e)
-            time.sleep(max(0.0, interval - (time.monotonic() - started)))
-    except KeyboardInterrupt:
-        click.echo("stopped")
+    run_every(
+        interval, lambda: _once(raw, batch_ids, max_batches, settle), "rollup-usage", logged=(NotMigrated, LogsWentBack)
+    )
