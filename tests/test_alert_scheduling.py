@@ -53,6 +53,7 @@ def silent_receiver(drip: float | None = None) -> Iterator[SilentReceiver]:
     state.url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
     stopping = threading.Event()
     held: list[socket.socket] = []
+    holders: list[threading.Thread] = []
 
     def hold(connection: socket.socket) -> None:
         connection.settimeout(0.05)
@@ -76,7 +77,9 @@ def silent_receiver(drip: float | None = None) -> Iterator[SilentReceiver]:
             state.connections += 1
             state.accepted_at.append(time.monotonic())
             held.append(connection)
-            threading.Thread(target=hold, args=(connection,), daemon=True).start()
+            holder = threading.Thread(target=hold, args=(connection,), daemon=True)
+            holders.append(holder)
+            holder.start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -85,6 +88,8 @@ def silent_receiver(drip: float | None = None) -> Iterator[SilentReceiver]:
     finally:
         stopping.set()
         thread.join()
+        for holder in holders:  # each sees ``stopping`` within its 50 ms read timeout; then its socket may close
+            holder.join()
         listener.close()
         for connection in held:
             connection.close()
