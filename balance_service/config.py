@@ -23,6 +23,8 @@ from urllib.parse import parse_qsl, urlparse
 
 from flask import current_app
 
+#: The units BALANCE_UNIT may name, as the answers' ``unit`` field writes them (gateway/options.py maps them to the
+#: gateway's display types USD, CNY and TOKENS, in this order).
 UNITS = ("USD", "CNY", "tokens")
 RATELIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "unix")
 

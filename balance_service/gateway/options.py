@@ -23,7 +23,7 @@ from functools import lru_cache
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..config import settings
+from ..config import UNITS, settings
 from ..extensions import db
 from .money import Currency
 from .tables import cache, options
@@ -51,8 +51,9 @@ NAMES = (
 
 USD, CNY, TOKENS, CUSTOM = "USD", "CNY", "TOKENS", "CUSTOM"
 DISPLAY_TYPES = (USD, CNY, TOKENS, CUSTOM)
-#: The service's unit names (``BALANCE_UNIT``, the ``unit`` field) for the gateway's display types.
-_UNIT_OF = {USD: "USD", CNY: "CNY", TOKENS: "tokens"}
+#: The service's unit names (``BALANCE_UNIT``, the ``unit`` field, stated in config.UNITS) for the gateway's
+#: display types, in the same order.
+_UNIT_OF = dict(zip((USD, CNY, TOKENS), UNITS, strict=True))
 _DISPLAY_TYPE_OF = {unit: display for display, unit in _UNIT_OF.items()}
 
 #: The one value of an ``…Enabled`` row that means on, for one-api and new-api alike (compared as stored).
