@@ -124,11 +124,30 @@ class ClickHousePool:
             raise
         self._give_back(client)
 
-    def query(self, statement: str, params: Mapping[str, Any]) -> list[tuple]:
-        """Rows of ``statement`` with ``params`` bound by the driver; any failure is a ``LogStoreError``."""
+    def query(self, statement: str, params: Mapping[str, Any], timeout_ms: int | None = None) -> list[tuple]:
+        """Rows of ``statement`` with ``params`` bound by the driver; any failure is a ``LogStoreError``.
+
+        ``timeout_ms``: how long this query may take (0: no limit) instead of
+        the pool's statement timeout, on the server (``max_execution_time``)
+        and on the socket (``MARGIN`` later). The ping before it, and a new
+        connection's hello when the ping goes unanswered, keep the pool's short
+        times, so a server that is already silent fails the query as fast.
+        """
         try:
             with self.client() as client:
-                return client.execute(statement, params)
+                if timeout_ms is None:
+                    return client.execute(statement, params)
+                connection = client.connection
+                if not connection.connected or not connection.ping():
+                    connection.connect()
+                seconds = timeout_ms / 1000
+                connection.socket.settimeout(seconds + MARGIN if timeout_ms else NO_LIMIT_RECEIVE_TIMEOUT)
+                try:
+                    # The ping execute sends first finds the connection alive: this timeout stays.
+                    return client.execute(statement, params, settings={"max_execution_time": math.ceil(seconds)})
+                finally:
+                    if connection.socket is not None:
+                        connection.socket.settimeout(connection.send_receive_timeout)
         except (DriverError, OSError, EOFError) as e:
             raise LogStoreError(e) from e
 
@@ -142,8 +161,10 @@ class ClickHousePool:
 class ClickHouseLogSource:
     """The ``LogSource`` on new-api's ClickHouse ``logs`` table (``usage.source``); queries from ``gateway.logs``."""
 
-    def __init__(self, pool: ClickHousePool) -> None:
+    def __init__(self, pool: ClickHousePool, query_timeout_ms: int | None = None) -> None:
         self.pool = pool
+        #: How long each sum may take (``config.Settings.log_statement_timeout_ms``); None: the pool's own.
+        self.query_timeout_ms = query_timeout_ms
 
     def columns(self) -> frozenset[str] | None:
         """Column names of ``logs`` in the URL's database, or None when there is no such table (cached)."""
@@ -161,8 +182,9 @@ class ClickHouseLogSource:
         return clickhouse_daily(scope, start, end, self.columns() or frozenset())
 
     def daily_usage(self, scope: Scope, start: date, end: date) -> list[UsageRow]:
-        return usage_rows(self.pool.query(*self.daily_statement(scope, start, end)))
+        return usage_rows(self.pool.query(*self.daily_statement(scope, start, end), self.query_timeout_ms))
 
     def net_spend(self, scope: Scope, start: date, end: date) -> int:
-        rows = self.pool.query(*clickhouse_net(scope, start, end, self.columns() or frozenset()))
+        statement = clickhouse_net(scope, start, end, self.columns() or frozenset())
+        rows = self.pool.query(*statement, self.query_timeout_ms)
         return int(rows[0][0]) if rows else 0
