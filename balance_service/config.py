@@ -409,7 +409,12 @@ class Settings:
     proxy_fix_x_for: int = _setting("PROXY_FIX_X_FOR", "0", _int)
     log_level: str = _setting("LOG_LEVEL", "INFO", _log_level)
     #: PostgreSQL's statement_timeout; the client's read/write timeout on MySQL/MariaDB (0: none).
-    db_statement_timeout_ms: int = _setting("DB_STATEMENT_TIMEOUT_MS", "5000", _int)
+    db_statement_timeout_ms: int = _setting(
+        # At most 10^9: twice that (a log query's) is still within PostgreSQL's statement_timeout.
+        "DB_STATEMENT_TIMEOUT_MS",
+        "5000",
+        lambda name, raw: _int(name, raw, maximum=1_000_000_000),
+    )
     alert_allow_private_targets: bool = _setting("ALERT_ALLOW_PRIVATE_TARGETS", "false", _bool)
     #: The Apprise schemes a ``notify_url`` may use (out of ``NOTIFY_SCHEMES``); empty: no notify alerts.
     alert_notify_schemes: tuple[str, ...] = _setting("ALERT_NOTIFY_SCHEMES", DEFAULT_NOTIFY_SCHEMES, _notify_schemes)

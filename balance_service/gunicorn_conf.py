@@ -98,11 +98,11 @@ def when_ready(server):
     when a request's log queries may outlast gunicorn's worker timeout."""
     # A usage request runs up to two log queries, each with its own deadline (and a second's margin at most).
     log_seconds = _settings.log_statement_timeout_ms / 1000
-    if log_seconds and 2 * (log_seconds + 1) >= server.cfg.timeout:
+    if log_seconds and server.cfg.timeout and 2 * (log_seconds + 1) >= server.cfg.timeout:
         server.log.warning(
             "DB_STATEMENT_TIMEOUT_MS=%d lets each log query run %g s, and a usage request runs up to two: "
             "gunicorn's timeout (%d s) would kill the worker first. Lower DB_STATEMENT_TIMEOUT_MS or raise "
-            'GUNICORN_CMD_ARGS="--timeout N" above %g.',
+            'GUNICORN_CMD_ARGS="--timeout N" above %g (and a proxy\'s read timeout above N).',
             _settings.db_statement_timeout_ms,
             log_seconds,
             server.cfg.timeout,

@@ -25,8 +25,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from balance_service._internal import db_deadline
-from balance_service.config import LOG_STATEMENT_FACTOR, Settings, engine_options, normalize_database_url
-from balance_service.usage.clickhouse import ClickHousePool, LogStoreError, client_options
+from balance_service.config import LOG_STATEMENT_FACTOR, ConfigError, Settings, engine_options, normalize_database_url
+from balance_service.usage.clickhouse import ClickHousePool, LogStoreError, client_options, given_in_url
 from tests.helpers import clean_environment, running_gunicorn
 
 STATEMENT_TIMEOUT_MS = 1000
@@ -42,6 +42,10 @@ def test_a_log_query_may_take_twice_the_statement_timeout():
     settings = Settings.from_env({}, DB_STATEMENT_TIMEOUT_MS="1500")
     assert settings.log_statement_timeout_ms == 3000
     assert Settings.from_env({}, DB_STATEMENT_TIMEOUT_MS="0").log_statement_timeout_ms == 0  # no limit: none
+    # Twice the largest is still a statement_timeout PostgreSQL takes (a 32-bit integer of milliseconds).
+    assert Settings.from_env({}, DB_STATEMENT_TIMEOUT_MS="1000000000").log_statement_timeout_ms < 2**31
+    with pytest.raises(ConfigError, match="DB_STATEMENT_TIMEOUT_MS must be at most"):
+        Settings.from_env({}, DB_STATEMENT_TIMEOUT_MS="1200000000")
 
 
 def _engine(url: str):
@@ -72,9 +76,15 @@ def test_a_log_query_runs_past_the_statement_timeout_but_not_past_its_own(databa
 
     try:
         on_log_connection(slow(BETWEEN))
-        # The same pooled connection, afterwards: the short deadline again, on both sides.
+        # The same pooled connection afterwards: the short deadline again. A little over it is too long now
+        # (on PostgreSQL the server's statement_timeout says so, on MariaDB the client's read timeout).
         with pytest.raises(OperationalError):
-            on_plain_connection(slow(BETWEEN))
+            on_plain_connection(slow(1.2))
+        if backend == "postgresql":  # and the client's own deadline, with the server's timeout off
+            with engine.connect() as connection, pytest.raises(OperationalError) as failed:
+                connection.execute(text("SET LOCAL statement_timeout = 0"))
+                connection.execute(slow(BETWEEN))
+            assert isinstance(failed.value.orig, db_deadline.DeadlineExceeded)
         started = time.monotonic()
         with pytest.raises(OperationalError):
             on_log_connection(slow(30))
@@ -115,6 +125,16 @@ def test_on_clickhouse_a_log_query_runs_past_the_statement_timeout_but_not_past_
             pool.query("SELECT sleep(3) + sleep(3)", {}, LOG_TIMEOUT_MS)
         assert time.monotonic() - started < BOUND
         assert pool.query("SELECT 1", {}) == [(1,)]
+    finally:
+        pool.close()
+
+
+def test_on_clickhouse_a_timeout_set_in_the_url_wins_for_log_queries_too(clickhouse_url):
+    url = clickhouse_url + ("&" if "?" in clickhouse_url else "?") + "send_receive_timeout=1"
+    pool = ClickHousePool(*client_options(url, 3, STATEMENT_TIMEOUT_MS), given_in_url(url))
+    try:
+        with pytest.raises(LogStoreError):
+            pool.query(f"SELECT sleep({BETWEEN})", {}, LOG_TIMEOUT_MS)
     finally:
         pool.close()
 
@@ -186,12 +206,19 @@ def test_usage_waits_on_its_logs_longer_than_a_balance_lookup_and_then_answers_5
 
 @pytest.mark.e2e
 @pytest.mark.backend_independent
-@pytest.mark.parametrize(("statement_timeout_ms", "warned"), [("8000", True), ("5000", False)])
-def test_gunicorn_warns_when_a_usage_request_could_outlast_its_worker_timeout(tmp_path, statement_timeout_ms, warned):
+@pytest.mark.parametrize(
+    ("statement_timeout_ms", "gunicorn_args", "warned"),
+    [("8000", "", True), ("5000", "", False), ("8000", "--timeout 40", False), ("8000", "--timeout 0", False)],
+)
+def test_gunicorn_warns_when_a_usage_request_could_outlast_its_worker_timeout(
+    tmp_path, statement_timeout_ms, gunicorn_args, warned
+):
+    """Two log queries of 16 s outlast the default 30 s; not 40 s, nor no worker timeout at all (0)."""
     env = clean_environment(
         DATABASE_URL=f"sqlite:///{tmp_path / 'w.sqlite3'}",
         WEB_CONCURRENCY="1",
         DB_STATEMENT_TIMEOUT_MS=statement_timeout_ms,
+        GUNICORN_CMD_ARGS=gunicorn_args,
     )
     log = tmp_path / "gunicorn.log"
     with running_gunicorn(env, log):

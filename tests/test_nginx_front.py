@@ -326,7 +326,7 @@ REFUSED = {
     ),
     "a request line that is not HTTP": (b"\x16\x03\x01hello\r\n\r\n", 400, "Bad request"),
     "a lower-case method": (_request(b"get /healthz HTTP/1.1"), 400, "Bad request"),
-    # nginx takes these methods; gunicorn would answer its own HTML 400 (3 to 20 capitals only).
+    # nginx takes these methods; gunicorn would refuse them (3 to 20 capitals only): nginx does, first.
     "a method of 25 letters": (_request(b"ABCDEFGHIJKLMNOPQRSTUVWXY /healthz HTTP/1.1"), 400, "Bad request"),
     "a method of 2 letters": (_request(b"GE /healthz HTTP/1.1"), 400, "Bad request"),
     "HTTP/1.1 without Host": (b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 400, "Bad request"),

@@ -81,6 +81,12 @@ def client_options(url: str, connect_timeout: int, statement_timeout_ms: int) ->
     return host, options
 
 
+def given_in_url(url: str) -> frozenset[str]:
+    """The driver options and server settings ``url``'s query string sets itself (they win, log queries too)."""
+    _, options = parse_url(url)
+    return frozenset(options) | frozenset(options.get("settings") or ())
+
+
 class ClickHousePool:
     """A few reusable native connections per process (a ``Client`` is not thread-safe: one per caller at a time).
 
@@ -88,9 +94,11 @@ class ClickHousePool:
     so a gunicorn worker never talks on its parent's socket.
     """
 
-    def __init__(self, host: str, options: Mapping[str, Any]) -> None:
+    def __init__(self, host: str, options: Mapping[str, Any], given: frozenset[str] = frozenset()) -> None:
         self.host = host
         self.options = dict(options)
+        #: What the URL set itself (``given_in_url``): a log query's own timeout does not replace it.
+        self.given = given
         self._idle: list[Client] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -129,22 +137,28 @@ class ClickHousePool:
 
         ``timeout_ms``: how long this query may take (0: no limit) instead of
         the pool's statement timeout, on the server (``max_execution_time``)
-        and on the socket (``MARGIN`` later). The ping before it, and a new
-        connection's hello when the ping goes unanswered, keep the pool's short
-        times, so a server that is already silent fails the query as fast.
+        and on the socket (``MARGIN`` later), unless the URL set those itself.
+        The ping ``execute`` sends first keeps its own short timeout and puts
+        this one back; when it goes unanswered, the new connection's hello and
+        the query get the pool's times, so a server that is already silent
+        fails the query as fast.
         """
         try:
             with self.client() as client:
                 if timeout_ms is None:
                     return client.execute(statement, params)
-                connection = client.connection
-                if not connection.connected or not connection.ping():
-                    connection.connect()
+                # The connection execute takes next: with round_robin the client rotates through one per host.
+                connection = client.connections[0] if client.connections else client.connection
+                if not connection.connected:
+                    connection.connect()  # a new connection: the pool's times for its hello
                 seconds = timeout_ms / 1000
-                connection.socket.settimeout(seconds + MARGIN if timeout_ms else NO_LIMIT_RECEIVE_TIMEOUT)
+                settings = {}
+                if "max_execution_time" not in self.given:
+                    settings["max_execution_time"] = math.ceil(seconds)
+                if "send_receive_timeout" not in self.given:
+                    connection.socket.settimeout(seconds + MARGIN if timeout_ms else NO_LIMIT_RECEIVE_TIMEOUT)
                 try:
-                    # The ping execute sends first finds the connection alive: this timeout stays.
-                    return client.execute(statement, params, settings={"max_execution_time": math.ceil(seconds)})
+                    return client.execute(statement, params, settings=settings)
                 finally:
                     if connection.socket is not None:
                         connection.socket.settimeout(connection.send_receive_timeout)

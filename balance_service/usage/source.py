@@ -66,9 +66,10 @@ def log_source() -> LogSource:
         return RolledUpLogSource(sql_log_source(), db.engine)
     source = current_app.extensions.get(CLICKHOUSE_EXTENSION)
     if source is None:
-        from .clickhouse import ClickHouseLogSource, ClickHousePool, client_options  # the driver only when used
+        from .clickhouse import ClickHouseLogSource, ClickHousePool, client_options, given_in_url  # when used
 
-        pool = ClickHousePool(*client_options(url, DB_CONNECT_TIMEOUT, settings().db_statement_timeout_ms))
+        host, options = client_options(url, DB_CONNECT_TIMEOUT, settings().db_statement_timeout_ms)
+        pool = ClickHousePool(host, options, given_in_url(url))
         source = ClickHouseLogSource(pool, settings().log_statement_timeout_ms)
         source = current_app.extensions.setdefault(CLICKHOUSE_EXTENSION, source)
     return source
