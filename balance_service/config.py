@@ -30,6 +30,9 @@ RATELIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "unix")
 
 #: Seconds to wait for a new database connection before a request answers 503.
 DB_CONNECT_TIMEOUT = 3
+#: A query of the gateway's logs (usage, dated billing, forecasts, the roll-up) may take this many times
+#: DB_STATEMENT_TIMEOUT_MS: it sums up to a year of an account's rows where a balance lookup reads one.
+LOG_STATEMENT_FACTOR = 2
 #: Seconds a browser may keep a CORS preflight answer.
 CORS_MAX_AGE = 86400
 
@@ -406,7 +409,12 @@ class Settings:
     proxy_fix_x_for: int = _setting("PROXY_FIX_X_FOR", "0", _int)
     log_level: str = _setting("LOG_LEVEL", "INFO", _log_level)
     #: PostgreSQL's statement_timeout; the client's read/write timeout on MySQL/MariaDB (0: none).
-    db_statement_timeout_ms: int = _setting("DB_STATEMENT_TIMEOUT_MS", "5000", _int)
+    db_statement_timeout_ms: int = _setting(
+        # At most 10^9: twice that (a log query's) is still within PostgreSQL's statement_timeout.
+        "DB_STATEMENT_TIMEOUT_MS",
+        "5000",
+        lambda name, raw: _int(name, raw, maximum=1_000_000_000),
+    )
     alert_allow_private_targets: bool = _setting("ALERT_ALLOW_PRIVATE_TARGETS", "false", _bool)
     #: The Apprise schemes a ``notify_url`` may use (out of ``NOTIFY_SCHEMES``); empty: no notify alerts.
     alert_notify_schemes: tuple[str, ...] = _setting("ALERT_NOTIFY_SCHEMES", DEFAULT_NOTIFY_SCHEMES, _notify_schemes)
@@ -416,6 +424,11 @@ class Settings:
     alert_topup_url: str | None = _setting("ALERT_TOPUP_URL", "", _optional(_https_url))
     #: Where gunicorn listens (read by gunicorn_conf.py; ``demo`` prints it).
     bind: str = _setting("BIND", "127.0.0.1:8000", lambda name, raw: raw.strip() or "127.0.0.1:8000")
+
+    @property
+    def log_statement_timeout_ms(self) -> int:
+        """The statement timeout of each query of the gateway's logs (0: none, as ``DB_STATEMENT_TIMEOUT_MS``)."""
+        return LOG_STATEMENT_FACTOR * self.db_statement_timeout_ms
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **given: Any) -> Settings:

@@ -94,7 +94,20 @@ def on_starting(server):
 
 
 def when_ready(server):
-    """Warn when several workers each keep failed-auth counts of their own (RATELIMIT_STORAGE_URI memory://)."""
+    """Warn when several workers each keep failed-auth counts of their own (RATELIMIT_STORAGE_URI memory://), and
+    when a request's log queries may outlast gunicorn's worker timeout."""
+    # A usage request runs up to two log queries, each with its own deadline (and a second's margin at most).
+    log_seconds = _settings.log_statement_timeout_ms / 1000
+    if log_seconds and server.cfg.timeout and 2 * (log_seconds + 1) >= server.cfg.timeout:
+        server.log.warning(
+            "DB_STATEMENT_TIMEOUT_MS=%d lets each log query run %g s, and a usage request runs up to two: "
+            "gunicorn's timeout (%d s) would kill the worker first. Lower DB_STATEMENT_TIMEOUT_MS or raise "
+            'GUNICORN_CMD_ARGS="--timeout N" above %g (and a proxy\'s read timeout above N).',
+            _settings.db_statement_timeout_ms,
+            log_seconds,
+            server.cfg.timeout,
+            2 * (log_seconds + 1),
+        )
     in_memory = _settings.ratelimit_storage_uri.lower().startswith("memory")
     if server.cfg.workers > 1 and _settings.auth_failure_limit is not None and in_memory:
         server.log.warning(

@@ -25,7 +25,8 @@ same workers all along) or logged ``WORKER TIMEOUT``, or a worker's PSS grew by
 more than ``--pss-growth`` (10 %).
 
 ``DB_STATEMENT_TIMEOUT_MS`` is 1000 here (``--statement-timeout-ms``), so the
-client's deadline (1.5 s) ends each frozen request well inside the freeze.
+client's deadline (1.5 s; 2.5 s for a log query already running when the server
+stopped) ends each frozen request inside the freeze.
 """
 
 from __future__ import annotations

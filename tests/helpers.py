@@ -164,6 +164,25 @@ def clean_environment(**settings: str) -> dict[str, str]:
     return env
 
 
+def flask_cli(env: dict[str, str], *args: str) -> str:
+    """Run ``flask --app wsgi *args`` in the checkout with ``env`` (from :func:`clean_environment`); its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def created_key(output: str) -> str:
+    """The key ``create-token`` printed."""
+    return re.search(r"^sk-\w{48}$", output, re.M).group(0)
+
+
 _LISTENING = re.compile(rb"Listening at: http://127\.0\.0\.1:(\d+)")
 
 

@@ -36,8 +36,8 @@ def queries(app, monkeypatch):
         pool = log_source().pool
     real = pool.query
 
-    def spy(statement, params):
-        rows = real(statement, params)
+    def spy(statement, params, timeout_ms=None):
+        rows = real(statement, params, timeout_ms)
         seen.append((statement, len(rows)))
         return rows
 

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.helpers import (
-    REPO,
     clean_environment,
+    created_key,
+    flask_cli,
     running_gunicorn,
     temporary_mariadb_database,
     temporary_postgres_database,
 )
 
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.e2e
 
 
@@ -33,14 +29,6 @@ def server_database(backend, tmp_path):
     temporary = temporary_postgres_database if backend == "postgresql" else temporary_mariadb_database
     with temporary() as url:
         yield url
-
-
-def flask_cli(env, *args) -> str:
-    result = subprocess.run(
-        [str(BIN / "flask"), "--app", "wsgi", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def call(url, method="GET", headers=None):
@@ -57,7 +45,7 @@ def served(server_database, tmp_path):
     env = clean_environment(DATABASE_URL=server_database, WEB_CONCURRENCY="2", BALANCE_UNIT="CNY")
     flask_cli(env, "init-db")
     flask_cli(env, "create-user", "erin", "--quota", "1000000")
-    key = re.search(r"^sk-\w{48}$", flask_cli(env, "create-token", "erin", "--quota", "250000"), re.M).group(0)
+    key = created_key(flask_cli(env, "create-token", "erin", "--quota", "250000"))
     log = tmp_path / "gunicorn.log"
     with running_gunicorn(env, log) as (base, _):
         for _ in range(100):

@@ -5,10 +5,10 @@ client that trickles its headers holds a worker until gunicorn kills it (30 s).
 The tests run Debian's nginx as a plain process (its own prefix, pid, logs and
 temporary directories under tmp_path; the shipped file with loopback ports
 substituted) and a bounded slowloris: 20 connections each sending one header
-line every 0.5 s for a few seconds. Every refusal nginx makes (and every
-HTML page gunicorn would make for a request nginx lets through) reaches the
-client as the API's JSON with CORS headers, while the app's own errors pass
-through exactly as it wrote them. Without ``/usr/sbin/nginx`` they skip,
+line every 0.5 s for a few seconds. Every refusal nginx makes (a malformed
+chunked body included) and every answer gunicorn makes itself to a request
+nginx lets through reaches the client as the API's JSON with CORS headers,
+while the app's own errors (its 400s too) pass through exactly as it wrote them. Without ``/usr/sbin/nginx`` they skip,
 except under ``CI=true`` where that is a failure (``.ci/run`` installs it).
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, clean_environment, running_gunicorn, stop
+from tests.helpers import REPO, clean_environment, created_key, flask_cli, running_gunicorn, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -324,19 +324,19 @@ REFUSED = {
         431,
         "Request headers too large",
     ),
-    # nginx lets these through; gunicorn refuses more than 100 headers with its own HTML 431.
-    "more headers than gunicorn takes": (
-        _request(b"GET /healthz HTTP/1.1", *(b"X-H%d: 1" % i for i in range(150))),
-        431,
-        "Request headers too large",
-    ),
     "a request line that is not HTTP": (b"\x16\x03\x01hello\r\n\r\n", 400, "Bad request"),
     "a lower-case method": (_request(b"get /healthz HTTP/1.1"), 400, "Bad request"),
-    # nginx takes these methods; gunicorn would answer its own HTML 400 (3 to 20 capitals only).
+    # nginx takes these methods; gunicorn would refuse them (3 to 20 capitals only): nginx does, first.
     "a method of 25 letters": (_request(b"ABCDEFGHIJKLMNOPQRSTUVWXY /healthz HTTP/1.1"), 400, "Bad request"),
     "a method of 2 letters": (_request(b"GE /healthz HTTP/1.1"), 400, "Bad request"),
     "HTTP/1.1 without Host": (b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 400, "Bad request"),
     "a folded header line": (_request(b"GET /healthz HTTP/1.1", b"X-A: 1", b"  2"), 400, "Bad request"),
+    # nginx reads the whole body before passing the request on, and refuses it there.
+    "a malformed chunked body": (
+        _request(b"POST /v1/user/balance/alerts HTTP/1.1", b"Transfer-Encoding: chunked") + b"zz\r\nabc\r\n0\r\n\r\n",
+        400,
+        "Bad request",
+    ),
     "an unknown transfer coding": (
         _request(b"POST /v1/user/balance/alerts HTTP/1.1", b"Transfer-Encoding: gzip"),
         501,
@@ -358,7 +358,7 @@ def test_nginx_and_gunicorn_refusals_reach_the_client_as_json_a_page_can_read(gu
         assert "X-Request-ID" in headers["access-control-expose-headers"], name
 
 
-#: Requests gunicorn itself refuses, before the app runs (nginx passes the first on to it as it is).
+#: Requests gunicorn itself refuses, before the app runs (nginx passes the first and the last on as they are).
 GUNICORN_REFUSED = {
     "a header value with a control character": _request(b"GET /healthz HTTP/1.1", b"X-A: a\x01b"),
     "a lower-case method": _request(b"get /healthz HTTP/1.1"),
@@ -371,7 +371,8 @@ def test_gunicorn_answers_what_it_cannot_parse_in_json_a_page_can_read(gunicorn,
     """gunicorn writes these answers itself (no app code runs): JSON, never the key a bad request line held."""
     answers = {name: raw_request(gunicorn, data) for name, data in GUNICORN_REFUSED.items()}
     with running_nginx(gunicorn, tmp_path) as front:
-        answers["through nginx"] = raw_request(front, GUNICORN_REFUSED["a header value with a control character"])
+        for name in ("a header value with a control character", "more headers than gunicorn takes"):
+            answers[f"{name}, through nginx"] = raw_request(front, GUNICORN_REFUSED[name])
     for name, (status, headers, body) in answers.items():
         assert 400 <= status < 500 and headers.get("content-type") == "application/json", (name, status, body[:200])
         answer = json.loads(body)
@@ -411,3 +412,23 @@ def test_the_apps_own_errors_pass_through_nginx_unchanged(gunicorn, tmp_path):
             assert "X-Request-ID" in proxied[1], f"{name}: not the app's answer"
             for header in ("Allow", "Access-Control-Allow-Origin", "Retry-After"):
                 assert proxied[1].get(header) == direct[1].get(header), (name, header)
+
+
+def test_the_apps_own_400s_pass_through_nginx_unchanged(tmp_path):
+    """nginx turns its own 400s into JSON (a malformed chunked body included) but never the app's: a client reads
+    the app's own reason for refusing a request it could authenticate."""
+    env = clean_environment(DATABASE_URL=f"sqlite:///{tmp_path / 'keyed.sqlite3'}", WEB_CONCURRENCY="1")
+    flask_cli(env, "init-db")
+    flask_cli(env, "create-user", "erin", "--quota", "1000000")
+    headers = {"Authorization": "Bearer " + created_key(flask_cli(env, "create-token", "erin"))}
+    refused = {
+        "an unknown scope": "/v1/usage?scope=everything",
+        "a date that is not one": "/v1/dashboard/billing/usage?start_date=yesterday&end_date=2026-12-01",
+    }
+    with running_gunicorn(env, tmp_path / "gunicorn.log") as (upstream, _), running_nginx(upstream, tmp_path) as front:
+        for name, path in refused.items():
+            direct = _app_answer(upstream, "GET", path, headers)
+            proxied = _app_answer(front, "GET", path, headers)
+            assert direct[0] == 400 and json.loads(direct[2])["message"] != "Bad request", name
+            assert (proxied[0], proxied[2]) == (direct[0], direct[2]), name
+            assert "X-Request-ID" in proxied[1], f"{name}: not the app's answer"

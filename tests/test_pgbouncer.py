@@ -30,9 +30,12 @@ from pathlib import Path
 import psycopg2
 import pytest
 from flask import Flask
+from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 import balance_service
+from balance_service._internal import db_deadline
+from balance_service.config import engine_options, normalize_database_url
 from tests.helpers import stop
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"])
@@ -262,3 +265,19 @@ def test_workers_behind_pgbouncer_in_session_mode_keep_their_prepared_statements
             for n, key in enumerate(keys, 1):
                 assert worker.get(key) == (200, n, 0)
                 assert worker.get(key, "/v1/user/balance") == (200, 10 * n, 0)
+
+
+def test_a_log_querys_own_statement_timeout_holds_behind_pgbouncer_and_ends_with_its_transaction(database_url):
+    """It is set inside the log query's transaction, which PgBouncer keeps on one server connection, and ends
+    with it: the next client there finds that connection's own timeout (PgBouncer drops the service's start-up
+    one: 0 here)."""
+    url = normalize_database_url(database_url)
+    engine = create_engine(url, **engine_options(url, 3, 1000))
+    try:
+        with db_deadline.connect(engine, 60_000) as connection:
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "1min"
+        with contextlib.closing(psycopg2.connect(database_url)) as other, other.cursor() as cur:
+            cur.execute("SHOW statement_timeout")
+            assert cur.fetchone()[0] == "0"
+    finally:
+        engine.dispose()

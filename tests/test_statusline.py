@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway_logs import CONSUME, GatewayTables, Log
-from tests.helpers import REPO, clean_environment, running_gunicorn
+from tests.helpers import REPO, clean_environment, created_key, flask_cli, running_gunicorn
 
 SCRIPT = REPO / "clients" / "statusline.py"
 QUOTA_PER_USD = 500000
@@ -193,23 +193,6 @@ class Service:
     url: str
     key: str
     unlimited_key: str
-
-
-def flask_cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def created_key(output: str) -> str:
-    return re.search(r"^sk-\w{48}$", output, re.M).group(0)
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,11 @@ import pytest
 from sqlalchemy import delete, func, select, text, update
 
 from balance_service.extensions import db as _db
-from balance_service.gateway.logs import SqlLogSource
 from balance_service.migrations import HEAD
 from balance_service.usage import rollup
 from balance_service.usage.report import scope_forecast
 from balance_service.usage.rollup import RollupState, UsageRollup, rebuild, roll_up
-from balance_service.usage.source import Scope, log_engine
+from balance_service.usage.source import Scope, sql_log_source
 from tests.gateway_logs import CONSUME, REFUND, Log, at, token_id
 
 RANGES = (
@@ -42,7 +41,7 @@ def rolled(app):
     def run(**options):
         options.setdefault("settle", 0)
         with app.app_context():
-            return roll_up(_db.engine, SqlLogSource(log_engine()), **options)
+            return roll_up(_db.engine, sql_log_source(), **options)
 
     yield run
     with app.app_context():
@@ -71,7 +70,7 @@ def figures(client, auth, keys) -> dict:
 def raw_figures(app, client, auth, keys) -> dict:
     """The figures read from the logs alone (the roll-up emptied, as if it never ran)."""
     with app.app_context():
-        rebuild(_db.engine, SqlLogSource(log_engine()))
+        rebuild(_db.engine, sql_log_source())
     return figures(client, auth, keys)
 
 
@@ -84,7 +83,7 @@ def state(app) -> tuple[int, int]:
 
 def last_log_id(app) -> int:
     with app.app_context():
-        return SqlLogSource(log_engine()).last_id()
+        return sql_log_source().last_id()
 
 
 def keys_of(november) -> tuple[str, ...]:
@@ -188,7 +187,7 @@ def test_two_runs_at_once_take_turns_and_sum_each_row_once(app, make_app, client
     def run(i):
         with apps[i].app_context():
             both_ready.wait(timeout=10)
-            results[i] = roll_up(_db.engine, SqlLogSource(log_engine()), batch_ids=2, settle=0)
+            results[i] = roll_up(_db.engine, sql_log_source(), batch_ids=2, settle=0)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for thread in threads:
@@ -290,7 +289,7 @@ def test_logs_in_a_database_of_their_own_are_rolled_up_into_the_main_one(
     raw = figures(client, auth, (key,))
     try:
         with app.app_context():
-            run = roll_up(_db.engine, SqlLogSource(log_engine()), settle=0)
+            run = roll_up(_db.engine, sql_log_source(), settle=0)
             assert run.after == 7
         assert figures(client, auth, (key,)) == raw
         with logs.engine.connect() as connection:  # nothing of the service's in the gateway's log database

@@ -20,6 +20,7 @@ from sqlalchemy import (
     ColumnElement,
     Engine,
     Integer,
+    Row,
     Select,
     String,
     and_,
@@ -31,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
+from .._internal import db_deadline
 from .tables import LOG_CONSUME, LOG_REFUND, columns, exact_string, logs
 
 SECONDS_PER_DAY = 86400
@@ -115,10 +117,23 @@ class SqlLogSource:
     range and groups in the database, so it can use an index on
     ``(user_id, created_at)`` / ``(token_id, created_at)`` (``flask doctor``
     prints the statement) and otherwise the gateways' own single-column ones.
+
+    ``query_timeout_ms``: how long each of the sums (usage, spend, roll-up)
+    may take (``config.Settings.log_statement_timeout_ms``); None: the
+    engine's own statement timeout. Looking the table up keeps the engine's.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, query_timeout_ms: int | None = None) -> None:
         self.engine = engine
+        self.query_timeout_ms = query_timeout_ms
+
+    def _rows(self, statement: Select) -> list[Row]:
+        """The rows of one of the sums, run with ``query_timeout_ms``."""
+        if self.query_timeout_ms is None:
+            with self.engine.connect() as connection:
+                return list(connection.execute(statement).all())
+        with db_deadline.connect(self.engine, self.query_timeout_ms) as connection:
+            return list(connection.execute(statement).all())
 
     def _columns(self) -> frozenset[str] | None:
         return columns(self.engine, logs.name)
@@ -167,13 +182,11 @@ class SqlLogSource:
         )
 
     def daily_usage(self, scope: Scope, start: date, end: date, after_id: int = 0) -> list[UsageRow]:
-        with self.engine.connect() as connection:
-            return usage_rows(connection.execute(self.daily_statement(scope, start, end, after_id)).all())
+        return usage_rows(self._rows(self.daily_statement(scope, start, end, after_id)))
 
     def net_spend(self, scope: Scope, start: date, end: date, after_id: int = 0) -> int:
-        stmt = select(self._net()).where(self._where(scope, start, end, after_id))
-        with self.engine.connect() as connection:
-            return int(connection.execute(stmt).scalar() or 0)
+        rows = self._rows(select(self._net()).where(self._where(scope, start, end, after_id)))
+        return int(rows[0][0] or 0)
 
     def last_id(self) -> int:
         """The largest ``id`` in ``logs`` now (0 for an empty table): one look at the primary key."""
@@ -206,6 +219,10 @@ class SqlLogSource:
             )
             .group_by(*grouped)
         )
+
+    def rollup_rows(self, after_id: int, upto_id: int) -> list[Row]:
+        """The rows of :meth:`rollup_statement`."""
+        return self._rows(self.rollup_statement(after_id, upto_id))
 
 
 def _day() -> ColumnElement[int]:

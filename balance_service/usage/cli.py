@@ -14,7 +14,7 @@ from ..gateway.logs import SqlLogSource
 from ..migrations import NotMigrated, require_current
 from ..periodic import loop_option, run_every
 from .rollup import BATCH_IDS, MAX_BATCHES, SETTLE_SECONDS, LogsWentBack, rebuild, roll_up
-from .source import log_engine
+from .source import sql_log_source
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def rollup_usage_command(
     if is_clickhouse_url(settings().log_database_url or ""):
         click.echo("the logs are in ClickHouse: usage is summed there directly, there is nothing to roll up")
         return
-    raw = SqlLogSource(log_engine())
+    raw = sql_log_source()
     try:
         if not raw.has_logs():
             click.echo("no logs table in the log database: nothing to roll up")

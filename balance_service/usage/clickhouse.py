@@ -81,6 +81,12 @@ def client_options(url: str, connect_timeout: int, statement_timeout_ms: int) ->
     return host, options
 
 
+def given_in_url(url: str) -> frozenset[str]:
+    """The driver options and server settings ``url``'s query string sets itself (they win, log queries too)."""
+    _, options = parse_url(url)
+    return frozenset(options) | frozenset(options.get("settings") or ())
+
+
 class ClickHousePool:
     """A few reusable native connections per process (a ``Client`` is not thread-safe: one per caller at a time).
 
@@ -88,9 +94,11 @@ class ClickHousePool:
     so a gunicorn worker never talks on its parent's socket.
     """
 
-    def __init__(self, host: str, options: Mapping[str, Any]) -> None:
+    def __init__(self, host: str, options: Mapping[str, Any], given: frozenset[str] = frozenset()) -> None:
         self.host = host
         self.options = dict(options)
+        #: What the URL set itself (``given_in_url``): a log query's own timeout does not replace it.
+        self.given = given
         self._idle: list[Client] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -124,11 +132,36 @@ class ClickHousePool:
             raise
         self._give_back(client)
 
-    def query(self, statement: str, params: Mapping[str, Any]) -> list[tuple]:
-        """Rows of ``statement`` with ``params`` bound by the driver; any failure is a ``LogStoreError``."""
+    def query(self, statement: str, params: Mapping[str, Any], timeout_ms: int | None = None) -> list[tuple]:
+        """Rows of ``statement`` with ``params`` bound by the driver; any failure is a ``LogStoreError``.
+
+        ``timeout_ms``: how long this query may take (0: no limit) instead of
+        the pool's statement timeout, on the server (``max_execution_time``)
+        and on the socket (``MARGIN`` later), unless the URL set those itself.
+        The ping ``execute`` sends first keeps its own short timeout and puts
+        this one back; when it goes unanswered, the new connection's hello and
+        the query get the pool's times, so a server that is already silent
+        fails the query as fast.
+        """
         try:
             with self.client() as client:
-                return client.execute(statement, params)
+                if timeout_ms is None:
+                    return client.execute(statement, params)
+                # The connection execute takes next: with round_robin the client rotates through one per host.
+                connection = client.connections[0] if client.connections else client.connection
+                if not connection.connected:
+                    connection.connect()  # a new connection: the pool's times for its hello
+                seconds = timeout_ms / 1000
+                settings = {}
+                if "max_execution_time" not in self.given:
+                    settings["max_execution_time"] = math.ceil(seconds)
+                if "send_receive_timeout" not in self.given:
+                    connection.socket.settimeout(seconds + MARGIN if timeout_ms else NO_LIMIT_RECEIVE_TIMEOUT)
+                try:
+                    return client.execute(statement, params, settings=settings)
+                finally:
+                    if connection.socket is not None:
+                        connection.socket.settimeout(connection.send_receive_timeout)
         except (DriverError, OSError, EOFError) as e:
             raise LogStoreError(e) from e
 
@@ -142,8 +175,10 @@ class ClickHousePool:
 class ClickHouseLogSource:
     """The ``LogSource`` on new-api's ClickHouse ``logs`` table (``usage.source``); queries from ``gateway.logs``."""
 
-    def __init__(self, pool: ClickHousePool) -> None:
+    def __init__(self, pool: ClickHousePool, query_timeout_ms: int | None = None) -> None:
         self.pool = pool
+        #: How long each sum may take (``config.Settings.log_statement_timeout_ms``); None: the pool's own.
+        self.query_timeout_ms = query_timeout_ms
 
     def columns(self) -> frozenset[str] | None:
         """Column names of ``logs`` in the URL's database, or None when there is no such table (cached)."""
@@ -161,8 +196,9 @@ class ClickHouseLogSource:
         return clickhouse_daily(scope, start, end, self.columns() or frozenset())
 
     def daily_usage(self, scope: Scope, start: date, end: date) -> list[UsageRow]:
-        return usage_rows(self.pool.query(*self.daily_statement(scope, start, end)))
+        return usage_rows(self.pool.query(*self.daily_statement(scope, start, end), self.query_timeout_ms))
 
     def net_spend(self, scope: Scope, start: date, end: date) -> int:
-        rows = self.pool.query(*clickhouse_net(scope, start, end, self.columns() or frozenset()))
+        statement = clickhouse_net(scope, start, end, self.columns() or frozenset())
+        rows = self.pool.query(*statement, self.query_timeout_ms)
         return int(rows[0][0]) if rows else 0

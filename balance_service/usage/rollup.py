@@ -334,9 +334,7 @@ def roll_up(
                 after = watermark
                 break
             upto = min(seen_id, watermark + batch_ids)
-            with raw.engine.connect() as logs_connection:
-                found = logs_connection.execute(raw.rollup_statement(watermark, upto)).all()
-            _upsert(connection, _folded(found))
+            _upsert(connection, _folded(raw.rollup_rows(watermark, upto)))
             connection.execute(_state.update().where(_state.c.id == STATE_ID).values(watermark=upto))
             batches += 1
     return RollupRun(before or 0, after, batches, seen_id, settles_in)

@@ -50,6 +50,11 @@ def log_engine() -> Engine:
     return db.engines.get(LOG_BIND) or db.engine
 
 
+def sql_log_source() -> SqlLogSource:
+    """The gateway's SQL ``logs`` table, its sums with the log queries' own statement timeout."""
+    return SqlLogSource(log_engine(), settings().log_statement_timeout_ms)
+
+
 #: Where an app keeps its ClickHouse log source (one connection pool per app and process).
 CLICKHOUSE_EXTENSION = "balance_service.clickhouse_logs"
 
@@ -58,11 +63,13 @@ def log_source() -> LogSource:
     """The log store of the current app: the one place to choose another implementation."""
     url = settings().log_database_url or ""
     if not is_clickhouse_url(url):
-        return RolledUpLogSource(SqlLogSource(log_engine()), db.engine)
+        return RolledUpLogSource(sql_log_source(), db.engine)
     source = current_app.extensions.get(CLICKHOUSE_EXTENSION)
     if source is None:
-        from .clickhouse import ClickHouseLogSource, ClickHousePool, client_options  # the driver only when used
+        from .clickhouse import ClickHouseLogSource, ClickHousePool, client_options, given_in_url  # when used
 
-        pool = ClickHousePool(*client_options(url, DB_CONNECT_TIMEOUT, settings().db_statement_timeout_ms))
-        source = current_app.extensions.setdefault(CLICKHOUSE_EXTENSION, ClickHouseLogSource(pool))
+        host, options = client_options(url, DB_CONNECT_TIMEOUT, settings().db_statement_timeout_ms)
+        pool = ClickHousePool(host, options, given_in_url(url))
+        source = ClickHouseLogSource(pool, settings().log_statement_timeout_ms)
+        source = current_app.extensions.setdefault(CLICKHOUSE_EXTENSION, source)
     return source
