@@ -683,6 +683,12 @@ _DOCUMENT: dict[str, Any] = {
                         "Not delivered; the message says why in words (an HTTP status, a refused address, a failed "
                         "connection), never the target's address or tokens."
                     ),
+                    "503": _error(
+                        "`Too many test messages are being sent; retry later` (with `Retry-After: 1`) when as many "
+                        "tests as the host allows (half its cores) are being sent: refused at once, nothing is sent "
+                        "and the alert's test of this minute is kept. Or the database did not answer: "
+                        "`Failed to get used quota`."
+                    ),
                 },
                 parameters=[_ALERT_ID],
             )
