@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds a refused client is told to wait.
 RETRY_AFTER_SECONDS = 1
-#: The usual number of slots: half the cores, at least one. gunicorn starts cores + 1 workers (gunicorn_conf.py),
-#: so about half of them at most do the slow work and the others keep answering balances.
-HALF_THE_CORES = max(1, (os.cpu_count() or 2) // 2)
 
 
 class HostSlots:
@@ -97,11 +94,12 @@ class HostSlots:
         return None
 
     @contextmanager
-    def take(self) -> Iterator[None]:
-        """Hold a slot for the block, or raise a JSON 503 with ``Retry-After`` at once (nothing is queried)."""
+    def take(self, busy_message: str | None = None) -> Iterator[None]:
+        """Hold a slot for the block, or raise a JSON 503 with ``Retry-After`` at once (nothing is done), saying
+        ``busy_message`` (the slots' own by default)."""
         fd = self._acquire()
         if fd is None:
-            raise ServiceUnavailable(self.busy_message, retry_after=RETRY_AFTER_SECONDS)
+            raise ServiceUnavailable(busy_message or self.busy_message, retry_after=RETRY_AFTER_SECONDS)
         try:
             yield
         finally:
