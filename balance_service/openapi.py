@@ -405,9 +405,10 @@ _RESPONSES: dict[str, Any] = {
     ),
     "InternalError": _error("An unexpected error; details are only in the service log."),
     "LogsBusyOrDatabaseUnavailable": _error(
-        "`Too many usage queries in progress; retry later` (with `Retry-After: 1`) when as many log queries as "
-        "the host allows (half its cores) are running already: refused at once, nothing is queried, balances "
-        "keep answering. Or the database (or the log store) did not answer: `Failed to get used quota`."
+        "`Too many usage queries in progress; retry later` (with `Retry-After: 1`) when as many slow requests "
+        "(log queries and alert tests) as the host allows (half its cores) are running already: refused at once, "
+        "nothing is queried, balances keep answering. Or the database (or the log store) did not answer: "
+        "`Failed to get used quota`."
     ),
 }
 
@@ -682,6 +683,12 @@ _DOCUMENT: dict[str, Any] = {
                     "502": _error(
                         "Not delivered; the message says why in words (an HTTP status, a refused address, a failed "
                         "connection), never the target's address or tokens."
+                    ),
+                    "503": _error(
+                        "`Too many test messages are being sent; retry later` (with `Retry-After: 1`) when the host "
+                        "runs as many slow requests (tests and usage queries, half its cores) as it allows: refused "
+                        "at once, nothing is sent and the alert's test of this minute is kept. Or the database did "
+                        "not answer: `Failed to get used quota`."
                     ),
                 },
                 parameters=[_ALERT_ID],

@@ -9,9 +9,13 @@ instead of waiting.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import pytest
 
 from balance_service.blueprints import alerts as alerts_blueprint
+from balance_service.blueprints.alerts import TEST_BUSY_MESSAGE
+from balance_service.usage.limit import SLOTS, usage_slots
 from tests.alert_receivers import free_port, http_receiver, smtp_server
 from tests.test_alert_channels import SCHEMES, TOPUP, created
 from tests.test_alert_webhooks import expected_signature, running_receiver
@@ -171,3 +175,34 @@ def test_another_keys_alert_cannot_be_tested(app, receiver, bob, create_token, c
         assert response.status_code == 404
         assert response.get_json() == {"success": False, "message": "No such alert"}
     assert receiver.posts == []
+
+
+def test_when_the_host_is_busy_with_slow_work_a_press_answers_503_at_once_and_keeps_the_alerts_test(
+    app, make_app, receiver, bob, clock
+):
+    """A send may wait 10-20 s on its target, so it takes one of the few slots the host has for slow work (usage
+    queries hold the others), whichever worker takes the press; with none free it is refused at once, without
+    using up the alert's test of this minute. A press that would wait for its minute anyway is told so (429)."""
+    _, key = bob
+    alert = created(app, key, notify_url=receiver.ntfy_url())
+    other_worker = make_app(ALERT_ALLOW_PRIVATE_TARGETS=True, ALERT_NOTIFY_SCHEMES=SCHEMES)
+    with app.app_context():
+        slots = usage_slots()
+    with ExitStack() as held:
+        for _ in range(SLOTS):
+            held.enter_context(slots.take())
+        for worker in (app, other_worker):
+            response = press(worker, key, alert["id"])
+            assert response.status_code == 503
+            assert response.headers["Retry-After"] == "1"
+            assert response.get_json() == {"success": False, "message": TEST_BUSY_MESSAGE}
+    assert receiver.posts == []
+    response = press(other_worker, key, alert["id"])  # the same minute
+    assert response.status_code == 200, response.get_json()
+    assert len(receiver.posts) == 1
+    with ExitStack() as held:
+        for _ in range(SLOTS):
+            held.enter_context(slots.take())
+        response = press(app, key, alert["id"])
+        assert response.status_code == 429
+        assert response.headers["Retry-After"] == "60"

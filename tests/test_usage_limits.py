@@ -1,8 +1,9 @@
 """Bounded work per usage request: a year at most, and only a few log queries at once per host.
 
 The slots are lock files shared by every process of the service on one host
-(balance_service/usage/limit.py). Here they are held by the test itself, as
-another worker busy with a usage query would hold them, or, on PostgreSQL, by
+(balance_service/usage/limit.py, on balance_service/_internal/host_slots.py).
+Here they are held by the test itself, as another worker busy with a usage
+query would hold them, or, on PostgreSQL, by
 real usage requests stuck behind a table lock the test holds: each test knows
 exactly when the slots are taken, nothing sleeps to make a query slow.
 """
@@ -21,7 +22,8 @@ import pytest
 from sqlalchemy.engine import make_url
 from werkzeug.exceptions import ServiceUnavailable
 
-from balance_service.usage.limit import BUSY_MESSAGE, SLOTS, UsageSlots, usage_slots
+from balance_service._internal.host_slots import HostSlots
+from balance_service.usage.limit import BUSY_MESSAGE, SLOTS, slots_for, usage_slots
 from tests.helpers import clean_environment, running_gunicorn
 
 USAGE = "/v1/usage?start_date=2025-11-01&end_date=2025-12-01"
@@ -31,7 +33,7 @@ BALANCE = "/v1/balance"
 
 
 @contextmanager
-def every_slot_held(slots: UsageSlots) -> Iterator[None]:
+def every_slot_held(slots: HostSlots) -> Iterator[None]:
     """Take all the slots, as that many other requests in the middle of a usage query would."""
     with ExitStack() as stack:
         for _ in range(SLOTS):
@@ -96,7 +98,7 @@ def test_a_browser_page_can_read_the_503_and_its_retry_after(app, client, auth, 
 
 @pytest.mark.backend_independent
 def test_a_slot_is_free_again_when_its_request_ends_even_by_an_error(tmp_path):
-    slots = UsageSlots(str(tmp_path / "slots"), slots=1)
+    slots = HostSlots(str(tmp_path / "slots"), 1, BUSY_MESSAGE)
     with pytest.raises(RuntimeError), slots.take():
         raise RuntimeError("the query failed")
     with slots.take(), pytest.raises(ServiceUnavailable, match=BUSY_MESSAGE), slots.take():
@@ -105,9 +107,9 @@ def test_a_slot_is_free_again_when_its_request_ends_even_by_an_error(tmp_path):
 
 @pytest.mark.backend_independent
 def test_apps_on_the_same_log_database_share_the_slots_and_others_do_not(tmp_path):
-    first = UsageSlots.for_database(f"sqlite:///{tmp_path / 'a.sqlite3'}")
-    same = UsageSlots.for_database(f"sqlite:///{tmp_path / 'a.sqlite3'}")
-    other = UsageSlots.for_database(f"sqlite:///{tmp_path / 'b.sqlite3'}")
+    first = slots_for(f"sqlite:///{tmp_path / 'a.sqlite3'}")
+    same = slots_for(f"sqlite:///{tmp_path / 'a.sqlite3'}")
+    other = slots_for(f"sqlite:///{tmp_path / 'b.sqlite3'}")
     assert first.paths == same.paths and not set(first.paths) & set(other.paths)
     with every_slot_held(first):
         with pytest.raises(ServiceUnavailable, match=BUSY_MESSAGE), same.take():
@@ -152,7 +154,7 @@ def test_gunicorn_workers_share_the_slots_of_every_process_on_the_host(database_
     """The slots a worker sees are those every process on the host sees for that database: the test's."""
     headers = auth(november.work)
     with served(database_url, tmp_path, workers=2) as base:
-        with every_slot_held(UsageSlots.for_database(database_url)):
+        with every_slot_held(slots_for(database_url)):
             for _ in range(4):  # whichever worker answers
                 assert_busy(*get(base, USAGE, headers))
                 assert get(base, BALANCE, headers)[0] == 200

@@ -14,6 +14,7 @@ on a busy machine) or a feature the library lacks. Instructions per
 | ``db_deadline`` | (a feature psycopg2 lacks: a deadline kept by the client; issue 21) | 1,021K | 1,011K (-1 %) |
 | ``redis_deadline`` | (a feature redis-py lacks: a deadline per call, not per read) | | |
 | ``gunicorn_errors`` | (a feature gunicorn lacks: its own error answers in JSON) | | |
+| ``host_slots`` | (a feature no library has: a non-blocking semaphore shared by unrelated processes) | | |
 
 ``cors_headers`` and ``access_line`` are each under the bar alone; they stay as
 the hot path's shortcuts, measured together on ``bench/run.sh`` (bench/README.md):

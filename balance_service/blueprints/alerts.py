@@ -49,6 +49,7 @@ from ..gateway.options import currency
 from ..gateway.rules import Balance, alert_refusal
 from ..gateway.tables import Token, User
 from ..migrations import NotMigrated
+from ..usage.limit import usage_slots
 
 bp = Blueprint("alerts", __name__)
 
@@ -94,6 +95,11 @@ TEST_INTERVAL = 60
 TEST_DELIVERY = DeliveryOptions(attempts=1, deadline=10.0)
 #: The test button's clock (Unix seconds); tests replace it to move time without waiting.
 clock: Callable[[], float] = time.time
+#: The answer when the host is busy with as much slow work as it allows. A test send may wait 10 s on its target
+#: (20 s in Apprise's child), and an account has up to 20 alerts, each testable once a minute, so a test takes one
+#: of the slots the usage queries take (usage/limit.py): together at most half the cores' workers do slow work.
+TEST_BUSY_MESSAGE = "Too many test messages are being sent; retry later"
+
 
 #: Most days a forecast alert may look ahead; the forecast's own resolution is a tenth of a day.
 MAX_DAYS_LEFT = 365
@@ -326,6 +332,18 @@ def _send_test(alert: BalanceAlert, now: int) -> DeliveryResult:
     return isolated.send(alert.channel, alert.target, settings().alert_smtp_url, title, text, how)
 
 
+def _within_interval(last: datetime | None, moment: datetime) -> bool:
+    return last is not None and (moment - last).total_seconds() < TEST_INTERVAL
+
+
+def _too_soon(last: datetime, moment: datetime) -> tuple[Any, int]:
+    """The 429 for a press less than ``TEST_INTERVAL`` seconds after the test at ``last``."""
+    wait = min(max(math.ceil(TEST_INTERVAL - (moment - last).total_seconds()), 1), TEST_INTERVAL)
+    response = jsonify(error_body(f"One test per alert per minute; try again in {wait} s"))
+    response.headers["Retry-After"] = str(wait)
+    return response, 429
+
+
 @bp.post("/v1/user/balance/alerts/<int:alert_id>/test")
 def test_alert(alert_id: int):
     """Send a test message now; at most one per alert per ``TEST_INTERVAL`` seconds, across all workers.
@@ -333,6 +351,7 @@ def test_alert(alert_id: int):
     Sending is a use of the key, like creating: it needs a key the gateway
     still accepts. The time of the test is recorded before sending (a
     conditional UPDATE of ``last_test_at``), so a second press meanwhile gets 429.
+    It takes one of the host's slots for slow work (503 at once when none is free).
     """
     refusal = alert_refusal(g.token, int(time.time()))
     if refusal:
@@ -342,13 +361,14 @@ def test_alert(alert_id: int):
         raise ApiError(404, "No such alert")
     now = int(clock())
     moment = datetime.fromtimestamp(now, UTC).replace(tzinfo=None)
-    last = store.claim_test(alert.id, moment, TEST_INTERVAL)
-    if last is not None:
-        wait = min(max(math.ceil(TEST_INTERVAL - (moment - last).total_seconds()), 1), TEST_INTERVAL)
-        response = jsonify(error_body(f"One test per alert per minute; try again in {wait} s"))
-        response.headers["Retry-After"] = str(wait)
-        return response, 429
-    result = _send_test(alert, now)
+    if _within_interval(alert.last_test_at, moment):  # as read with the alert: no slot for a press that waits
+        return _too_soon(alert.last_test_at, moment)
+    # A slot before the claim: refused for being busy, the press has not used up the alert's test of this minute.
+    with usage_slots().take(TEST_BUSY_MESSAGE):
+        last = store.claim_test(alert.id, moment, TEST_INTERVAL)
+        if last is not None:  # another press was faster
+            return _too_soon(last, moment)
+        result = _send_test(alert, now)
     if not result.ok:
         raise ApiError(502, f"The test message was not delivered: {result.error}")
     return jsonify(success=True, delivered=True)

@@ -1,132 +1,46 @@
-"""At most a few log queries (``GET /v1/usage``, the dated billing usage) at once on one host.
+"""At most a few slow requests at once on one host: log queries (``GET /v1/usage``, the dated billing usage) and
+the alerts' test messages, together.
 
 A usage query sums up to a year of one account's log rows: 0.3-1 s of database
-work each, where a balance lookup is one indexed row. gunicorn's sync workers
-serve one request each, so a client sending usage requests as fast as they are
-answered would hold every worker and balances would wait behind them. A cap per
-worker process (a semaphore) would not help there: a sync worker never has two
-requests in flight. The cap has to be shared by the workers, so that at most
-``SLOTS`` of them are busy with logs and the others keep answering balances.
-
-Each slot is a file, ``slot-<n>`` in a directory of this user's under the system
-temporary directory, named after the log database (so the workers of one
-service, preloaded or not, find the same slots, and tests on other databases do
-not). A request takes the first slot whose file it can lock with ``flock``
-without waiting, and the lock goes when its descriptor is closed, by the request
-or by the kernel if the worker dies. ``flock`` locks belong to an open file, not
-to a process, so the same slots also bound threads (``--threads``, the
-development server). Nothing is waited for: when every slot is taken the answer
-is a 503 with ``Retry-After`` at once. No library offers a non-blocking
-semaphore shared by unrelated processes (``filelock`` is one lock, not N slots);
-this is a dozen lines of ``os`` and ``fcntl``.
+work each, where a balance lookup is one indexed row; a test message may wait
+10-20 s on its target. A client sending such requests as fast as they are
+answered would hold every worker; so at most ``SLOTS`` of them run at once per
+host and log database, in slots shared by every worker
+(``_internal/host_slots.py``), and the next is refused with a 503 and
+``Retry-After`` at once while balances keep answering.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import logging
 import os
-import stat
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 
 from flask import Flask, current_app
-from werkzeug.exceptions import ServiceUnavailable
 
-log = logging.getLogger(__name__)
+from .._internal.host_slots import HostSlots, install
 
-#: Log queries in flight at once per host and log database: half the cores, at least one. gunicorn starts
-#: cores + 1 workers (gunicorn_conf.py), so at most about half of them wait on logs and the database keeps
-#: cores for balances. (A fixed rule, not a setting: more parallel year-long sums only make each of them slower.)
+#: Slow requests in flight at once per host and log database: half the cores, at least one. gunicorn starts
+#: cores + 1 workers (gunicorn_conf.py), so at most about half of them are busy with logs or test messages and
+#: the database keeps cores for balances. (A fixed rule, not a setting: more parallel year-long sums only make
+#: each of them slower.)
 SLOTS = max(1, (os.cpu_count() or 2) // 2)
 #: The answer when every slot is taken; a usage query takes about a second at worst.
 BUSY_MESSAGE = "Too many usage queries in progress; retry later"
-RETRY_AFTER_SECONDS = 1
+#: The slots' directory is named after this and the log database.
+KIND = "usage"
 
 _EXTENSION = "balance_service.usage_slots"
 
 
-class UsageSlots:
-    """``slots`` lock files in ``directory``; ``take()`` holds one for a ``with`` block or refuses with a 503."""
-
-    def __init__(self, directory: str, slots: int = SLOTS, shared: bool = False) -> None:
-        self.directory = directory
-        self.shared = shared  # under a parent of this user's that other services of the user use too
-        self.paths = [os.path.join(directory, f"slot-{n}") for n in range(slots)]
-
-    @classmethod
-    def for_database(cls, url: str, slots: int = SLOTS) -> UsageSlots:
-        """The slots every process of this user shares for the log database at ``url`` (only its hash is used)."""
-        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-        parent = os.path.join(tempfile.gettempdir(), f"balance-service-{os.getuid()}")
-        return cls(os.path.join(parent, f"usage-{digest}"), slots, shared=True)
-
-    def prepare(self, directory: bool = True) -> None:
-        """Make the directory (unless ``directory`` is false: then only a shared one's parent) as this user's own.
-
-        A shared directory's parent must be this user's and writable by no one else, or ``PermissionError``.
-        """
-        if self.shared:
-            parent = os.path.dirname(self.directory)
-            with suppress(FileExistsError):
-                os.mkdir(parent, 0o700)
-            info = os.stat(parent, follow_symlinks=False)
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-                raise PermissionError(f"{parent} is not a directory of this user's that only it can write")
-        if directory:
-            with suppress(FileExistsError):
-                os.mkdir(self.directory, 0o700)
-
-    def _open(self, path: str) -> int:
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        try:
-            return os.open(path, flags, 0o600)
-        except FileNotFoundError:  # the first usage query, or a cleaner of old temporary files removed the directory
-            self.prepare()
-            return os.open(path, flags, 0o600)
-
-    def _acquire(self) -> int | None:
-        """The descriptor of a slot now locked, or None when all are taken."""
-        for path in self.paths:
-            fd = self._open(path)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            return fd
-        return None
-
-    @contextmanager
-    def take(self) -> Iterator[None]:
-        """Hold a slot for the block, or raise a JSON 503 with ``Retry-After`` at once (nothing is queried)."""
-        fd = self._acquire()
-        if fd is None:
-            raise ServiceUnavailable(BUSY_MESSAGE, retry_after=RETRY_AFTER_SECONDS)
-        try:
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+def slots_for(url: str) -> HostSlots:
+    """The usage slots every process of this user shares for the log database at ``url``."""
+    return HostSlots.for_database(url, KIND, SLOTS, BUSY_MESSAGE)
 
 
 def init_app(app: Flask, log_database_url: str | None) -> None:
-    """The app's slots, checked when it is built; their directory is made by the first usage query.
-
-    If the shared parent directory cannot be had (another user owns it), the slots go into a private
-    directory instead, shared only by the processes forked from this one (a preloaded gunicorn's workers).
-    """
-    url = log_database_url or app.config["SQLALCHEMY_DATABASE_URI"]
-    slots = UsageSlots.for_database(url)
-    try:
-        slots.prepare(directory=False)
-    except OSError as e:
-        log.warning("usage query slots: %s; using a private directory instead", e)
-        slots = UsageSlots(tempfile.mkdtemp(prefix="balance-service-usage-"))
-    app.extensions[_EXTENSION] = slots
+    """The app's usage slots, for the log database (the main one when the logs are there)."""
+    install(app, _EXTENSION, slots_for(log_database_url or app.config["SQLALCHEMY_DATABASE_URI"]))
 
 
-def usage_slots() -> UsageSlots:
+def usage_slots() -> HostSlots:
     """The current app's slots."""
     return current_app.extensions[_EXTENSION]
