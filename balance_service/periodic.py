@@ -13,6 +13,10 @@ from .extensions import db
 
 log = logging.getLogger(__name__)
 
+#: The loop's clock and its wait between passes; tests replace them to run passes without waiting.
+clock: Callable[[], float] = time.monotonic
+sleep: Callable[[float], None] = time.sleep
+
 
 def loop_option(doing: str) -> Callable:
     """The ``--loop SECONDS`` option (``interval``: None to run once), its help saying what each pass does."""
@@ -41,7 +45,7 @@ def run_every(
     """
     try:
         while True:
-            started = time.monotonic()
+            started = clock()
             try:
                 click.echo(one_pass())
             except SQLAlchemyError as e:
@@ -51,6 +55,6 @@ def run_every(
                 log.error("%s: %s", name, e)
             except quiet:
                 pass
-            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+            sleep(max(0.0, interval - (clock() - started)))
     except KeyboardInterrupt:
         click.echo("stopped")
