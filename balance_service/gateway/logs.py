@@ -119,19 +119,16 @@ class SqlLogSource:
     prints the statement) and otherwise the gateways' own single-column ones.
 
     ``query_timeout_ms``: how long each of the sums (usage, spend, roll-up)
-    may take (``config.Settings.log_statement_timeout_ms``); None: the
-    engine's own statement timeout. Looking the table up keeps the engine's.
+    may take (``config.Settings.log_statement_timeout_ms``). Looking the table
+    up and its last id keep the engine's own statement timeout.
     """
 
-    def __init__(self, engine: Engine, query_timeout_ms: int | None = None) -> None:
+    def __init__(self, engine: Engine, query_timeout_ms: int) -> None:
         self.engine = engine
         self.query_timeout_ms = query_timeout_ms
 
     def _rows(self, statement: Select) -> list[Row]:
         """The rows of one of the sums, run with ``query_timeout_ms``."""
-        if self.query_timeout_ms is None:
-            with self.engine.connect() as connection:
-                return list(connection.execute(statement).all())
         with db_deadline.connect(self.engine, self.query_timeout_ms) as connection:
             return list(connection.execute(statement).all())
 
