@@ -193,6 +193,20 @@ def flask_cli(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+def last_line_printed(script: str, timeout: float = 120) -> str:
+    """Run ``script`` in a fresh Python process in the checkout (a clean environment); the last line it printed."""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=clean_environment(),
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.rstrip("\n").rsplit("\n", 1)[-1]
+
+
 def created_key(output: str) -> str:
     """The key ``create-token`` printed."""
     return re.search(r"^sk-\w{48}$", output, re.M).group(0)

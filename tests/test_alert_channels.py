@@ -11,10 +11,7 @@ after a redirect too. No test sends anything off this machine.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -33,7 +30,7 @@ from tests.alert_receivers import (
     recording_proxy,
 )
 from tests.gateway_logs import CONSUME, Log
-from tests.helpers import clean_environment
+from tests.helpers import last_line_printed
 from tests.test_forecast_alerts import days_ago
 
 URL = "/v1/user/balance/alerts"
@@ -395,16 +392,7 @@ def test_a_serving_worker_never_loads_apprise(app, alice, receiver, database_url
         "loaded = sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('apprise', 'requests')})\n"
         "print(made.status_code, tested.status_code, listed.status_code, balance.status_code, loaded)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        env=clean_environment(),
-        timeout=120,
-        check=True,
-    )
-    assert done.stdout.split("\n")[-2] == "201 200 200 200 []", done.stdout + done.stderr
+    assert last_line_printed(script) == "201 200 200 200 []"
     assert [post.json["title"] for post in receiver.posts] == ["[Test] Balance alert"]
 
 
