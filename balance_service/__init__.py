@@ -94,7 +94,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     direct_reads.init_app(app)
     usage_limit.init_app(app, settings.log_database_url)
     register_error_handlers(app)
-    ratelimit.init_app(app, settings.auth_failure_limit, settings.ratelimit_storage_uri)
+    ratelimit.init_app(app, settings)
 
     # The app-wide request hooks (the api blueprint's own are in blueprints/__init__.py). Flask runs
     # after_request hooks in reverse order of registration, error handlers' responses included:

@@ -209,10 +209,15 @@ def redis_options(url: str) -> dict[str, Any]:
     return options
 
 
+def _in_memory(storage_uri: str) -> bool:
+    """Whether ``RATELIMIT_STORAGE_URI`` keeps the counts in each process: ``memory://``, in any case."""
+    return urlparse(storage_uri).scheme.lower() == "memory"
+
+
 def _ratelimit_storage_uri(name: str, raw: str) -> str:
     """``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) or a Redis URL (shared by all workers)."""
     value = raw.strip() or "memory://"
-    if urlparse(value).scheme.lower() != "memory":
+    if not _in_memory(value):
         redis_options(value)  # raises ConfigError on a URL the limiter cannot use
     return value
 
@@ -424,6 +429,11 @@ class Settings:
     alert_topup_url: str | None = _setting("ALERT_TOPUP_URL", "", _optional(_https_url))
     #: Where gunicorn listens (read by gunicorn_conf.py; ``demo`` prints it).
     bind: str = _setting("BIND", "127.0.0.1:8000", lambda name, raw: raw.strip() or "127.0.0.1:8000")
+
+    @property
+    def limiter_in_memory(self) -> bool:
+        """Whether the failed-auth counts are kept in each process rather than in Redis."""
+        return _in_memory(self.ratelimit_storage_uri)
 
     @property
     def log_statement_timeout_ms(self) -> int:

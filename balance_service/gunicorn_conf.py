@@ -108,8 +108,7 @@ def when_ready(server):
             server.cfg.timeout,
             2 * (log_seconds + 1),
         )
-    in_memory = _settings.ratelimit_storage_uri.lower().startswith("memory")
-    if server.cfg.workers > 1 and _settings.auth_failure_limit is not None and in_memory:
+    if server.cfg.workers > 1 and _settings.auth_failure_limit is not None and _settings.limiter_in_memory:
         server.log.warning(
             "AUTH_FAILURE_LIMIT is counted in memory by each of the %d workers: a client gets up to %d times "
             "the limit, and a recycled worker forgets its counts. Production sets RATELIMIT_STORAGE_URI to a "

@@ -10,13 +10,18 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ._internal.host_slots import RETRY_AFTER_SECONDS
 from .alerts.channels import MAX_EMAIL_LENGTH
 from .alerts.models import CHANNELS, LANGUAGES, SCOPE_ACCOUNT, SCOPE_TOKEN, STATE_ABOVE, STATE_BELOW
+from .alerts.store import MAX_ALERTS_PER_USER
 from .alerts.targets import MAX_URL_LENGTH, describe_policy
-from .blueprints.alerts import CHANNEL_FIELDS
+from .blueprints.alerts import CHANNEL_FIELDS, TEST_BUSY_MESSAGE
 from .config import DEFAULT_NOTIFY_SCHEMES, NOTIFY_SCHEMES
+from .errors import DATABASE_ERROR_MESSAGE
 from .gateway.money import BILLING_UNLIMITED_USD
-from .usage.report import CONSUME_NOT_LOGGED, NO_LOGS_TABLE
+from .gateway.options import LOG_CONSUME
+from .usage.limit import BUSY_MESSAGE
+from .usage.report import CONSUME_NOT_LOGGED, DEFAULT_RANGE_DAYS, MAX_RANGE_DAYS, NO_LOGS_TABLE
 from .version import __version__
 
 _JSON = "application/json"
@@ -173,7 +178,7 @@ def _usage_schema() -> dict[str, Any]:
             "total_used": _amount("Net spend of the whole range, in `unit`."),
             "days": {
                 "type": "array",
-                "maxItems": 366,
+                "maxItems": MAX_RANGE_DAYS,
                 "items": listing("date", {"type": "string", "format": "date"}),
                 "description": "Every UTC day of the range, oldest first; days without requests show 0.",
             },
@@ -255,7 +260,7 @@ _SCHEMAS: dict[str, Any] = {
                         "enum": [NO_LOGS_TABLE[0], CONSUME_NOT_LOGGED[0], None],
                         "description": (
                             f"Why not: `{NO_LOGS_TABLE[0]}` (no logs table, in LOG_DATABASE_URL if set) or "
-                            f"`{CONSUME_NOT_LOGGED[0]}` (the gateway's LogConsumeEnabled is off); null when available."
+                            f"`{CONSUME_NOT_LOGGED[0]}` (the gateway's {LOG_CONSUME} is off); null when available."
                         ),
                     },
                     "message": _nullable(
@@ -400,15 +405,15 @@ _RESPONSES: dict[str, Any] = {
         headers=_retry_after("Seconds until the oldest failure leaves the window."),
     ),
     "DatabaseUnavailable": _error(
-        "The gateway database did not answer: `Failed to get used quota`. (The gateways' published examples "
+        f"The gateway database did not answer: `{DATABASE_ERROR_MESSAGE}`. (The gateways' published examples "
         "answer this with 200; clients test `success`.)"
     ),
     "InternalError": _error("An unexpected error; details are only in the service log."),
     "LogsBusyOrDatabaseUnavailable": _error(
-        "`Too many usage queries in progress; retry later` (with `Retry-After: 1`) when as many slow requests "
+        f"`{BUSY_MESSAGE}` (with `Retry-After: {RETRY_AFTER_SECONDS}`) when as many slow requests "
         "(log queries and alert tests) as the host allows (half its cores) are running already: refused at once, "
         "nothing is queried, balances keep answering. Or the database (or the log store) did not answer: "
-        "`Failed to get used quota`."
+        f"`{DATABASE_ERROR_MESSAGE}`."
     ),
 }
 
@@ -428,7 +433,7 @@ _DATE_PARAMETERS = [
         name,
         f"{text} (YYYY-MM-DD, a UTC day), as OpenAI clients send it. Give both for the net spend of "
         "[start_date, end_date) from the gateway's logs, or neither for the lifetime usage; without a logs "
-        "table or with the gateway's LogConsumeEnabled off, the lifetime usage is reported either way.",
+        f"table or with the gateway's {LOG_CONSUME} off, the lifetime usage is reported either way.",
     )
     for name, text in (("start_date", "First day, included"), ("end_date", "Day after the last, excluded"))
 ]
@@ -554,7 +559,7 @@ _DOCUMENT: dict[str, Any] = {
                 {
                     "400": _error(
                         "A malformed date, only one of the two dates, end_date not after start_date, or more than "
-                        "366 days."
+                        f"{MAX_RANGE_DAYS} days."
                     ),
                     "503": _ref("responses", "LogsBusyOrDatabaseUnavailable"),
                 },
@@ -579,20 +584,25 @@ _DOCUMENT: dict[str, Any] = {
                 {
                     "200": _json("Usage of the range.", _ref("schemas", "Usage")),
                     "400": _error(
-                        "A malformed date, end_date not after start_date, more than 366 days, or an unknown scope."
+                        f"A malformed date, end_date not after start_date, more than {MAX_RANGE_DAYS} days, or an "
+                        "unknown scope."
                     ),
                     "409": _error(
                         "The gateway's logs cannot tell: there is no logs table (in LOG_DATABASE_URL, if set), or "
-                        "the gateway's LogConsumeEnabled option is off."
+                        f"the gateway's {LOG_CONSUME} option is off."
                     ),
                     "503": _ref("responses", "LogsBusyOrDatabaseUnavailable"),
                 },
                 parameters=[
-                    _query("start_date", "First UTC day, included (YYYY-MM-DD). Default: end_date minus 30 days."),
+                    _query(
+                        "start_date",
+                        f"First UTC day, included (YYYY-MM-DD). Default: end_date minus {DEFAULT_RANGE_DAYS} days.",
+                    ),
                     _query(
                         "end_date",
                         "UTC day after the last one, excluded (YYYY-MM-DD). Default: tomorrow, so that the "
-                        "default range is the last 30 days, today included. At most 366 days after start_date.",
+                        f"default range is the last {DEFAULT_RANGE_DAYS} days, today included. At most "
+                        f"{MAX_RANGE_DAYS} days after start_date.",
                     ),
                     _query(
                         "scope",
@@ -633,7 +643,7 @@ _DOCUMENT: dict[str, Any] = {
                         "resolves to a refused address, a notify_url scheme the operator does not allow, or email "
                         "without ALERT_SMTP_URL). The message names the field. Nothing is stored."
                     ),
-                    "409": _error("The account already has 20 alerts; delete one first."),
+                    "409": _error(f"The account already has {MAX_ALERTS_PER_USER} alerts; delete one first."),
                 },
                 requestBody={"required": True, "content": {_JSON: {"schema": _ref("schemas", "AlertRequest")}}},
             ),
@@ -685,10 +695,10 @@ _DOCUMENT: dict[str, Any] = {
                         "connection), never the target's address or tokens."
                     ),
                     "503": _error(
-                        "`Too many test messages are being sent; retry later` (with `Retry-After: 1`) when the host "
+                        f"`{TEST_BUSY_MESSAGE}` (with `Retry-After: {RETRY_AFTER_SECONDS}`) when the host "
                         "runs as many slow requests (tests and usage queries, half its cores) as it allows: refused "
                         "at once, nothing is sent and the alert's test of this minute is kept. Or the database did "
-                        "not answer: `Failed to get used quota`."
+                        f"not answer: `{DATABASE_ERROR_MESSAGE}`."
                     ),
                 },
                 parameters=[_ALERT_ID],

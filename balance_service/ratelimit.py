@@ -39,7 +39,6 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from functools import lru_cache
-from urllib.parse import urlparse
 
 import redis
 from flask import Flask, Response, current_app, jsonify, request
@@ -49,7 +48,7 @@ from redis.retry import Retry
 
 from . import observability
 from ._internal.redis_deadline import DEADLINE_CLASSES, deadline
-from .config import ConfigError, Rate, redis_options
+from .config import ConfigError, Rate, Settings, redis_options
 from .errors import error_body
 
 MESSAGE = "Too many failed authentication attempts; retry later"
@@ -378,15 +377,16 @@ def count_failed_auth(response: Response) -> Response:
     return response
 
 
-def init_app(app: Flask, rate: Rate | None, storage: str) -> None:
+def init_app(app: Flask, settings: Settings) -> None:
     """Set up the limiter (``AUTH_FAILURE_LIMIT``, ``RATELIMIT_STORAGE_URI``) unless the limit is off."""
+    rate = settings.auth_failure_limit
     if rate is None:
         return
-    # By the scheme, as config.py accepted RATELIMIT_STORAGE_URI: "Memory://" is memory:// too.
-    if urlparse(storage).scheme.lower() == "memory":
+    if settings.limiter_in_memory:
         app.extensions[_EXTENSION] = LocalCounts(rate)
     else:
-        shared = SharedCounts(rate, storage, on_open=observability.metrics(app).limiter_outages.inc)
+        outages = observability.metrics(app).limiter_outages.inc
+        shared = SharedCounts(rate, settings.ratelimit_storage_uri, on_open=outages)
         shared.check_at_start_up()
         app.extensions[_EXTENSION] = shared
 

@@ -115,7 +115,7 @@ def server_side(url: str, scope: Scope) -> dict:
     today = datetime.now(UTC).date()
     start, end = today - timedelta(days=29), today + timedelta(days=1)
     pool = ClickHousePool(*client_options(url, 3, 30000))
-    source = ClickHouseLogSource(pool)
+    source = ClickHouseLogSource(pool, 60000)
     statement, params = source.daily_statement(scope, start, end)
     with pool.client() as client:
         result = client.execute(statement, params)

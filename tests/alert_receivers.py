@@ -21,6 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiosmtpd.controller import Controller
 
+from balance_service.config import DEFAULT_NOTIFY_SCHEMES
+from tests.helpers import serving
+
 
 @dataclass
 class Posted:
@@ -73,16 +76,9 @@ def http_receiver() -> Iterator[HttpReceiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
     state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @dataclass
@@ -169,12 +165,36 @@ def recording_proxy() -> Iterator[Proxy]:
             pass
 
     server.RequestHandlerClass = Handler
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+
+
+#: The top-up page alert messages link to in the channel tests.
+TOPUP = "https://gateway.example.com/topup"
+#: Every default scheme, and Apprise's JSON target for the JSON receiver.
+SCHEMES = DEFAULT_NOTIFY_SCHEMES + ",json"
+
+
+def channel_settings(mail: SmtpServer) -> dict[str, object]:
+    """Settings for an app whose alerts may reach these receivers on loopback: every scheme, ``mail`` as the
+    operator's mail server, the ``TOPUP`` link."""
+    return {
+        "ALERT_ALLOW_PRIVATE_TARGETS": True,
+        "ALERT_NOTIFY_SCHEMES": SCHEMES,
+        "ALERT_SMTP_URL": mail.url(),
+        "ALERT_TOPUP_URL": TOPUP,
+    }
+
+
+def create(app, key, headers=None, **fields):
+    """``POST /v1/user/balance/alerts`` with ``key`` (threshold 5 unless given); the response."""
+    fields.setdefault("threshold", 5)
+    headers = {"Authorization": f"Bearer {key}", **(headers or {})}
+    return app.test_client().post("/v1/user/balance/alerts", json=fields, headers=headers)
+
+
+def created(app, key, headers=None, **fields):
+    """The alert ``create`` made (it must be a 201)."""
+    response = create(app, key, headers, **fields)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["alert"]

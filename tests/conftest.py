@@ -33,6 +33,7 @@ from balance_service.extensions import db as _db
 from balance_service.gateway.tables import Token, User
 from balance_service.migrations import init_database
 from balance_service.usage.source import CLICKHOUSE_EXTENSION
+from tests.alert_receivers import smtp_server
 from tests.clickhouse import (
     ClickHouseTables,
     reader_url,
@@ -192,6 +193,13 @@ def make_app(database_url, log_store, request):
             _db.session.execute(delete(User))
             _db.session.commit()
             _db.engine.dispose()
+
+
+@pytest.fixture
+def mail_server():
+    """The operator's mail server for e-mail alerts: a private SMTP server on loopback (tests/alert_receivers.py)."""
+    with smtp_server() as state:
+        yield state
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -164,6 +165,20 @@ def clean_environment(**settings: str) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[None]:
+    """Serve ``server`` (a loopback test server) from a thread of its own for the block; shut and closed after it."""
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 def flask_cli(env: dict[str, str], *args: str) -> str:
     """Run ``flask --app wsgi *args`` in the checkout with ``env`` (from :func:`clean_environment`); its output."""
     done = subprocess.run(
@@ -176,6 +191,20 @@ def flask_cli(env: dict[str, str], *args: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def last_line_printed(script: str, timeout: float = 120) -> str:
+    """Run ``script`` in a fresh Python process in the checkout (a clean environment); the last line it printed."""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=clean_environment(),
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.rstrip("\n").rsplit("\n", 1)[-1]
 
 
 def created_key(output: str) -> str:
@@ -277,12 +306,5 @@ def recording_receiver() -> Iterator[tuple[str, list[dict]]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield f"http://127.0.0.1:{server.server_port}/hook", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

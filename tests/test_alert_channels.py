@@ -11,28 +11,31 @@ after a redirect too. No test sends anything off this machine.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
 from balance_service.alerts.models import BalanceAlert
-from balance_service.config import DEFAULT_NOTIFY_SCHEMES, NOTIFY_SCHEMES, ConfigError, Settings
+from balance_service.config import NOTIFY_SCHEMES, ConfigError, Settings
 from balance_service.extensions import db as _db
-from tests.alert_receivers import free_port, http_receiver, recording_proxy, smtp_server
+from tests.alert_receivers import (
+    SCHEMES,
+    TOPUP,
+    channel_settings,
+    create,
+    created,
+    free_port,
+    http_receiver,
+    recording_proxy,
+)
 from tests.gateway_logs import CONSUME, Log
-from tests.helpers import clean_environment
+from tests.helpers import last_line_printed
 from tests.test_forecast_alerts import days_ago
 
 URL = "/v1/user/balance/alerts"
 USD = 500_000  # quota units per dollar
-TOPUP = "https://gateway.example.com/topup"
 BOT = "tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/987654321"
-#: Every default scheme, and Apprise's JSON target for the JSON receiver.
-SCHEMES = DEFAULT_NOTIFY_SCHEMES + ",json"
 
 
 @pytest.fixture
@@ -42,30 +45,8 @@ def receiver():
 
 
 @pytest.fixture
-def mail_server():
-    with smtp_server() as state:
-        yield state
-
-
-@pytest.fixture
 def app(make_app, mail_server):
-    return make_app(
-        ALERT_ALLOW_PRIVATE_TARGETS=True,
-        ALERT_NOTIFY_SCHEMES=SCHEMES,
-        ALERT_SMTP_URL=mail_server.url(),
-        ALERT_TOPUP_URL=TOPUP,
-    )
-
-
-def create(app, key, headers=None, **fields):
-    fields.setdefault("threshold", 5)
-    return app.test_client().post(URL, json=fields, headers={"Authorization": f"Bearer {key}", **(headers or {})})
-
-
-def created(app, key, headers=None, **fields):
-    response = create(app, key, headers, **fields)
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["alert"]
+    return make_app(**channel_settings(mail_server))
 
 
 def listed(app, key):
@@ -411,16 +392,7 @@ def test_a_serving_worker_never_loads_apprise(app, alice, receiver, database_url
         "loaded = sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('apprise', 'requests')})\n"
         "print(made.status_code, tested.status_code, listed.status_code, balance.status_code, loaded)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        env=clean_environment(),
-        timeout=120,
-        check=True,
-    )
-    assert done.stdout.split("\n")[-2] == "201 200 200 200 []", done.stdout + done.stderr
+    assert last_line_printed(script) == "201 200 200 200 []"
     assert [post.json["title"] for post in receiver.posts] == ["[Test] Balance alert"]
 
 

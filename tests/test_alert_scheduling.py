@@ -25,6 +25,7 @@ from balance_service.alerts.delivery import deliver
 from balance_service.alerts.models import BalanceAlert
 from balance_service.extensions import db as _db
 from balance_service.gateway.tables import User
+from tests.helpers import serving
 
 URL = "/v1/user/balance/alerts"
 USD = 500_000
@@ -157,15 +158,8 @@ def timed_receiver() -> Iterator[tuple[str, list[float]]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield f"http://127.0.0.1:{server.server_port}/hook", times
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 #: check-alerts' delivery options against receivers that never answer: each alert is given up on after 1 s.

@@ -16,8 +16,7 @@ import pytest
 from balance_service.blueprints import alerts as alerts_blueprint
 from balance_service.blueprints.alerts import TEST_BUSY_MESSAGE
 from balance_service.usage.limit import SLOTS, usage_slots
-from tests.alert_receivers import free_port, http_receiver, smtp_server
-from tests.test_alert_channels import SCHEMES, TOPUP, created
+from tests.alert_receivers import SCHEMES, TOPUP, channel_settings, created, free_port, http_receiver
 from tests.test_alert_webhooks import expected_signature, running_receiver
 
 URL = "/v1/user/balance/alerts"
@@ -43,19 +42,8 @@ def receiver():
 
 
 @pytest.fixture
-def mail_server():
-    with smtp_server() as state:
-        yield state
-
-
-@pytest.fixture
 def app(make_app, mail_server):
-    return make_app(
-        ALERT_ALLOW_PRIVATE_TARGETS=True,
-        ALERT_NOTIFY_SCHEMES=SCHEMES,
-        ALERT_SMTP_URL=mail_server.url(),
-        ALERT_TOPUP_URL=TOPUP,
-    )
+    return make_app(**channel_settings(mail_server))
 
 
 @pytest.fixture

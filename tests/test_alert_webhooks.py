@@ -31,7 +31,7 @@ from balance_service.alerts.models import BalanceAlert
 from balance_service.extensions import db as _db
 from balance_service.gateway.tables import TOKEN_DISABLED, Token, User
 from balance_service.migrations import init_database
-from tests.helpers import run_concurrently, self_signed_certificate
+from tests.helpers import run_concurrently, self_signed_certificate, serving
 
 URL = "/v1/user/balance/alerts"
 USD = 500_000  # quota units per dollar
@@ -82,19 +82,12 @@ def running_receiver(tls: ssl.SSLContext | None = None):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
     scheme = "https" if tls else "http"
     state.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/balance-hook?source=test"
-    try:
+    with serving(server):
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -41,7 +40,7 @@ from balance_service.gateway import operations
 from balance_service.gateway.tables import Token, User
 from balance_service.migrations import init_database
 from tests.gateway_logs import CONSUME, REFUND, GatewayTables, Log
-from tests.helpers import clean_environment, recording_receiver, running_gunicorn
+from tests.helpers import clean_environment, recording_receiver, running_gunicorn, serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -182,14 +181,8 @@ def service_in_unit(request, service, tmp_path_factory) -> Iterator[tuple[str, S
 def page_origin() -> Iterator[str]:
     """``web/`` on its own loopback port: a different origin from the service."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietStaticHandler, directory=str(WEB)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture(scope="module")

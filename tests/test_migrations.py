@@ -9,12 +9,9 @@ database ``init-db`` has not migrated they answer 503 / exit 1 and say so.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from alembic import command
@@ -39,7 +36,7 @@ from balance_service.migrations import (
     mysql_lock_name,
 )
 from tests.gateway_logs import GatewayTables
-from tests.helpers import clean_environment, temporary_mariadb_database, temporary_postgres_database
+from tests.helpers import last_line_printed, temporary_mariadb_database, temporary_postgres_database
 
 URL = "/v1/user/balance/alerts"
 HOOK = "http://127.0.0.1:9/hook"
@@ -175,16 +172,7 @@ def test_a_serving_worker_answers_alert_requests_without_importing_alembic(backe
         f"response = app.test_client().get({URL!r}, headers={{'Authorization': 'Bearer {key}'}})\n"
         "print(response.status_code, sorted(m for m in ('alembic', 'mako') if m in sys.modules))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        env=clean_environment(),
-        timeout=60,
-        check=True,
-    )
-    assert done.stdout.split("\n")[-2] == "200 []", done.stdout + done.stderr
+    assert last_line_printed(script, timeout=60) == "200 []"
 
 
 def test_the_version_table_is_named_for_the_service_so_it_cannot_collide_with_a_gateways(empty_url):

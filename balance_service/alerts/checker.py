@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -71,6 +70,7 @@ from .models import (
     STATE_ABOVE,
     STATE_BELOW,
     BalanceAlert,
+    days_of,
     utcnow,
 )
 
@@ -188,7 +188,7 @@ def _forecast_reading(row: Row, balance: Balance, today: date) -> Reading:
         return Reading(None)
     if result is None or result.days_left is None:
         return Reading(False)
-    return Reading(result.days_left < Decimal(row.days_left_tenths) / 10, result)
+    return Reading(result.days_left < days_of(row.days_left_tenths), result)
 
 
 def reading(row: Row, balance: Balance, today: date) -> Reading:
@@ -220,7 +220,7 @@ def _forecast_fields(row: Row, forecast: Forecast) -> dict[str, Any]:
     """What a forecast notification says instead of a threshold: the alert's days and the forecast itself."""
     return {
         "threshold": None,
-        "days_left": Decimal(row.days_left_tenths) / 10,
+        "days_left": days_of(row.days_left_tenths),
         "forecast": present_forecast(forecast),
     }
 
@@ -243,7 +243,7 @@ def _payload(row: Any, quota: int | None, now: int, forecast: Forecast | None = 
     if forecast is not None:
         payload.update(_forecast_fields(row, forecast))
     elif row.days_left_tenths is not None:
-        payload.update(threshold=None, days_left=Decimal(row.days_left_tenths) / 10)
+        payload.update(threshold=None, days_left=days_of(row.days_left_tenths))
     if test:
         payload["test"] = True
     return current_app.json.dumps(payload).encode()
@@ -253,18 +253,25 @@ def test_webhook_job(
     alert: BalanceAlert, quota: int | None, now: int, how: channels.Sending
 ) -> Callable[[], DeliveryResult]:
     """The test button's webhook: signed like a notification, marked as a test."""
-    body = _payload(alert, quota, now, test=True)
+    return _webhook_job(alert.webhook_url, _payload(alert, quota, now, test=True), alert.secret, EVENT_TEST, now, how)
+
+
+def _webhook_job(
+    url: str, body: bytes, secret: str, event: str, now: int, how: channels.Sending
+) -> Callable[[], DeliveryResult]:
+    """A signed POST of ``body`` to ``url``, sent the way ``how`` says, to run later (in a worker thread)."""
     return partial(
         deliver,
-        alert.webhook_url,
+        url,
         body,
-        alert.secret,
-        event=EVENT_TEST,
+        secret,
+        event=event,
         timestamp=now,
         allow_private=how.allow_private,
         timeout=how.timeout,
         attempts=how.attempts,
         backoff=how.backoff,
+        dns_timeout=how.dns_timeout,
         deadline=how.deadline,
     )
 
@@ -292,7 +299,7 @@ def _facts(row: Row, quota: int, forecast: Forecast | None) -> Facts:
         name=watched_name(scope, row.username, row.token.name),
         quota=quota,
         threshold=None if forecast_alert else row.threshold,
-        watched_days=Decimal(row.days_left_tenths) / 10 if forecast_alert else None,
+        watched_days=days_of(row.days_left_tenths),
         forecast_days=None if forecast is None else forecast.days_left,
         topup_url=settings().alert_topup_url,
     )
@@ -333,14 +340,7 @@ def _job(
     """What to send for this crossing, built in the main thread (it reads settings and the gateway's currency)."""
     if row.channel == CHANNEL_WEBHOOK:
         body = _payload(row, quota, now, forecast)
-        options = {
-            "allow_private": how.allow_private,
-            "timeout": how.timeout,
-            "attempts": how.attempts,
-            "backoff": how.backoff,
-            "deadline": how.deadline,
-        }
-        return partial(deliver, row.webhook_url, body, row.secret, event=_event(forecast), timestamp=now, **options)
+        return _webhook_job(row.webhook_url, body, row.secret, _event(forecast), now, how)
     title, text = compose(_facts(row, quota, forecast), row.lang)
     return message_job(row.channel, row.target, title, text, how)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from sqlalchemy import BigInteger, DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -21,6 +22,11 @@ LANGUAGES = ("en", "zh-CN")
 def utcnow() -> datetime:
     """Naive UTC, the way the gateway stores its own timestamps (SQLite keeps no time zone)."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def days_of(tenths: int | None) -> Decimal | None:
+    """A forecast alert's ``days_left`` from its stored ``days_left_tenths`` (None: not a forecast alert)."""
+    return None if tenths is None else Decimal(tenths) / 10
 
 
 class BalanceAlert(db.Model):

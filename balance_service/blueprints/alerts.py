@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
+from werkzeug.exceptions import TooManyRequests
 
 from ..alerts import channels, isolated, store
 from ..alerts.checker import DeliveryOptions, sending_options, test_webhook_job, watched_name
@@ -39,12 +40,13 @@ from ..alerts.models import (
     SCOPE_TOKEN,
     STATE_ABOVE,
     BalanceAlert,
+    days_of,
 )
 from ..alerts.targets import TargetError, check_url, resolve
 from ..config import settings
-from ..errors import ApiError, error_body
+from ..errors import ApiError
 from ..extensions import db
-from ..gateway.money import AmountError, Currency, NotWhole
+from ..gateway.money import AmountError, NotWhole
 from ..gateway.options import currency
 from ..gateway.rules import Balance, alert_refusal
 from ..gateway.tables import Token, User
@@ -105,10 +107,6 @@ TEST_BUSY_MESSAGE = "Too many test messages are being sent; retry later"
 MAX_DAYS_LEFT = 365
 
 
-def _currency() -> Currency:
-    return currency()
-
-
 def _threshold_quota(value: Any) -> int:
     """The threshold from the request, in the configured unit, as whole quota units."""
     if value is None:
@@ -119,7 +117,7 @@ def _threshold_quota(value: Any) -> int:
     if not Decimal(value).is_finite() or value < 0:
         raise ApiError(400, "threshold must be a non-negative number")
     try:
-        return _currency().parse(value)
+        return currency().parse(value)
     except NotWhole:
         raise ApiError(400, "threshold in tokens must be a whole number") from None
     except AmountError:
@@ -163,7 +161,7 @@ def _present(alert: BalanceAlert, viewer: int) -> dict[str, Any]:
     an e-mail address are shown masked, to every key (``channels.mask_*``);
     the full value is only stored.
     """
-    money = _currency()
+    money = currency()
     notify = alert.target if alert.channel == CHANNEL_NOTIFY and alert.target else None
     email = alert.target if alert.channel == CHANNEL_EMAIL and alert.target else None
     return {
@@ -171,7 +169,7 @@ def _present(alert: BalanceAlert, viewer: int) -> dict[str, Any]:
         "scope": alert.scope,
         "token_id": alert.token_id,
         "threshold": None if alert.is_forecast else money.amount(alert.threshold),
-        "days_left": None if alert.days_left_tenths is None else Decimal(alert.days_left_tenths) / 10,
+        "days_left": days_of(alert.days_left_tenths),
         "unit": money.unit,
         "webhook_url": alert.webhook_url if alert.created_by_token_id == viewer else None,
         "state": alert.state,
@@ -307,12 +305,12 @@ def _test_facts(alert: BalanceAlert) -> tuple[Facts, int | None]:
     db.session.commit()  # end the read transaction before the network
     scope = alert.scope
     facts = Facts(
-        currency=_currency(),
+        currency=currency(),
         scope=scope,
         name=watched_name(scope, username, token_name),
         quota=quota,
         threshold=None if alert.is_forecast else alert.threshold,
-        watched_days=None if alert.days_left_tenths is None else Decimal(alert.days_left_tenths) / 10,
+        watched_days=days_of(alert.days_left_tenths),
         topup_url=settings().alert_topup_url,
     )
     return facts, quota
@@ -336,12 +334,10 @@ def _within_interval(last: datetime | None, moment: datetime) -> bool:
     return last is not None and (moment - last).total_seconds() < TEST_INTERVAL
 
 
-def _too_soon(last: datetime, moment: datetime) -> tuple[Any, int]:
+def _too_soon(last: datetime, moment: datetime) -> TooManyRequests:
     """The 429 for a press less than ``TEST_INTERVAL`` seconds after the test at ``last``."""
     wait = min(max(math.ceil(TEST_INTERVAL - (moment - last).total_seconds()), 1), TEST_INTERVAL)
-    response = jsonify(error_body(f"One test per alert per minute; try again in {wait} s"))
-    response.headers["Retry-After"] = str(wait)
-    return response, 429
+    return TooManyRequests(f"One test per alert per minute; try again in {wait} s", retry_after=wait)
 
 
 @bp.post("/v1/user/balance/alerts/<int:alert_id>/test")
@@ -362,12 +358,12 @@ def test_alert(alert_id: int):
     now = int(clock())
     moment = datetime.fromtimestamp(now, UTC).replace(tzinfo=None)
     if _within_interval(alert.last_test_at, moment):  # as read with the alert: no slot for a press that waits
-        return _too_soon(alert.last_test_at, moment)
+        raise _too_soon(alert.last_test_at, moment)
     # A slot before the claim: refused for being busy, the press has not used up the alert's test of this minute.
     with usage_slots().take(TEST_BUSY_MESSAGE):
         last = store.claim_test(alert.id, moment, TEST_INTERVAL)
         if last is not None:  # another press was faster
-            return _too_soon(last, moment)
+            raise _too_soon(last, moment)
         result = _send_test(alert, now)
     if not result.ok:
         raise ApiError(502, f"The test message was not delivered: {result.error}")

@@ -151,7 +151,7 @@ def _rollup_report(main: Engine, logs_engine: Engine) -> list[str]:
         return [*out, "  not set up: run `flask --app wsgi init-db`; until then usage is read from the logs alone"]
     with main.connect() as connection:
         watermark = connection.execute(select(RollupState.watermark)).scalar() or 0
-    last = SqlLogSource(logs_engine).last_id()
+    last = SqlLogSource(logs_engine, settings().log_statement_timeout_ms).last_id()
     if not watermark:
         return [
             *out,

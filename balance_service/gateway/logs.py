@@ -119,19 +119,16 @@ class SqlLogSource:
     prints the statement) and otherwise the gateways' own single-column ones.
 
     ``query_timeout_ms``: how long each of the sums (usage, spend, roll-up)
-    may take (``config.Settings.log_statement_timeout_ms``); None: the
-    engine's own statement timeout. Looking the table up keeps the engine's.
+    may take (``config.Settings.log_statement_timeout_ms``). Looking the table
+    up and its last id keep the engine's own statement timeout.
     """
 
-    def __init__(self, engine: Engine, query_timeout_ms: int | None = None) -> None:
+    def __init__(self, engine: Engine, query_timeout_ms: int) -> None:
         self.engine = engine
         self.query_timeout_ms = query_timeout_ms
 
     def _rows(self, statement: Select) -> list[Row]:
         """The rows of one of the sums, run with ``query_timeout_ms``."""
-        if self.query_timeout_ms is None:
-            with self.engine.connect() as connection:
-                return list(connection.execute(statement).all())
         with db_deadline.connect(self.engine, self.query_timeout_ms) as connection:
             return list(connection.execute(statement).all())
 
@@ -147,16 +144,10 @@ class SqlLogSource:
 
     def _where(self, scope: Scope, start: date, end: date, after_id: int = 0) -> ColumnElement[bool]:
         c = logs.c
-        if not scope.is_key:
-            who = [c.user_id == scope.user_id]
-        elif self.has_token_id():  # new-api: the key's id alone (index on token_id, created_at)
-            who = [c.token_id == scope.token_id]
-        else:  # one-api: no token_id; the key's rows carry its owner and its name (exact, case and all)
-            who = [c.user_id == scope.user_id, c.token_name == exact_string(scope.token_name or "")]
         # Rows the roll-up has not summed yet: found by (user_id, id) or the primary key, whatever the range.
         newer = [c.id > after_id] if after_id else []
         return and_(
-            *who,
+            scope_rows(c, scope, self.has_token_id()),
             *newer,
             c.created_at >= day_start(start),
             c.created_at < day_start(end),
@@ -223,6 +214,17 @@ class SqlLogSource:
     def rollup_rows(self, after_id: int, upto_id: int) -> list[Row]:
         """The rows of :meth:`rollup_statement`."""
         return self._rows(self.rollup_statement(after_id, upto_id))
+
+
+def scope_rows(c: Any, scope: Scope, has_token_id: bool) -> ColumnElement[bool]:
+    """The rows of ``scope`` among columns ``c`` (``user_id``, ``token_id``, ``token_name``): the logs' or the
+    roll-up's. An account's by ``user_id``; a key's by ``token_id`` where the gateway writes it (new-api), else
+    (one-api) by its owner and its exact name, case and all."""
+    if not scope.is_key:
+        return c.user_id == scope.user_id
+    if has_token_id:
+        return c.token_id == scope.token_id
+    return and_(c.user_id == scope.user_id, c.token_name == exact_string(scope.token_name or ""))
 
 
 def _day() -> ColumnElement[int]:

@@ -175,9 +175,9 @@ class ClickHousePool:
 class ClickHouseLogSource:
     """The ``LogSource`` on new-api's ClickHouse ``logs`` table (``usage.source``); queries from ``gateway.logs``."""
 
-    def __init__(self, pool: ClickHousePool, query_timeout_ms: int | None = None) -> None:
+    def __init__(self, pool: ClickHousePool, query_timeout_ms: int) -> None:
         self.pool = pool
-        #: How long each sum may take (``config.Settings.log_statement_timeout_ms``); None: the pool's own.
+        #: How long each sum may take (``config.Settings.log_statement_timeout_ms``).
         self.query_timeout_ms = query_timeout_ms
 
     def columns(self) -> frozenset[str] | None:

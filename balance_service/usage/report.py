@@ -15,7 +15,6 @@ from decimal import Decimal
 from typing import Any
 
 from ..errors import ApiError
-from ..gateway.money import Currency
 from ..gateway.options import LOG_CONSUME, currency, gateway_options
 from .forecast import Forecast, forecast, forecast_window
 from .source import Scope, log_source
@@ -31,11 +30,6 @@ _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 def utc_today() -> date:
     return datetime.now(UTC).date()
-
-
-def _currency() -> Currency:
-    """How amounts are shown, as the balance endpoints show them."""
-    return currency()
 
 
 def parse_day(name: str, value: str) -> date:
@@ -116,13 +110,13 @@ def ranged_billing_cents(scope: Scope, start: date, end: date) -> Decimal | None
     """
     if logs_unavailable() is not None:
         return None
-    return _currency().cents(log_source().net_spend(scope, start, end))
+    return currency().cents(log_source().net_spend(scope, start, end))
 
 
 def present_forecast(result: Forecast) -> dict[str, Any]:
     """The ``forecast`` object of the answer, in the display unit."""
     return {
-        "daily_rate": _currency().amount(result.daily_rate),
+        "daily_rate": currency().amount(result.daily_rate),
         "days_left": result.days_left,
         "runs_out_on": None if result.runs_out_on is None else result.runs_out_on.isoformat(),
     }
@@ -159,7 +153,7 @@ def usage_report(
         recent = sum(row.net_quota for row in rows if window[0] <= row.day < window[1])
     else:
         recent = source.net_spend(scope, *window)
-    money = _currency()
+    money = currency()
     amount = money.amount
 
     days = []

@@ -47,8 +47,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from ..extensions import db
-from ..gateway.logs import EPOCH, Scope, SqlLogSource, UsageRow, as_text, usage_rows
-from ..gateway.tables import columns, exact_string
+from ..gateway.logs import EPOCH, Scope, SqlLogSource, UsageRow, as_text, scope_rows, usage_rows
+from ..gateway.tables import columns
 from ..migrations import INIT_DB, NotMigrated
 
 #: Log ids summed per transaction: a batch is one short read of the primary key's range and one upsert.
@@ -157,14 +157,6 @@ class RolledUpLogSource:
     def has_logs(self) -> bool:
         return self.raw.has_logs()
 
-    def _who(self, scope: Scope) -> Any:
-        r = _rollup.c
-        if not scope.is_key:
-            return r.user_id == scope.user_id
-        if self.raw.has_token_id():
-            return r.token_id == scope.token_id
-        return and_(r.user_id == scope.user_id, r.token_name == exact_string(scope.token_name or ""))
-
     def _buckets(self, scope: Scope, start: date, end: date, by_day: bool) -> tuple[int, list[tuple]]:
         """The watermark and the buckets' sums (per day and model, or in all), read in one statement.
 
@@ -174,7 +166,8 @@ class RolledUpLogSource:
             return 0, []
         r, s = _rollup.c, _state.c
         keys = [r.day, r.model_name] if by_day else []
-        on = and_(self._who(scope), r.day >= _day_number(start), r.day < _day_number(end))
+        who = scope_rows(r, scope, self.raw.has_token_id())
+        on = and_(who, r.day >= _day_number(start), r.day < _day_number(end))
         stmt = (
             select(s.watermark, s.source, *keys, func.sum(r.consumed - r.refunded), func.sum(r.requests))
             .select_from(_state.outerjoin(_rollup, on))
